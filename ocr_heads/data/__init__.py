@@ -1,0 +1,1 @@
+"""Evidence pages: haystack sources, needle samples, page rendering with per-character boxes."""

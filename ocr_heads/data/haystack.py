@@ -1,0 +1,131 @@
+"""Haystack text and needles: an embedded offline source and the paper's Hugging Face sources.
+
+The embedded source is the help text that ships with CPython (``pydoc_data.topics``), so it needs no
+network and is the same on every machine with the same Python minor version. The hub sources
+(``nanotron/simple_needle_in_a_hay_stack``, ``opencompass/NeedleBench``) are used on a connected
+machine with ``--source hf``.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+from dataclasses import dataclass
+from functools import lru_cache
+
+# Target lengths are in tokens; step1 has no tokenizer, so it budgets ~4 characters per token
+# (the usual English rate of BPE tokenizers such as Qwen2's).
+CHARS_PER_TOKEN = 4
+_PRINTABLE = set(string.printable) - set("\t\r\x0b\x0c")
+
+
+def normalise_whitespace(text: str) -> str:
+    """One space between words, printable ASCII only: what the page renderer draws."""
+    text = "".join(c if c in _PRINTABLE else " " for c in text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+@lru_cache(maxsize=1)
+def embedded_corpus() -> str:
+    from pydoc_data import topics
+
+    return normalise_whitespace(" ".join(topics.topics[key] for key in sorted(topics.topics)))
+
+
+def haystack_slice(corpus: str, num_chars: int, rng: random.Random) -> str:
+    """A random window of about ``num_chars`` characters, starting and ending on word boundaries."""
+    if not corpus.strip():
+        raise ValueError("empty haystack: the haystack source has no text")
+    if num_chars >= len(corpus):
+        return corpus
+    start = rng.randrange(0, len(corpus) - num_chars)
+    start = corpus.find(" ", start) + 1
+    end = corpus.rfind(" ", start, start + num_chars)
+    if end <= start:
+        end = start + num_chars
+    return corpus[start:end].strip()
+
+
+@dataclass(frozen=True)
+class Needle:
+    text: str  # the sentence inserted into the haystack
+    question: str
+    answer: str  # must occur verbatim in ``text``
+
+
+def passkey_needle(rng: random.Random, digits: int = 5) -> Needle:
+    key = "".join(rng.choice("0123456789") for _ in range(digits))
+    key = str(rng.randint(1, 9)) + key[1:]  # no leading zero: it reads like a number
+    return Needle(
+        text=f"The pass key is {key}. Remember it. {key} is the pass key.",
+        question="What is the pass key?",
+        answer=key,
+    )
+
+
+def single_char_needle(char: str) -> Needle:
+    """Case-study needle whose answer is one character of 0-9a-z."""
+    if len(char) != 1 or char not in string.digits + string.ascii_lowercase:
+        raise ValueError(f"single-character passkeys are 0-9a-z, got {char!r}")
+    return Needle(
+        text=f"The pass key is {char}. Remember it. {char} is the pass key.",
+        question="What is the pass key?",
+        answer=char,
+    )
+
+
+_PEOPLE = ["Mara", "Ilya", "Tomas", "Keiko", "Amara", "Lionel", "Priya", "Soren", "Beatrix", "Ode"]
+_THINGS = ["garden", "lighthouse", "violin", "bakery", "observatory", "sailboat", "library", "orchard"]
+_ANSWERS = [
+    "blue saffron", "a copper key", "silver thread", "smoked paprika", "wild honey",
+    "a green lantern", "forty lemons", "a brass compass", "cold jasmine tea", "amber glass",
+]
+
+
+def niah_needle(rng: random.Random) -> Needle:
+    """A seeded fact with a question whose answer is a short phrase (can wrap across lines)."""
+    person, thing, answer = rng.choice(_PEOPLE), rng.choice(_THINGS), rng.choice(_ANSWERS)
+    return Needle(
+        text=f"The secret hidden in {person}'s {thing} is {answer}.",
+        question=f"What is the secret hidden in {person}'s {thing}?",
+        answer=answer,
+    )
+
+
+def insert_needle(haystack: str, needle: str, depth: float) -> tuple[str, int]:
+    """Insert ``needle`` at a sentence boundary near ``depth`` (0..1); returns (context, needle offset)."""
+    target = int(len(haystack) * depth)
+    boundary = haystack.rfind(". ", 0, target)
+    cut = 0 if boundary < 0 else boundary + 2
+    before, after = haystack[:cut], haystack[cut:]
+    context = (before + needle + " " + after).strip() if before else (needle + " " + after).strip()
+    return context, context.index(needle)
+
+
+def hf_passkey_haystacks(length_tokens: int, n: int, seed: int) -> list[str]:  # pragma: no cover - network
+    """Haystack texts of ``nanotron/simple_needle_in_a_hay_stack`` at a context length (connected machine)."""
+    from datasets import load_dataset
+
+    rows = load_dataset("nanotron/simple_needle_in_a_hay_stack", split="train")
+    rows = rows.filter(lambda r: int(r.get("context_length", 0)) == length_tokens).shuffle(seed=seed)
+    field = next((f for f in ("haystack", "context", "prompt", "text") if f in rows.column_names), None)
+    if field is None:
+        raise ValueError(f"unexpected columns in nanotron/simple_needle_in_a_hay_stack: {rows.column_names}")
+    return [normalise_whitespace(rows[i][field]) for i in range(min(n, len(rows)))]
+
+
+def hf_niah_source(seed: int) -> tuple[str, list[Needle]]:  # pragma: no cover - network
+    """Haystack text and needles of ``opencompass/NeedleBench`` (English)."""
+    from datasets import load_dataset
+
+    haystack_rows = load_dataset("opencompass/NeedleBench", "en_haystack_texts", split="test")
+    needle_rows = load_dataset("opencompass/NeedleBench", "retrieval_needles", split="test")
+    corpus = normalise_whitespace(" ".join(r["text"] for r in haystack_rows))
+    needles = [
+        Needle(normalise_whitespace(r["needle"]), r["retrieval_question"], r["gold_standard_answer"])
+        for r in needle_rows
+        if r.get("language", "English") == "English"
+    ]
+    random.Random(seed).shuffle(needles)
+    return corpus, needles
