@@ -1,0 +1,205 @@
+"""Memory-efficient attention capture through transformers' attention interface.
+
+During ``generate`` with a KV cache, every language-model layer calls the registered attention
+function once per step: first with the whole prompt (prefill), then with one query (decode). We
+delegate the real work to sdpa (the fast path stays untouched) and, for the one query row that
+produces each new token (the prefill's last row, then every decode row), recompute that row's
+attention probabilities to record, per head: the argmax key over the prompt and the probability
+on key 0 (the attention sink). Memory is O(layers x heads x generated tokens), never O(seq^2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from ocr_heads.models.base import ModelAdapter
+
+CAPTURE_IMPLEMENTATION = "ocr_heads_capture"
+
+
+@dataclass
+class StepRecord:
+    """Per (step, layer, head): argmax prompt position and sink probability of the producing row."""
+
+    argmax: torch.Tensor  # (steps, layers, heads) int64
+    sink: torch.Tensor  # (steps, layers, heads) float32
+
+
+@dataclass
+class AttentionRecorder:
+    num_layers: int
+    prompt_length: int | None = None  # inferred from the prefill when not given
+    # Prompt positions whose own rows are also recorded at prefill (the authors' text rule needs them).
+    prompt_rows: list[int] = field(default_factory=list)
+    _prompt_argmax: list[torch.Tensor] = field(default_factory=list)
+    _argmax: list[list[torch.Tensor]] = field(default_factory=list)
+    _sink: list[list[torch.Tensor]] = field(default_factory=list)
+
+    def reset(self, prompt_length: int | None = None, prompt_rows: list[int] | None = None) -> None:
+        self.prompt_length = prompt_length
+        self.prompt_rows = list(prompt_rows or [])
+        self._prompt_argmax = [None] * self.num_layers
+        self._argmax = [[] for _ in range(self.num_layers)]
+        self._sink = [[] for _ in range(self.num_layers)]
+
+    def observe(self, layer: int, probs: torch.Tensor) -> None:
+        """``probs``: (heads, keys) probabilities of the producing query row."""
+        if self.prompt_length is None:
+            self.prompt_length = probs.shape[-1]
+        self._argmax[layer].append(probs[:, : self.prompt_length].argmax(dim=-1).cpu())
+        self._sink[layer].append(probs[:, 0].float().cpu())
+
+    def observe_prompt_rows(self, layer: int, argmax: torch.Tensor) -> None:
+        """``argmax``: (rows, heads) for ``prompt_rows``."""
+        self._prompt_argmax[layer] = argmax.cpu()
+
+    def prompt_argmax(self) -> dict[int, torch.Tensor]:
+        """Prompt position -> (layers, heads) argmax of its own row."""
+        if not self.prompt_rows:
+            return {}
+        stacked = torch.stack(self._prompt_argmax, dim=1)  # (rows, layers, heads)
+        return {position: stacked[i] for i, position in enumerate(self.prompt_rows)}
+
+    def result(self) -> StepRecord:
+        steps = {len(per_layer) for per_layer in self._argmax}
+        if len(steps) != 1:
+            raise RuntimeError(f"layers recorded different numbers of steps: {sorted(steps)}")
+        if steps == {0}:
+            raise RuntimeError("nothing was recorded: was generate called inside the capture context?")
+        argmax = torch.stack([torch.stack(per_layer) for per_layer in self._argmax], dim=1)
+        sink = torch.stack([torch.stack(per_layer) for per_layer in self._sink], dim=1)
+        return StepRecord(argmax=argmax, sink=sink)
+
+
+_ACTIVE: list[AttentionRecorder] = []
+
+
+def last_row_probabilities(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None,
+) -> torch.Tensor:
+    """Softmax attention of the last query row of batch item 0, (heads, keys), computed as eager does."""
+    groups = query.shape[1] // key.shape[1]
+    keys = key[0].repeat_interleave(groups, dim=0)  # (heads, keys, dim): GQA as repeat_kv does
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    scores = torch.matmul(query[0, :, -1:, :], keys.transpose(1, 2))[:, 0, :] * scale
+    if attention_mask is not None:
+        row = attention_mask[0, :, -1, : keys.shape[1]]
+        scores = scores.masked_fill(~row, float("-inf")) if row.dtype == torch.bool else scores + row
+    # With no mask the last row sees every key: it is the newest position (causal).
+    return torch.softmax(scores, dim=-1, dtype=torch.float32)
+
+
+def prompt_rows_argmax(
+    query: torch.Tensor, key: torch.Tensor, rows: list[int], scaling: float | None, chunk: int = 64
+) -> torch.Tensor:
+    """Causal argmax of selected prefill rows of batch item 0, (rows, heads); chunked to bound memory."""
+    groups = query.shape[1] // key.shape[1]
+    keys = key[0].repeat_interleave(groups, dim=0)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    columns = torch.arange(keys.shape[1], device=keys.device)
+    out = []
+    for i in range(0, len(rows), chunk):
+        index = torch.tensor(rows[i : i + chunk], device=query.device)
+        scores = torch.matmul(query[0][:, index, :], keys.transpose(1, 2)) * scale  # (heads, rows, keys)
+        scores = scores.masked_fill(columns[None, None, :] > index[None, :, None], float("-inf"))
+        out.append(scores.argmax(dim=-1).T)
+    return torch.cat(out).cpu()
+
+
+def capture_attention_forward(module, query, key, value, attention_mask, **kwargs):
+    """sdpa, plus the statistics of the producing row for the active recorder."""
+    output = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    if _ACTIVE:
+        recorder = _ACTIVE[-1]
+        probs = last_row_probabilities(module, query, key, attention_mask, kwargs.get("scaling"))
+        recorder.observe(module.layer_idx, probs)
+        if recorder.prompt_rows and query.shape[2] > 1:
+            argmax = prompt_rows_argmax(query, key, recorder.prompt_rows, kwargs.get("scaling"))
+            recorder.observe_prompt_rows(module.layer_idx, argmax)
+    return output
+
+
+AttentionInterface.register(CAPTURE_IMPLEMENTATION, capture_attention_forward)
+# Our function takes sdpa's masks (None when causal, else boolean).
+AttentionMaskInterface.register(CAPTURE_IMPLEMENTATION, sdpa_mask)
+
+
+@contextmanager
+def text_attention(adapter: ModelAdapter, implementation: str) -> Iterator[None]:
+    """Route the language model's attention through ``implementation``; restored on exit."""
+    previous = adapter.model.config.get_text_config()._attn_implementation
+    adapter.set_text_attention(implementation)
+    try:
+        yield
+    finally:
+        adapter.set_text_attention(previous)
+
+
+@contextmanager
+def capture(adapter: ModelAdapter) -> Iterator[AttentionRecorder]:
+    """Record per-head argmax/sink of every producing row while ``generate`` runs inside the block.
+
+    Call ``recorder.reset()`` before each generate (or use one block per sample).
+    """
+    recorder = AttentionRecorder(num_layers=adapter.shape.num_layers)
+    recorder.reset()
+    with text_attention(adapter, CAPTURE_IMPLEMENTATION):
+        _ACTIVE.append(recorder)
+        try:
+            yield recorder
+        finally:
+            _ACTIVE.remove(recorder)
+
+
+def eager_attention_rows(adapter: ModelAdapter, inputs, generated: list[int]) -> list[torch.Tensor]:
+    """Reference: eager attention with ``output_attentions`` over prompt + generated tokens, one forward.
+
+    Returns per layer the (heads, steps, keys) probabilities of the producing rows P-1 .. P+G-2.
+    Memory is O(layers x heads x seq^2): for verification on a few samples only.
+    """
+    prompt_length = inputs.prompt_length
+    tail = torch.tensor([generated[:-1]], dtype=inputs.input_ids.dtype)  # the last token is never an input
+    tensors = dict(inputs.tensors)
+    tensors["input_ids"] = torch.cat([inputs.input_ids, tail], dim=1)
+    tensors["attention_mask"] = torch.ones_like(tensors["input_ids"])
+    if "mm_token_type_ids" in tensors:
+        tensors["mm_token_type_ids"] = torch.cat(
+            [tensors["mm_token_type_ids"], torch.zeros_like(tail, dtype=tensors["mm_token_type_ids"].dtype)], dim=1)
+    tensors = {k: v.to(adapter.device) for k, v in tensors.items()}
+    with text_attention(adapter, "eager"), torch.no_grad():
+        output = adapter.model(**tensors, output_attentions=True, use_cache=False)
+    return [layer[0, :, prompt_length - 1 :, :].float().cpu() for layer in output.attentions]
+
+
+def verify_against_eager(adapter: ModelAdapter, inputs, generated: list[int], record: StepRecord,
+                         tie_tolerance: float = 1e-6) -> list[str]:
+    """Compare recorded argmax with eager attention; returns a description of every real mismatch.
+
+    A differing index counts as a tie (not a mismatch) only when eager gives both positions the same
+    probability within ``tie_tolerance``.
+    """
+    prompt_length = inputs.prompt_length
+    mismatches = []
+    for layer, probs in enumerate(eager_attention_rows(adapter, inputs, generated)):
+        steps = min(probs.shape[1], record.argmax.shape[0])
+        prompt_probs = probs[:, :steps, :prompt_length]
+        reference = prompt_probs.argmax(dim=-1).T  # (steps, heads)
+        ours = record.argmax[:steps, layer]
+        for step, head in (reference != ours).nonzero().tolist():
+            p_ref = prompt_probs[head, step, reference[step, head]]
+            p_ours = prompt_probs[head, step, ours[step, head]]
+            if abs(float(p_ref - p_ours)) > tie_tolerance:
+                mismatches.append(f"step {step} l{layer}_h{head}: recorded {int(ours[step, head])}, "
+                                  f"eager {int(reference[step, head])} ({float(p_ours):.6g} vs {float(p_ref):.6g})")
+    return mismatches

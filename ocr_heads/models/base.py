@@ -1,0 +1,104 @@
+"""The model-agnostic interface every model family implements (one adapter per family).
+
+Everything else in the project talks to a model through :class:`ModelAdapter`: it never learns
+which family it runs, where image tokens sit, or how a family tiles a page.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class ImageTokens:
+    """The LLM tokens of one page: a row-major grid of tiles, each a box on the original page."""
+
+    page: int
+    start: int  # position of the first image token in the input ids
+    tile_boxes: np.ndarray  # (count, 4) float boxes [x0, y0, x1, y1] in original page pixels
+
+    @property
+    def count(self) -> int:
+        return len(self.tile_boxes)
+
+    @property
+    def positions(self) -> range:
+        return range(self.start, self.start + self.count)
+
+
+@dataclass
+class ModelInputs:
+    """What ``generate`` needs, plus where things are in the prompt."""
+
+    tensors: dict[str, torch.Tensor]
+    image_tokens: list[ImageTokens] = field(default_factory=list)
+    # For each prompt token, its (start, end) character span in the context, or (-1, -1) if outside it.
+    context_offsets: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return self.tensors["input_ids"]
+
+    @property
+    def prompt_length(self) -> int:
+        return int(self.input_ids.shape[-1])
+
+    def context_tokens(self, start: int, end: int) -> list[int]:
+        """Prompt positions whose characters overlap ``context[start:end]``."""
+        return [i for i, (s, e) in enumerate(self.context_offsets) if s < end and e > start and s >= 0]
+
+
+@dataclass(frozen=True)
+class AttentionShape:
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+
+
+class ModelAdapter(ABC):
+    """One loaded model with its tokenizer and image processor."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str  # short name for files, e.g. "Qwen2-VL-2B-Instruct"
+
+    @property
+    @abstractmethod
+    def shape(self) -> AttentionShape: ...
+
+    @abstractmethod
+    def image_inputs(self, pages: list[Image.Image], question: str) -> ModelInputs:
+        """Prompt of all pages followed by the question, in the model's chat format."""
+
+    @abstractmethod
+    def text_inputs(self, context: str, question: str) -> ModelInputs:
+        """Prompt of the context as plain text followed by the question (no image)."""
+
+    @abstractmethod
+    def set_text_attention(self, implementation: str) -> None:
+        """Route the language model's attention (not the vision tower's) through ``implementation``."""
+
+    @abstractmethod
+    def attention_modules(self) -> list[torch.nn.Module]:
+        """The language model's self-attention modules, in layer order."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def generate(self, inputs: ModelInputs, max_new_tokens: int = 32) -> list[int]:
+        """Greedy decoding; returns the new token ids (without the prompt)."""
+        tensors = {k: v.to(self.device) for k, v in inputs.tensors.items()}
+        with torch.no_grad():
+            output = self.model.generate(**tensors, max_new_tokens=max_new_tokens, do_sample=False,
+                                         num_beams=1, temperature=None, top_p=None, top_k=None)
+        return output[0, inputs.prompt_length :].tolist()
+
+    def decode(self, token_ids: list[int]) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True)

@@ -1,0 +1,58 @@
+"""A character-level tokenizer in the Qwen2-VL format, built locally (no hub).
+
+Every printable ASCII character is one token, so digits and letters are single tokens and
+decoded text aligns to characters trivially. Special tokens and the chat template follow
+Qwen2-VL, so the adapter treats this tokenizer exactly like the real one.
+"""
+
+from __future__ import annotations
+
+import string
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+UNK = "<|unk|>"
+# Qwen2-VL's special tokens (names as in the real tokenizer); ids are ours.
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    UNK,
+]
+CHARACTERS = [c for c in string.printable if c not in "\t\r\x0b\x0c"]  # keeps " " and "\n"
+
+# The Qwen2-VL chat format, reduced to what the project uses (images and text in user turns).
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_char_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + CHARACTERS)}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    # Isolate every character so each becomes its own token; specials are matched before this.
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        unk_token=UNK,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
+        additional_special_tokens=[t for t in SPECIAL_TOKENS if t not in (UNK, "<|im_end|>", "<|endoftext|>")],
+        clean_up_tokenization_spaces=False,
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer

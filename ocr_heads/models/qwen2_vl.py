@@ -1,0 +1,144 @@
+"""Qwen2-VL adapter: all Qwen2-VL-specific knowledge lives here.
+
+Inputs are composed from ``AutoImageProcessor`` + ``AutoTokenizer`` rather than ``AutoProcessor``:
+in transformers 5.x the processor insists on a torchvision-only video processor. Each image
+placeholder is expanded to ``image_grid_thw.prod() // merge_size**2`` image-pad tokens, as the
+processor would, and ``mm_token_type_ids`` always accompanies the ids (without it ``generate``
+silently gives image tokens 1-D positions). Tile geometry comes from ``image_grid_thw`` alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoTokenizer, Qwen2VLForConditionalGeneration
+
+from ocr_heads.models.base import AttentionShape, ImageTokens, ModelAdapter, ModelInputs
+
+IMAGE_PAD = "<|image_pad|>"
+# The paper's pixel budget: at most 256 LLM tokens (28x28 px each) per page.
+MIN_PIXELS = 4 * 28 * 28
+MAX_PIXELS = 256 * 28 * 28
+# Used only when a checkpoint ships no chat template (Qwen2-VL's own format, user turns only).
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+class Qwen2VLAdapter(ModelAdapter):
+    def __init__(
+        self,
+        model_id: str,
+        dtype: torch.dtype | str | None = None,
+        device_map: str | None = None,
+        min_pixels: int = MIN_PIXELS,
+        max_pixels: int = MAX_PIXELS,
+    ) -> None:
+        self.name = model_id.rstrip("/").split("/")[-1]
+        if dtype is None:
+            dtype = "auto" if torch.cuda.is_available() else torch.float32
+        self.model = Qwen2VLForConditionalGeneration.from_pretrained(
+            model_id, dtype=dtype, device_map=device_map, attn_implementation="sdpa"
+        ).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(model_id)
+        if self.tokenizer.chat_template is None:
+            self.tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+        self.image_processor = AutoImageProcessor.from_pretrained(
+            model_id, size={"shortest_edge": min_pixels, "longest_edge": max_pixels}
+        )
+        config = self.model.config
+        self.image_token_id = config.image_token_id
+        self.merge_size = config.vision_config.spatial_merge_size
+        self.patch_size = config.vision_config.patch_size
+        if self.tokenizer.convert_tokens_to_ids(IMAGE_PAD) != self.image_token_id:
+            raise ValueError(f"{model_id}: tokenizer's {IMAGE_PAD} id does not match config.image_token_id")
+
+    @property
+    def shape(self) -> AttentionShape:
+        text = self.model.config.text_config
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        return AttentionShape(text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads, head_dim)
+
+    def attention_modules(self) -> list[torch.nn.Module]:
+        return [layer.self_attn for layer in self.model.model.language_model.layers]
+
+    def set_text_attention(self, implementation: str) -> None:
+        self.model.set_attn_implementation({"text_config": implementation, "vision_config": "sdpa"})
+
+    # -- inputs -------------------------------------------------------------------------------------
+
+    def image_inputs(self, pages: list[Image.Image], question: str) -> ModelInputs:
+        if not pages:
+            raise ValueError("image_inputs needs at least one page")
+        content = [{"type": "image"} for _ in pages] + [{"type": "text", "text": question}]
+        vision = self.image_processor(images=[page.convert("RGB") for page in pages], return_tensors="pt")
+        grids = vision["image_grid_thw"]
+        counts = [int(grid.prod()) // self.merge_size**2 for grid in grids]
+        inputs = self._tokenize(content, context=None, image_token_counts=counts)
+        inputs.tensors.update(pixel_values=vision["pixel_values"], image_grid_thw=grids)
+        starts = self._image_starts(inputs.input_ids[0], counts)
+        inputs.image_tokens = [
+            ImageTokens(page=i, start=start, tile_boxes=self._tile_boxes(grids[i], pages[i].size))
+            for i, start in enumerate(starts)
+        ]
+        return inputs
+
+    def text_inputs(self, context: str, question: str) -> ModelInputs:
+        return self._tokenize([{"type": "text", "text": f"{context}\n\n{question}"}], context, [])
+
+    def _tokenize(self, content: list[dict], context: str | None, image_token_counts: list[int]) -> ModelInputs:
+        prompt = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+        )
+        if prompt.count(IMAGE_PAD) != len(image_token_counts):
+            raise ValueError(f"chat template produced {prompt.count(IMAGE_PAD)} image placeholders "
+                             f"for {len(image_token_counts)} pages")
+        pieces = prompt.split(IMAGE_PAD)
+        prompt = pieces[0] + "".join(IMAGE_PAD * n + piece for n, piece in zip(image_token_counts, pieces[1:],
+                                                                               strict=True))
+        encoded = self.tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=False)
+        input_ids = torch.tensor([encoded["input_ids"]])
+        context_start = prompt.find(context) if context else -1
+        offsets = []
+        for start, end in encoded["offset_mapping"]:
+            inside = context_start >= 0 and start >= context_start and end <= context_start + len(context)
+            offsets.append((start - context_start, end - context_start) if inside else (-1, -1))
+        tensors = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            # 0 text, 1 image: M-RoPE needs it for 2-D image positions.
+            "mm_token_type_ids": (input_ids == self.image_token_id).to(torch.int32),
+        }
+        return ModelInputs(tensors=tensors, context_offsets=offsets)
+
+    def _image_starts(self, input_ids: torch.Tensor, counts: list[int]) -> list[int]:
+        positions = (input_ids == self.image_token_id).nonzero().flatten().tolist()
+        if len(positions) != sum(counts):
+            raise ValueError(f"{len(positions)} image tokens in the prompt, the processor made {sum(counts)}")
+        starts, cursor = [], 0
+        for count in counts:
+            start = positions[cursor]
+            if positions[cursor + count - 1] != start + count - 1:
+                raise ValueError("image tokens of one page are not contiguous")
+            starts.append(start)
+            cursor += count
+        return starts
+
+    def _tile_boxes(self, grid_thw: torch.Tensor, page_size: tuple[int, int]) -> np.ndarray:
+        """Row-major LLM-token tiles of one page, mapped back from the resized image to page pixels."""
+        _, grid_h, grid_w = (int(v) for v in grid_thw)
+        rows, cols = grid_h // self.merge_size, grid_w // self.merge_size
+        tile = self.patch_size * self.merge_size  # 28 px on the resized image
+        resized_w, resized_h = grid_w * self.patch_size, grid_h * self.patch_size
+        scale_x, scale_y = page_size[0] / resized_w, page_size[1] / resized_h
+        r, c = np.divmod(np.arange(rows * cols), cols)
+        return np.stack(
+            [c * tile * scale_x, r * tile * scale_y, (c + 1) * tile * scale_x, (r + 1) * tile * scale_y], axis=1
+        ).astype(np.float64)

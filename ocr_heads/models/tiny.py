@@ -1,0 +1,122 @@
+"""Build tiny random Qwen2-VL checkpoints from configs alone, for offline tests and the demo.
+
+    python -m ocr_heads.models.tiny --out models/tiny-qwen2-vl
+
+The result is saved with ``save_pretrained`` (model, tokenizer, image-processor config), so the
+rest of the project loads it through exactly the same ``from_pretrained`` path as a hub
+checkpoint. A random model has no OCR heads: its scores are noise and must never be read as
+findings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+from ocr_heads.models.charset import build_char_tokenizer
+
+logger = logging.getLogger(__name__)
+
+# Pixel budget of the paper (256 tokens of 28x28 px per page at most).
+DEFAULT_MIN_PIXELS = 4 * 28 * 28
+DEFAULT_MAX_PIXELS = 256 * 28 * 28
+
+
+def tiny_qwen2_vl_config(
+    vocab_size: int,
+    token_ids: dict[str, int],
+    num_layers: int = 3,
+    hidden_size: int = 64,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    vision_depth: int = 1,
+    vision_embed_dim: int = 32,
+) -> Qwen2VLConfig:
+    head_dim = hidden_size // num_heads
+    # M-RoPE splits head_dim/2 rotary frequencies into (temporal, height, width) sections.
+    half = head_dim // 2
+    mrope_section = [half - 2 * (half // 3), half // 3, half // 3]
+    text_config = {
+        "vocab_size": vocab_size,
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": num_heads,
+        "num_key_value_heads": num_kv_heads,
+        "max_position_embeddings": 65536,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section},
+        "bos_token_id": token_ids["<|im_start|>"],
+        "eos_token_id": token_ids["<|im_end|>"],
+        "pad_token_id": token_ids["<|endoftext|>"],
+        "tie_word_embeddings": False,
+    }
+    vision_config = {
+        "depth": vision_depth,
+        "embed_dim": vision_embed_dim,
+        "hidden_size": hidden_size,
+        "num_heads": 2,
+        "mlp_ratio": 2,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
+    return Qwen2VLConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_id=token_ids["<|image_pad|>"],
+        video_token_id=token_ids["<|video_pad|>"],
+        vision_start_token_id=token_ids["<|vision_start|>"],
+        vision_end_token_id=token_ids["<|vision_end|>"],
+    )
+
+
+def build_tiny_qwen2_vl(out: str | Path, seed: int = 0, **config_overrides: int) -> Path:
+    """Write a tiny random Qwen2-VL (model + tokenizer + image processor) to ``out``; same seed, same weights."""
+    out = Path(out)
+    tokenizer = build_char_tokenizer()
+    token_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in tokenizer.all_special_tokens}
+    token_ids.update({t: tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>")})
+    config = tiny_qwen2_vl_config(len(tokenizer), token_ids, **config_overrides)
+    torch.manual_seed(seed)
+    model = Qwen2VLForConditionalGeneration(config).eval()
+    # Saved into config.json so every score computed from this model is labelled as noise.
+    model.config.ocr_heads_random_weights = True
+    model.generation_config.pad_token_id = config.text_config.pad_token_id
+    model.generation_config.eos_token_id = config.text_config.eos_token_id
+    model.generation_config.do_sample = False
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=DEFAULT_MIN_PIXELS, max_pixels=DEFAULT_MAX_PIXELS)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    image_processor.save_pretrained(out)
+    logger.info("wrote a tiny random Qwen2-VL (%d parameters) to %s", model.num_parameters(), out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Build a tiny random Qwen2-VL checkpoint (model, char tokenizer, image processor) "
+        "from configs alone and save it with save_pretrained. No network. Its scores are noise.",
+    )
+    parser.add_argument("--out", required=True, help="output directory (created)")
+    parser.add_argument("--family", default="qwen2_vl", choices=["qwen2_vl"], help="model family")
+    parser.add_argument("--seed", type=int, default=0, help="weight-init seed (same seed, same weights)")
+    parser.add_argument("--layers", type=int, default=3, help="decoder layers")
+    parser.add_argument("--heads", type=int, default=4, help="attention heads per layer")
+    parser.add_argument("--kv-heads", type=int, default=2, help="key/value heads (GQA)")
+    parser.add_argument("--hidden", type=int, default=64, help="hidden size")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    build_tiny_qwen2_vl(
+        args.out, seed=args.seed, num_layers=args.layers, num_heads=args.heads,
+        num_kv_heads=args.kv_heads, hidden_size=args.hidden,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Resumable, shardable per-sample runs.
+
+Each finished sample is appended to a JSONL log at once, so a crash loses at most the sample in
+flight; a rerun skips samples already logged (failures are retried). ``--shard i/n`` takes every
+n-th sample; shard logs are merged by reading all of them back in sample order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from tqdm import tqdm
+
+from ocr_heads.io import append_jsonl, read_jsonl
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str | None) -> Shard:
+        """``"i/n"`` (0-based i); None means the whole run, or the accelerate/torchrun rank when launched so."""
+        if text is None:
+            rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
+            return cls(int(rank), int(world)) if rank is not None and world is not None else cls()
+        match = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+        if match is None:
+            raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}")
+        index, count = int(match.group(1)), int(match.group(2))
+        if count < 1 or index >= count:
+            raise ValueError(f"--shard {text}: need 0 <= i < n")
+        return cls(index, count)
+
+    def select(self, items: list[T]) -> list[T]:
+        return items[self.index :: self.count]
+
+    def log_name(self, stem: str) -> str:
+        if self.count == 1:
+            return f"{stem}.samples.jsonl"
+        return f"{stem}.shard{self.index}of{self.count}.samples.jsonl"
+
+
+def run_samples(
+    items: list[T],
+    item_id: Callable[[T], str],
+    process: Callable[[T], dict],
+    log_path: Path,
+    desc: str,
+) -> tuple[int, int]:
+    """Process items not yet logged; returns (succeeded now, failed now). Never raises for one item."""
+    done = {r["id"] for r in read_jsonl(log_path) if "error" not in r}
+    todo = [item for item in items if item_id(item) not in done]
+    if len(todo) < len(items):
+        logger.info("%s: %d of %d samples already done, resuming", log_path.name, len(items) - len(todo), len(items))
+    succeeded = failed = 0
+    for item in tqdm(todo, desc=desc, unit="sample"):
+        try:
+            record = process(item)
+        except (RuntimeError, ValueError, OSError, IndexError, KeyError) as err:
+            logger.error("sample %s failed: %s: %s", item_id(item), type(err).__name__, err)
+            record = {"error": f"{type(err).__name__}: {err}"}
+            failed += 1
+        else:
+            succeeded += 1
+        append_jsonl(log_path, {"id": item_id(item), **record})
+    return succeeded, failed
+
+
+def collect(log_paths: Iterable[Path], order: list[str]) -> tuple[list[dict], list[dict]]:
+    """Successful records in ``order`` (the last one per id wins) and the ids that only failed."""
+    latest: dict[str, dict] = {}
+    for path in log_paths:
+        for record in read_jsonl(path):
+            if "error" not in record or record["id"] not in latest:
+                latest[record["id"]] = record
+    ok = [latest[i] for i in order if i in latest and "error" not in latest[i]]
+    failed = [latest[i] for i in order if i in latest and "error" in latest[i]]
+    return ok, failed
+
+
+def shard_logs(directory: Path, stem: str) -> list[Path]:
+    """Every log of a run: the single-run log and all shard logs."""
+    return sorted(directory.glob(f"{stem}.samples.jsonl")) + sorted(directory.glob(f"{stem}.shard*of*.samples.jsonl"))

@@ -1,0 +1,172 @@
+"""OCR and retrieval scores from recorded per-step argmax positions (design §1).
+
+Pure functions: they take the generated ids, the recorder's output and where things sit in the
+prompt, and return per-head values. No model runs here, so every rule is testable on a hand-built
+case.
+
+Alignment ("which attention row is an event"):
+- ``produce`` (default): the token at generated index k was produced by the row of query P+k-1,
+  i.e. recorded step k (the prefill's last row for k = 0).
+- ``authors``: the released code reads the row of the token itself (query P+k = step k+1; the last
+  generated token has none), and for text also counts answer-token positions inside the prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ocr_heads.geometry import DEFAULT_OVERLAP, covering_tiles
+from ocr_heads.models.base import ImageTokens
+
+ALIGNMENTS = ("produce", "authors")
+
+
+def longest_common_run(a: Sequence, b: Sequence) -> tuple[int, int, int]:
+    """Longest common contiguous run of two sequences: (length, start in a, start in b)."""
+    best = (0, 0, 0)
+    previous = [0] * (len(b) + 1)
+    for i in range(1, len(a) + 1):
+        current = [0] * (len(b) + 1)
+        for j in range(1, len(b) + 1):
+            if a[i - 1] == b[j - 1]:
+                current[j] = previous[j - 1] + 1
+                if current[j] > best[0]:
+                    best = (current[j], i - current[j], j - current[j])
+        previous = current
+    return best
+
+
+def recall(answer_ids: Sequence[int], generated_ids: Sequence[int]) -> float:
+    """Longest common contiguous run of answer token ids in the output / number of answer token ids."""
+    if not answer_ids:
+        return 0.0
+    return longest_common_run(answer_ids, generated_ids)[0] / len(answer_ids)
+
+
+@dataclass(frozen=True)
+class AnswerToken:
+    index: int  # position in the generated ids
+    chars: tuple[int, int]  # the answer characters it spells, [start, end)
+
+
+def align_answer_tokens(token_texts: Sequence[str], answer: str) -> list[AnswerToken]:
+    """Generated tokens that spell (part of) the answer, with the answer characters each covers.
+
+    Alignment is by decoded text: the longest common run of characters between the output and the
+    answer is located, and every token whose text overlaps it maps to those answer characters.
+    """
+    bounds, cursor = [], 0
+    for text in token_texts:
+        bounds.append((cursor, cursor + len(text)))
+        cursor += len(text)
+    output = "".join(token_texts)
+    length, out_start, ans_start = longest_common_run(output, answer)
+    if length == 0:
+        return []
+    shift = ans_start - out_start
+    tokens = []
+    for index, (start, end) in enumerate(bounds):
+        lo, hi = max(start, out_start), min(end, out_start + length)
+        if lo < hi:
+            tokens.append(AnswerToken(index, (lo + shift, hi + shift)))
+    return tokens
+
+
+def event_rows(answer_tokens: list[AnswerToken], num_steps: int, alignment: str) -> list[tuple[AnswerToken, int]]:
+    """Pair each answer token with the recorded step whose row is its event."""
+    if alignment not in ALIGNMENTS:
+        raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
+    offset = 0 if alignment == "produce" else 1
+    return [(tok, tok.index + offset) for tok in answer_tokens if tok.index + offset < num_steps]
+
+
+def char_targets(
+    evidence: list[dict[int, list[list[float]]]],
+    image_tokens: list[ImageTokens],
+    threshold: float = DEFAULT_OVERLAP,
+) -> list[set[int]]:
+    """For each answer character, the prompt positions of the image tokens covering it (all occurrences)."""
+    by_page = {tokens.page: tokens for tokens in image_tokens}
+    targets: list[set[int]] = []
+    for occurrence in evidence:
+        flat = [(page, box) for page in sorted(occurrence) for box in occurrence[page]]
+        if not targets:
+            targets = [set() for _ in flat]
+        if len(flat) != len(targets):
+            raise ValueError("answer occurrences have different numbers of character boxes")
+        for char, (page, box) in enumerate(flat):
+            if page not in by_page:
+                raise ValueError(f"evidence on page {page}, but the prompt has {len(image_tokens)} pages")
+            tokens = by_page[page]
+            targets[char].update(tokens.start + t for t in covering_tiles(box, tokens.tile_boxes, threshold))
+    return targets
+
+
+def ocr_values(
+    argmax: torch.Tensor,
+    answer_tokens: list[AnswerToken],
+    targets: list[set[int]],
+    sample_recall: float,
+    alignment: str = "produce",
+) -> np.ndarray:
+    """Per event and head: ``hit * recall``; returns (events, layers, heads).
+
+    ``argmax`` is the recorder's (steps, layers, heads). A head hits when its argmax lies among the
+    image tokens covering the characters that the event's token spells.
+    """
+    events = event_rows(answer_tokens, argmax.shape[0], alignment)
+    values = np.zeros((len(events), *argmax.shape[1:]), dtype=np.float64)
+    for row, (token, step) in enumerate(events):
+        target = set().union(*targets[token.chars[0] : token.chars[1]])
+        if target:
+            hit = np.isin(argmax[step].numpy(), sorted(target))
+            values[row] = hit * sample_recall
+    return values
+
+
+def retrieval_value(
+    argmax: torch.Tensor,
+    prompt_ids: Sequence[int],
+    generated_ids: Sequence[int],
+    answer_tokens: list[AnswerToken],
+    needle_positions: set[int],
+) -> np.ndarray:
+    """Wu et al.: per head, the fraction of answer tokens whose producing row's argmax lies in the
+    needle *and* holds the same token id as the one generated; (layers, heads). 0 when none generated."""
+    events = event_rows(answer_tokens, argmax.shape[0], "produce")
+    if not events:
+        return np.zeros(argmax.shape[1:], dtype=np.float64)
+    prompt = np.asarray(prompt_ids)
+    in_needle = np.zeros(len(prompt), dtype=bool)
+    in_needle[sorted(p for p in needle_positions if p < len(prompt))] = True
+    hits = np.zeros(argmax.shape[1:], dtype=np.float64)
+    for token, step in events:
+        position = argmax[step].numpy()
+        hits += in_needle[position] & (prompt[position] == generated_ids[token.index])
+    return hits / len(events)
+
+
+def retrieval_value_authors(
+    prompt_argmax: dict[int, torch.Tensor],
+    argmax: torch.Tensor,
+    prompt_ids: Sequence[int],
+    generated_ids: Sequence[int],
+    answer_ids: Sequence[int],
+) -> np.ndarray:
+    """The released rule: every position (prompt or output) holding an answer token id is an event, read
+    at its own row; a head hits when its argmax over the prompt holds the same token id. ``prompt_argmax``
+    maps prompt positions to their (layers, heads) argmax; ``argmax`` is the recorder's per-step output."""
+    answer_set = set(answer_ids)
+    prompt = np.asarray(prompt_ids)
+    rows: list[tuple[int, np.ndarray]] = [(prompt_ids[p], a.numpy()) for p, a in sorted(prompt_argmax.items())]
+    for index, token in enumerate(generated_ids):
+        if token in answer_set and index + 1 < argmax.shape[0]:
+            rows.append((token, argmax[index + 1].numpy()))
+    if not rows:
+        return np.zeros(argmax.shape[1:], dtype=np.float64)
+    hits = sum((prompt[position] == token).astype(np.float64) for token, position in rows)
+    return hits / len(rows)
