@@ -1,0 +1,108 @@
+"""OCR and retrieval scores on hand-built cases with answers computed by hand."""
+
+import numpy as np
+import pytest
+import torch
+
+from ocr_heads.geometry import covering_tiles, overlap_fraction
+from ocr_heads.models.base import ImageTokens
+from ocr_heads.scoring import (
+    AnswerToken,
+    align_answer_tokens,
+    char_targets,
+    event_rows,
+    longest_common_run,
+    ocr_values,
+    recall,
+    retrieval_value,
+    retrieval_value_authors,
+)
+
+
+def test_longest_common_run_and_recall():
+    assert longest_common_run([1, 2, 3, 4], [9, 2, 3, 8]) == (2, 1, 1)
+    assert recall([4, 8, 2, 1, 3], [9, 4, 8, 2, 7, 1, 3]) == pytest.approx(3 / 5)
+    assert recall([4, 8], []) == 0.0
+
+
+def test_align_answer_tokens_by_decoded_text():
+    # Multi-character tokens: "48" "213" spell the answer after a prefix token.
+    tokens = align_answer_tokens(["Key: ", "48", "213", "."], "48213")
+    assert tokens == [AnswerToken(1, (0, 2)), AnswerToken(2, (2, 5))]
+    # A token straddling the answer's start maps only to the answer characters it covers.
+    assert align_answer_tokens([" 4", "82"], "482") == [AnswerToken(0, (0, 1)), AnswerToken(1, (1, 3))]
+    # A partial answer aligns by its longest common run.
+    assert align_answer_tokens(["9", "2", "1"], "4821") == [AnswerToken(1, (2, 3)), AnswerToken(2, (3, 4))]
+    assert align_answer_tokens(["x", "y"], "12") == []
+
+
+def test_event_rows_produce_vs_authors():
+    tokens = [AnswerToken(0, (0, 1)), AnswerToken(2, (1, 2)), AnswerToken(3, (2, 3))]
+    assert event_rows(tokens, num_steps=4, alignment="produce") == [(tokens[0], 0), (tokens[1], 2), (tokens[2], 3)]
+    # The authors read the row after the token: the last generated token has none.
+    assert event_rows(tokens, num_steps=4, alignment="authors") == [(tokens[0], 1), (tokens[1], 3)]
+
+
+def test_overlap_threshold():
+    tiles = np.array([[0, 0, 10, 10], [10, 0, 20, 10]], dtype=float)
+    box = [8, 0, 18, 10]  # 20% in tile 0, 80% in tile 1
+    np.testing.assert_allclose(overlap_fraction(box, tiles), [0.2, 0.8])
+    assert covering_tiles(box, tiles, 0.1) == [0, 1]
+    assert covering_tiles(box, tiles, 0.2) == [1]  # "exceeds": 20% is not above 20%
+    with pytest.raises(ValueError, match="zero-size"):
+        overlap_fraction([3, 3, 3, 9], tiles)
+
+
+def test_ocr_score_hand_built():
+    # One page, 2x2 tiles of 10 px, image tokens at prompt positions 5..8 (row-major).
+    tiles = np.array([[0, 0, 10, 10], [10, 0, 20, 10], [0, 10, 10, 20], [10, 10, 20, 20]], dtype=float)
+    page = ImageTokens(page=0, start=5, tile_boxes=tiles)
+    # Answer "ab": 'a' inside tile 0 (position 5), 'b' straddles tiles 1 and 3 (positions 6 and 8).
+    evidence = [{0: [[1, 1, 9, 9], [11, 5, 19, 15]]}]
+    targets = char_targets(evidence, [page])
+    assert targets == [{5}, {6, 8}]
+    # 2 steps x 1 layer x 3 heads. Step 0 produced 'a', step 1 produced 'b'.
+    argmax = torch.tensor([[[5, 6, 0]], [[8, 8, 6]]])
+    tokens = [AnswerToken(0, (0, 1)), AnswerToken(1, (1, 2))]
+    values = ocr_values(argmax, tokens, targets, sample_recall=0.5)
+    # head 0: hit, hit; head 1: miss (6 not in {5}), hit; head 2: miss, hit (6 in {6, 8}).
+    np.testing.assert_allclose(values[:, 0, :], [[0.5, 0, 0], [0.5, 0.5, 0.5]])
+    # Authors' alignment: token 0 is read at step 1, token 1 has no later row.
+    np.testing.assert_allclose(ocr_values(argmax, tokens, targets, 1.0, "authors")[:, 0, :], [[0, 0, 0]])
+
+
+def test_ocr_targets_union_over_occurrences_and_pages():
+    tiles = np.array([[0, 0, 10, 10], [10, 0, 20, 10]], dtype=float)
+    pages = [ImageTokens(0, 3, tiles), ImageTokens(1, 9, tiles)]
+    evidence = [{0: [[1, 1, 9, 9]], 1: [[11, 1, 19, 9]]}, {1: [[1, 1, 9, 9], [11, 1, 19, 9]]}]
+    assert char_targets(evidence, pages) == [{3, 9}, {10}]
+    with pytest.raises(ValueError, match="page 2"):
+        char_targets([{2: [[1, 1, 9, 9]]}], pages)
+
+
+def test_retrieval_score_hand_built():
+    # Prompt: positions 0..7, needle is positions 3..6 holding tokens 40 41 42 43.
+    prompt = [1, 2, 9, 40, 41, 42, 43, 7]
+    generated = [40, 41, 99]
+    tokens = [AnswerToken(0, (0, 1)), AnswerToken(1, (1, 2))]  # answer = tokens 40 41
+    # steps x layers(1) x heads(3)
+    argmax = torch.tensor([[[3, 3, 0]], [[4, 2, 4]], [[0, 0, 0]]])
+    value = retrieval_value(argmax, prompt, generated, tokens, needle_positions={3, 4, 5, 6})
+    # head 0: both hit -> 1; head 1: hit then miss (pos 2 outside needle) -> 0.5; head 2: miss then hit -> 0.5
+    np.testing.assert_allclose(value[0], [1.0, 0.5, 0.5])
+    # Same token in the needle but the wrong one: no hit.
+    wrong = torch.tensor([[[4, 4, 4]], [[3, 3, 3]], [[0, 0, 0]]])
+    np.testing.assert_allclose(retrieval_value(wrong, prompt, generated, tokens, {3, 4, 5, 6})[0], [0, 0, 0])
+    assert retrieval_value(argmax, prompt, generated, [], {3}).sum() == 0
+
+
+def test_retrieval_authors_rule_counts_prompt_positions():
+    prompt = [1, 40, 5, 40, 41]
+    generated = [40, 41, 2]
+    # prompt rows 1, 3 (token 40) and 4 (token 41); one layer, two heads
+    prompt_argmax = {1: torch.tensor([[1, 0]]), 3: torch.tensor([[1, 2]]), 4: torch.tensor([[4, 4]])}
+    argmax = torch.tensor([[[0, 0]], [[3, 0]], [[4, 1]]])  # step 1 reads token 40, step 2 reads token 41
+    value = retrieval_value_authors(prompt_argmax, argmax, prompt, generated, answer_ids=[40, 41])
+    # events: rows 1, 3, 4 of the prompt + generated 40 (step 1) + 41 (step 2) = 5 events
+    # head 0: 40@1 yes, 40@1 yes, 41@4 yes, 40@3 yes, 41@4 yes -> 5/5; head 1: no(1), no(5), yes(41), no(1), no(40)
+    np.testing.assert_allclose(value[0], [1.0, 0.2])

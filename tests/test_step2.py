@@ -1,0 +1,93 @@
+"""step2 scripts end to end on the tiny model: outputs, resume, shards + merge, bad input."""
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ocr_heads.io import read_jsonl
+from ocr_heads.runner import Shard
+from ocr_heads.step2 import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = {"image": "step2_ocr_retrieval_head.py", "text": "step2_text_retrieval_head.py"}
+SUFFIX = {"image": "fg", "text": "te"}
+
+
+def step2(kind, model, data, out, *extra, check=True):
+    """In-process (the scripts only call ``main``); returns the exit code."""
+    argv = ["--model_id", str(model), "--data", str(data), "--out", str(out), "--max_new_tokens", "4", *extra]
+    code = main(kind, argv)
+    assert code == 0 or not check, code
+    return code
+
+
+def test_scripts_are_thin_entry_points():
+    for kind, script in SCRIPTS.items():
+        result = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True,
+                                check=True)
+        assert "--model_id" in result.stdout and f"_{SUFFIX[kind]}.json" in result.stdout
+
+
+@pytest.mark.parametrize("kind", ["image", "text"])
+def test_step2_writes_scores_resumes_and_merges_shards(tiny_model_dir, passkey_dir, tmp_path, kind, caplog):
+    single = tmp_path / "single"
+    step2(kind, tiny_model_dir, passkey_dir, single, "--verify-eager")
+    stem = f"tiny-qwen2-vl_{SUFFIX[kind]}"
+    scores = json.loads((single / kind / f"{stem}.json").read_text())
+    assert list(scores) == [f"l{layer}_h{head}" for layer in range(3) for head in range(4)]
+    meta = json.loads((single / kind / f"{stem}.meta.json").read_text())
+    assert meta["kind"] == ("ocr" if kind == "image" else "retrieval")
+    assert meta["n_samples"] == 6 and "noise" in meta["warning"]
+    log = single / kind / f"{stem}.samples.jsonl"
+    records = list(read_jsonl(log))
+    assert [r["id"] for r in records] == [f"passkey_{n}_{i:04d}" for n in (128, 300) for i in range(3)]
+    assert all({"generated", "recall", "hits"} <= set(r) for r in records)
+    if kind == "text":
+        assert all(len(v) == 6 for v in scores.values())  # one value per sample
+    # Rerun: nothing is scored twice.
+    before = log.read_text()
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        step2(kind, tiny_model_dir, passkey_dir, single)
+    assert log.read_text() == before and "6 of 6 samples already done" in caplog.text
+    # Two shards, then merge: byte-identical score files.
+    sharded = tmp_path / "sharded"
+    step2(kind, tiny_model_dir, passkey_dir, sharded, "--shard", "0/2")
+    step2(kind, tiny_model_dir, passkey_dir, sharded, "--shard", "1/2")
+    assert not (sharded / kind / f"{stem}.json").exists()
+    step2(kind, tiny_model_dir, passkey_dir, sharded, "--merge")
+    for name in (f"{stem}.json", f"{stem}_mean.json", f"{stem}.meta.json"):
+        a = (single / kind / name).read_bytes()
+        b = (sharded / kind / name).read_bytes()
+        if name.endswith("meta.json"):
+            a, b = (json.loads(x) for x in (a, b))
+        assert a == b, name
+
+
+def test_step2_bad_inputs(tiny_model_dir, tmp_path, capsys):
+    assert step2("image", tiny_model_dir, tmp_path / "nothing", tmp_path / "o", check=False) == 2
+    assert "no step1 output" in capsys.readouterr().err
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "samples.jsonl").write_text(
+        json.dumps({"id": "a", "question": "q", "answer": "1", "context": "1", "pages": [], "evidence": {}}) + "\n")
+    assert step2("image", tmp_path / "not-a-model", tmp_path / "data", tmp_path / "o", check=False) == 2
+    assert "unknown model" in capsys.readouterr().err
+    assert step2("image", tiny_model_dir, tmp_path / "data", tmp_path / "o", "--shard", "3/2", check=False) == 2
+    assert "0 <= i < n" in capsys.readouterr().err
+    # Every sample failing (no page images): errors logged, non-zero exit, nothing lost.
+    assert step2("image", tiny_model_dir, tmp_path / "data", tmp_path / "o", check=False) == 1
+    (record,) = read_jsonl(tmp_path / "o" / "image" / "tiny-qwen2-vl_fg.samples.jsonl")
+    assert "needs at least one page" in record["error"]
+
+
+def test_shard_parsing(monkeypatch):
+    assert Shard.parse("1/4").select(list(range(10))) == [1, 5, 9]
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert Shard.parse(None) == Shard(1, 2)
+    with pytest.raises(ValueError, match="i/n"):
+        Shard.parse("2")
