@@ -440,3 +440,21 @@ def test_example_validation() -> None:
     with pytest.raises(ValueError, match="empty list"):
         Example(id="x", question="q", golds=["a"], pages=[])
     assert Example(id="x", question="q", golds=["a"]).prompt == "q"
+
+
+def test_default_source_prefers_dataset_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, nq_file: Path
+) -> None:
+    import ocr_heads.tasks.base as base
+
+    monkeypatch.setattr(base, "DATASET_DIR", tmp_path)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    task = get_task("nq")
+    # No local copy: the default is the public URL, which an offline machine refuses to fetch.
+    assert task.resolve_source() == task.default_source
+    with pytest.raises(FileNotFoundError, match="download.sh"):
+        task.examples()
+    # download.sh's layout: dataset/nq/biencoder-nq-dev.json is used without asking.
+    (tmp_path / "nq").mkdir()
+    (tmp_path / "nq" / "biencoder-nq-dev.json").write_bytes(nq_file.read_bytes())
+    assert [ex.id for ex in task.examples()] == ["0", "2"]
