@@ -1,4 +1,5 @@
-"""Memory-efficient attention capture through transformers' attention interface.
+"""Memory-efficient attention capture, and the hook point for interventions, through transformers'
+attention interface.
 
 During ``generate`` with a KV cache, every language-model layer calls the registered attention
 function once per step: first with the whole prompt (prefill), then with one query (decode). We
@@ -6,11 +7,16 @@ delegate the real work to sdpa (the fast path stays untouched) and, for the one 
 produces each new token (the prefill's last row, then every decode row), recompute that row's
 attention probabilities to record, per head: the argmax key over the prompt and the probability
 on key 0 (the attention sink). Memory is O(layers x heads x generated tokens), never O(seq^2).
+
+Interventions (head masking, sink redistribution) plug into the same function as *edits*: callables
+``edit(module, query, key, value, attention_mask, output, **kwargs) -> output`` applied, in order, to
+the per-head output ``(batch, q_len, heads, head_dim)`` before the output projection. Capture and
+edits combine freely; both are scoped by context managers that restore the model on exit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -21,7 +27,8 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from ocr_heads.models.base import ModelAdapter
 
-CAPTURE_IMPLEMENTATION = "ocr_heads_capture"
+IMPLEMENTATION = "ocr_heads"
+AttentionEdit = Callable[..., torch.Tensor]
 
 
 @dataclass
@@ -79,6 +86,7 @@ class AttentionRecorder:
 
 
 _ACTIVE: list[AttentionRecorder] = []
+_EDITS: list[AttentionEdit] = []
 
 
 def last_row_probabilities(
@@ -117,9 +125,11 @@ def prompt_rows_argmax(
     return torch.cat(out).cpu()
 
 
-def capture_attention_forward(module, query, key, value, attention_mask, **kwargs):
-    """sdpa, plus the statistics of the producing row for the active recorder."""
-    output = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+def ocr_heads_attention_forward(module, query, key, value, attention_mask, **kwargs):
+    """sdpa, then the active edits, then the statistics of the producing row for the active recorder."""
+    output, weights = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    for edit in _EDITS:
+        output = edit(module, query, key, value, attention_mask, output, **kwargs)
     if _ACTIVE:
         recorder = _ACTIVE[-1]
         probs = last_row_probabilities(module, query, key, attention_mask, kwargs.get("scaling"))
@@ -127,12 +137,12 @@ def capture_attention_forward(module, query, key, value, attention_mask, **kwarg
         if recorder.prompt_rows and query.shape[2] > 1:
             argmax = prompt_rows_argmax(query, key, recorder.prompt_rows, kwargs.get("scaling"))
             recorder.observe_prompt_rows(module.layer_idx, argmax)
-    return output
+    return output, weights
 
 
-AttentionInterface.register(CAPTURE_IMPLEMENTATION, capture_attention_forward)
+AttentionInterface.register(IMPLEMENTATION, ocr_heads_attention_forward)
 # Our function takes sdpa's masks (None when causal, else boolean).
-AttentionMaskInterface.register(CAPTURE_IMPLEMENTATION, sdpa_mask)
+AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
 
 
 @contextmanager
@@ -154,12 +164,23 @@ def capture(adapter: ModelAdapter) -> Iterator[AttentionRecorder]:
     """
     recorder = AttentionRecorder(num_layers=adapter.shape.num_layers)
     recorder.reset()
-    with text_attention(adapter, CAPTURE_IMPLEMENTATION):
+    with text_attention(adapter, IMPLEMENTATION):
         _ACTIVE.append(recorder)
         try:
             yield recorder
         finally:
             _ACTIVE.remove(recorder)
+
+
+@contextmanager
+def edited(adapter: ModelAdapter, edit: AttentionEdit) -> Iterator[None]:
+    """Apply ``edit`` to the language model's attention output inside the block (see module docstring)."""
+    with text_attention(adapter, IMPLEMENTATION):
+        _EDITS.append(edit)
+        try:
+            yield
+        finally:
+            _EDITS.remove(edit)
 
 
 def eager_attention_rows(adapter: ModelAdapter, inputs, generated: list[int]) -> list[torch.Tensor]:
