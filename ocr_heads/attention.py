@@ -97,12 +97,13 @@ def last_row_probabilities(
     scaling: float | None,
 ) -> torch.Tensor:
     """Softmax attention of the last query row of batch item 0, (heads, keys), computed as eager does."""
-    groups = query.shape[1] // key.shape[1]
-    keys = key[0].repeat_interleave(groups, dim=0)  # (heads, keys, dim): GQA as repeat_kv does
+    kv_heads, num_keys = key.shape[1], key.shape[2]
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    scores = torch.matmul(query[0, :, -1:, :], keys.transpose(1, 2))[:, 0, :] * scale
+    # GQA without copying keys: query heads h*groups .. h*groups+groups-1 share kv head h (as repeat_kv).
+    last = query[0, :, -1, :].reshape(kv_heads, -1, query.shape[-1])  # (kv_heads, groups, dim)
+    scores = torch.matmul(last, key[0].transpose(1, 2)).reshape(-1, num_keys) * scale  # (heads, keys)
     if attention_mask is not None:
-        row = attention_mask[0, :, -1, : keys.shape[1]]
+        row = attention_mask[0, :, -1, :num_keys]
         scores = scores.masked_fill(~row, float("-inf")) if row.dtype == torch.bool else scores + row
     # With no mask the last row sees every key: it is the newest position (causal).
     return torch.softmax(scores, dim=-1, dtype=torch.float32)

@@ -1,0 +1,132 @@
+"""Benchmark: memory and time of head scoring by (a) the authors' approach, (b) our capture, (c) plain generate.
+
+    python bench/capture.py [--json] [--lengths 2048 8192] [--pages 4] [--new 16]
+
+(a) eager attention + ``generate(output_attentions=True)``, every attention matrix kept;
+(b) ``ocr_heads.attention.capture`` (sdpa + per-step argmax of the producing row);
+(c) plain ``generate`` with sdpa, nothing recorded.
+Each measurement runs in a fresh subprocess on the tiny model; peak memory is the rise of the
+process's resident-set high-water mark over its level just before ``generate`` (Linux
+/proc/self/clear_refs resets it). Prints a table; with --json the last line is one JSON object with
+``peak_mem_ratio`` (a/b at the largest context) and ``time_ratio`` (b/c, worst case).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+METHODS = ("authors", "capture", "plain")
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def measure(model_dir: str, method: str, modality: str, size: int, new_tokens: int, repeats: int) -> dict:
+    """One measurement in this process: peak memory rise (MiB) and best wall time (s) of generate."""
+    import torch
+    from PIL import Image
+
+    from ocr_heads.attention import capture, text_attention
+    from ocr_heads.data.haystack import embedded_corpus
+    from ocr_heads.data.render import PageLayout
+    from ocr_heads.models import load_adapter
+
+    torch.set_num_threads(2)
+    adapter = load_adapter(model_dir)
+    if modality == "text":
+        inputs = adapter.text_inputs(embedded_corpus()[:size], "What is the pass key?")
+    else:
+        pages: list[Image.Image] = PageLayout(embedded_corpus()[: size * 750]).render()[:size]
+        inputs = adapter.image_inputs(pages, "What is the pass key?")
+    tensors = dict(inputs.tensors)
+
+    def run() -> None:
+        common = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+        with torch.no_grad():
+            if method == "authors":
+                with text_attention(adapter, "eager"):
+                    out = adapter.model.generate(**tensors, **common, output_attentions=True,
+                                                 return_dict_in_generate=True)
+                assert out.attentions is not None
+            elif method == "capture":
+                with capture(adapter) as recorder:
+                    adapter.model.generate(**tensors, **common)
+                recorder.result()
+            else:
+                adapter.model.generate(**tensors, **common)
+
+    run()  # warm-up (allocator, kernels)
+    times = []
+    Path("/proc/self/clear_refs").write_text("5")  # reset the RSS high-water mark
+    before = _rss_kib("VmRSS")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    peak = _rss_kib("VmHWM") - before
+    return {"method": method, "modality": modality, "size": size, "prompt_tokens": inputs.prompt_length,
+            "peak_mib": max(peak, 0) / 1024, "seconds": min(times)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[2048, 8192], help="text contexts, in characters"
+                        " (= tokens with the tiny model's character tokenizer)")
+    parser.add_argument("--pages", type=int, default=4, help="pages of the image input")
+    parser.add_argument("--new", type=int, default=16, help="new tokens per generate")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats (best is kept)")
+    parser.add_argument("--model", default=None, help="model dir (default: build the tiny model in a temp dir)")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    parser.add_argument("--one", nargs=3, metavar=("METHOD", "MODALITY", "SIZE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        method, modality, size = args.one
+        print(json.dumps(measure(args.model, method, modality, int(size), args.new, args.repeats)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model
+        if model is None:
+            from ocr_heads.models.tiny import build_tiny_qwen2_vl
+
+            model = str(build_tiny_qwen2_vl(Path(tmp) / "tiny", seed=0))
+        cases = [("text", n) for n in args.lengths] + [("image", args.pages)]
+        rows = []
+        for modality, size in cases:
+            for method in METHODS:
+                cmd = [sys.executable, __file__, "--model", model, "--new", str(args.new), "--repeats",
+                       str(args.repeats), "--one", method, modality, str(size)]
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+                rows.append(json.loads(out.strip().splitlines()[-1]))
+    print(f"{'input':>12} {'tokens':>7} | {'method':>8} {'peak MiB':>9} {'time s':>8}")
+    for row in rows:
+        label = f"{row['modality']} {row['size']}" + (" pages" if row["modality"] == "image" else "")
+        print(f"{label:>12} {row['prompt_tokens']:>7} | {row['method']:>8} {row['peak_mib']:>9.1f} "
+              f"{row['seconds']:>8.3f}")
+    summary = {"cases": []}
+    for modality, size in cases:
+        by = {r["method"]: r for r in rows if r["modality"] == modality and r["size"] == size}
+        case = {"input": f"{modality}:{size}", "prompt_tokens": by["plain"]["prompt_tokens"],
+                "peak_mem_ratio": by["authors"]["peak_mib"] / max(by["capture"]["peak_mib"], 1e-9),
+                "time_ratio": by["capture"]["seconds"] / by["plain"]["seconds"]}
+        summary["cases"].append(case)
+        print(f"{case['input']:>12}: peak memory authors/ours = {case['peak_mem_ratio']:.1f}x, "
+              f"time ours/plain = {case['time_ratio']:.2f}x")
+    largest = max((c for c in summary["cases"] if c["input"].startswith("text")), key=lambda c: c["prompt_tokens"])
+    summary["peak_mem_ratio"] = largest["peak_mem_ratio"]
+    summary["time_ratio"] = max(c["time_ratio"] for c in summary["cases"])
+    if args.json:
+        print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
