@@ -187,13 +187,15 @@ def case_heatmaps(chars: list[str], maps: np.ndarray, model: str, path: Path) ->
     columns = min(6, len(chars))
     rows = math.ceil(len(chars) / columns)
     num_layers, num_heads = maps.shape[1:]
+    panel_height = 2.3 * min(2.0, max(0.5, num_layers / max(num_heads, 1)))  # tall models stay on a page
     fig, axes = plt.subplots(
         rows,
         columns,
-        figsize=(2.3 * columns, 2.3 * rows * num_layers / max(num_heads, 1) + 0.6),
+        figsize=(2.3 * columns + 1.0, panel_height * rows + 0.6),
         squeeze=False,
         sharex=True,
         sharey=True,
+        layout="constrained",
     )
     vmax = max(1e-9, float(maps.max()))
     for index, ax in enumerate(axes.flat):
@@ -212,7 +214,7 @@ def case_heatmaps(chars: list[str], maps: np.ndarray, model: str, path: Path) ->
     for ax in axes[:, 0]:
         ax.set_ylabel("layer", fontsize=8)
     fig.colorbar(image, ax=axes, label="score", fraction=0.02, pad=0.01)
-    fig.suptitle(f"{model}: per-character head scores", y=1.0)
+    fig.suptitle(f"{model}: per-character head scores")
     return _save(fig, path)
 
 

@@ -51,9 +51,13 @@ def jaccard(first: Iterable[str], second: Iterable[str]) -> float:
 
 
 def top_k_overlap(first: Sequence[str], second: Sequence[str], k: int) -> float:
-    """Fraction of the top-k of ``first`` that is also in the top-k of ``second`` (rankings, best first)."""
+    """Fraction of the top-k of ``first`` that is also in the top-k of ``second`` (rankings, best first).
+
+    k is capped at the shorter ranking, so a model with fewer than k heads is not penalised.
+    """
+    k = min(k, len(first), len(second))
     if k <= 0:
-        raise ValueError("k must be positive")
+        raise ValueError("k must be positive and the rankings non-empty")
     return len(set(first[:k]) & set(second[:k])) / k
 
 
