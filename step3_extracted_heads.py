@@ -99,7 +99,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    scores = load_scores(args.scores)
+    try:
+        scores = load_scores(args.scores)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
     expected = (args.num_layers, args.num_heads)
     if None in expected and args.model_id:
         expected = model_shape(args.model_id) or expected

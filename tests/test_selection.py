@@ -183,3 +183,15 @@ def test_internvl_ocr_heads_agree_under_both_rules() -> None:
     authors, documented = select_heads(scores, "authors"), select_heads(scores, "documented")
     assert len(authors) == len(documented) == 44
     assert [h.head for h in authors[:3]] == ["l9_h0", "l7_h4", "l7_h6"]  # l7_h4/l7_h6 tie: layer-major order
+
+
+def test_cli_scores_with_wrong_keys_or_values_is_a_clear_error(tmp_path: Path) -> None:
+    bad_keys = tmp_path / "bad_keys.json"
+    bad_keys.write_text(json.dumps({"layer0": [1, 0]}))
+    with pytest.raises(SystemExit, match="key 'layer0' is not a head name"):
+        step3_extracted_heads.main(["--scores", str(bad_keys), "--out", str(tmp_path / "o.json")])
+    bad_values = tmp_path / "bad_values.json"
+    bad_values.write_text(json.dumps({"l0_h0": ["x"]}))
+    with pytest.raises(SystemExit, match="^error: .*l0_h0"):
+        step3_extracted_heads.main(["--scores", str(bad_values), "--out", str(tmp_path / "o.json")])
+    assert not (tmp_path / "o.json").exists()
