@@ -12,6 +12,8 @@ import string
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from ocr_heads.models.qwen2_vl import QWEN2_VL_CHAT_TEMPLATE
+
 UNK = "<|unk|>"
 # Qwen2-VL's special tokens (names as in the real tokenizer); ids are ours.
 SPECIAL_TOKENS = [
@@ -26,18 +28,6 @@ SPECIAL_TOKENS = [
     UNK,
 ]
 CHARACTERS = [c for c in string.printable if c not in "\t\r\x0b\x0c"]  # keeps " " and "\n"
-
-# The Qwen2-VL chat format, reduced to what the project uses (images and text in user turns).
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
 
 def build_char_tokenizer() -> PreTrainedTokenizerFast:
     vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + CHARACTERS)}
@@ -54,5 +44,5 @@ def build_char_tokenizer() -> PreTrainedTokenizerFast:
         additional_special_tokens=[t for t in SPECIAL_TOKENS if t not in (UNK, "<|im_end|>", "<|endoftext|>")],
         clean_up_tokenization_spaces=False,
     )
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.chat_template = QWEN2_VL_CHAT_TEMPLATE
     return tokenizer

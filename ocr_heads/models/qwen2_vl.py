@@ -20,8 +20,9 @@ IMAGE_PAD = "<|image_pad|>"
 # The paper's pixel budget: at most 256 LLM tokens (28x28 px each) per page.
 MIN_PIXELS = 4 * 28 * 28
 MAX_PIXELS = 256 * 28 * 28
-# Used only when a checkpoint ships no chat template (Qwen2-VL's own format, user turns only).
-FALLBACK_CHAT_TEMPLATE = (
+# Qwen2-VL's chat format (user turns with images and text): used when a checkpoint ships no chat
+# template, and by the project's own tiny tokenizer.
+QWEN2_VL_CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for part in message['content'] %}"
@@ -49,7 +50,7 @@ class Qwen2VLAdapter(ModelAdapter):
         ).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(model_id)
         if self.tokenizer.chat_template is None:
-            self.tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+            self.tokenizer.chat_template = QWEN2_VL_CHAT_TEMPLATE
         self.image_processor = AutoImageProcessor.from_pretrained(
             model_id, size={"shortest_edge": min_pixels, "longest_edge": max_pixels}
         )
