@@ -5,10 +5,11 @@
 (a) eager attention + ``generate(output_attentions=True)``, every attention matrix kept;
 (b) ``ocr_heads.attention.capture`` (sdpa + per-step argmax of the producing row);
 (c) plain ``generate`` with sdpa, nothing recorded.
-Each measurement runs in a fresh subprocess on the tiny model; peak memory is the rise of the
-process's resident-set high-water mark over its level just before ``generate`` (Linux
-/proc/self/clear_refs resets it). Prints a table; with --json the last line is one JSON object with
-``peak_mem_ratio`` (a/b at the largest context) and ``time_ratio`` (b/c, worst case).
+Each measurement runs in a fresh subprocess (default: the tiny model); peak memory is the rise of
+the process's resident-set high-water mark over its level just before ``generate`` (Linux
+/proc/self/clear_refs resets it), or of CUDA's peak allocation when a GPU is present. Prints a
+table; with --json the last line is one JSON object with ``peak_mem_ratio`` (a/b at the largest
+context) and ``time_ratio`` (b/c, worst case).
 """
 
 from __future__ import annotations
@@ -41,14 +42,16 @@ def measure(model_dir: str, method: str, modality: str, size: int, new_tokens: i
     from ocr_heads.data.render import PageLayout
     from ocr_heads.models import load_adapter
 
-    torch.set_num_threads(2)
-    adapter = load_adapter(model_dir)
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        torch.set_num_threads(2)
+    adapter = load_adapter(model_dir, device_map="cuda" if cuda else None)
     if modality == "text":
         inputs = adapter.text_inputs(embedded_corpus()[:size], "What is the pass key?")
     else:
         pages: list[Image.Image] = PageLayout(embedded_corpus()[: size * 750]).render()[:size]
         inputs = adapter.image_inputs(pages, "What is the pass key?")
-    tensors = dict(inputs.tensors)
+    tensors = {k: v.to(adapter.device) for k, v in inputs.tensors.items()}
 
     def run() -> None:
         common = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
@@ -67,15 +70,22 @@ def measure(model_dir: str, method: str, modality: str, size: int, new_tokens: i
 
     run()  # warm-up (allocator, kernels)
     times = []
-    Path("/proc/self/clear_refs").write_text("5")  # reset the RSS high-water mark
-    before = _rss_kib("VmRSS")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated() / 1024
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the RSS high-water mark
+        before = _rss_kib("VmRSS")
     for _ in range(repeats):
         start = time.perf_counter()
         run()
+        if cuda:
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    peak = _rss_kib("VmHWM") - before
+    peak = (torch.cuda.max_memory_allocated() / 1024 if cuda else _rss_kib("VmHWM")) - before
     return {"method": method, "modality": modality, "size": size, "prompt_tokens": inputs.prompt_length,
-            "peak_mib": max(peak, 0) / 1024, "seconds": min(times)}
+            "peak_mib": max(peak, 0) / 1024, "seconds": min(times), "device": "cuda" if cuda else "cpu"}
 
 
 def main() -> None:
