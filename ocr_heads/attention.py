@@ -60,18 +60,19 @@ class AttentionRecorder:
         """``probs``: (heads, keys) probabilities of the producing query row."""
         if self.prompt_length is None:
             self.prompt_length = probs.shape[-1]
-        self._argmax[layer].append(probs[:, : self.prompt_length].argmax(dim=-1).cpu())
-        self._sink[layer].append(probs[:, 0].float().cpu())
+        # Stay on the device: a .cpu() here would synchronise the GPU at every layer of every step.
+        self._argmax[layer].append(probs[:, : self.prompt_length].argmax(dim=-1))
+        self._sink[layer].append(probs[:, 0].float())
 
     def observe_prompt_rows(self, layer: int, argmax: torch.Tensor) -> None:
         """``argmax``: (rows, heads) for ``prompt_rows``."""
-        self._prompt_argmax[layer] = argmax.cpu()
+        self._prompt_argmax[layer] = argmax
 
     def prompt_argmax(self) -> dict[int, torch.Tensor]:
         """Prompt position -> (layers, heads) argmax of its own row."""
         if not self.prompt_rows:
             return {}
-        stacked = torch.stack(self._prompt_argmax, dim=1)  # (rows, layers, heads)
+        stacked = torch.stack(self._prompt_argmax, dim=1).cpu()  # (rows, layers, heads)
         return {position: stacked[i] for i, position in enumerate(self.prompt_rows)}
 
     def result(self) -> StepRecord:
@@ -80,8 +81,8 @@ class AttentionRecorder:
             raise RuntimeError(f"layers recorded different numbers of steps: {sorted(steps)}")
         if steps == {0}:
             raise RuntimeError("nothing was recorded: was generate called inside the capture context?")
-        argmax = torch.stack([torch.stack(per_layer) for per_layer in self._argmax], dim=1)
-        sink = torch.stack([torch.stack(per_layer) for per_layer in self._sink], dim=1)
+        argmax = torch.stack([torch.stack(per_layer) for per_layer in self._argmax], dim=1).cpu()
+        sink = torch.stack([torch.stack(per_layer) for per_layer in self._sink], dim=1).cpu()
         return StepRecord(argmax=argmax, sink=sink)
 
 
@@ -123,7 +124,7 @@ def prompt_rows_argmax(
         scores = torch.matmul(query[0][:, index, :], keys.transpose(1, 2)) * scale  # (heads, rows, keys)
         scores = scores.masked_fill(columns[None, None, :] > index[None, :, None], float("-inf"))
         out.append(scores.argmax(dim=-1).T)
-    return torch.cat(out).cpu()
+    return torch.cat(out)
 
 
 def ocr_heads_attention_forward(module, query, key, value, attention_mask, **kwargs):
