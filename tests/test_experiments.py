@@ -200,3 +200,55 @@ def test_sink_baseline_and_redistribution(tiny_adapter, tiny_model_dir, passkey_
         generated = tiny_adapter.generate(example_inputs(tiny_adapter, example), 4)
     assert summary["predictions"][0]["prediction"] == tiny_adapter.decode(generated).strip()
     assert sink_main([*common, "--unmasking", "--beta", "1.5"]) == 2
+
+
+# ---------------------------------------------------------------- case study
+
+
+def test_char_maps_by_hand():
+    from ocr_heads.case_study import char_maps
+    from ocr_heads.data.samples import Sample
+
+    def sample(sample_id, char):
+        return Sample(sample_id, "q", char, char, [], {})
+
+    chars = {"a": [sample("a0", "a"), sample("a1", "a")], "7": [sample("s0", "7")]}
+    records = [{"id": "a0", "values": [[1.0, 0.0], [0.5, 0.0]]}, {"id": "a1", "values": [[0.0, 0.25]]},
+               {"id": "s0", "values": []}]
+    maps, events = char_maps(records, chars, ["l0_h0", "l0_h1"])
+    assert maps == {"a": {"l0_h0": 0.5, "l0_h1": round(0.25 / 3, 6)}, "7": {"l0_h0": 0.0, "l0_h1": 0.0}}
+    assert events == {"a": 3, "7": 0}
+
+
+@pytest.fixture(scope="module")
+def single_char_dir(tmp_path_factory):
+    from ocr_heads.data import haystack
+    from ocr_heads.data.samples import generate_samples
+
+    out = tmp_path_factory.mktemp("single_char")
+    for char in "0a7":  # what step1_passkey.py --single-char writes, for three of the 36 characters
+        generate_samples(out, f"char_{char}", 2, [64], 42, haystack.embedded_corpus(),
+                         lambda _rng, c=char: haystack.single_char_needle(c))
+    return out
+
+
+def test_exp_case_end_to_end(tiny_adapter, tiny_model_dir, single_char_dir, tmp_path):
+    pytest.importorskip("ocr_heads.scorefile", reason="step2 needs ocr_heads.scorefile (the selection branch)")
+    from ocr_heads.case_study import main as case_main
+
+    out = tmp_path / "results"
+    argv = ["--model_id", str(tiny_model_dir), "--data", str(single_char_dir), "--n", "1", "--max_new_tokens", "4",
+            "--out", str(out)]
+    assert case_main(argv) == 0
+    result = json.loads((out / "case" / f"{tiny_adapter.name}_case.json").read_text())
+    assert set(result) == {"model", "chars"} and result["model"] == tiny_adapter.name
+    assert list(result["chars"]) == ["0", "7", "a"]  # 0-9a-z order
+    assert all(len(scores) == 12 and all(0.0 <= v <= 1.0 for v in scores.values())
+               for scores in result["chars"].values())
+    meta = json.loads((out / "case" / f"{tiny_adapter.name}_case.meta.json").read_text())
+    assert meta["samples_per_char"] == {"0": 1, "7": 1, "a": 1} and "random weights" in meta["warning"]
+    log = out / "case" / f"{tiny_adapter.name}_case.samples.jsonl"
+    assert len(log.read_text().splitlines()) == 3
+    assert case_main(argv) == 0  # resumes: nothing new to score
+    assert len(log.read_text().splitlines()) == 3
+    assert case_main([*argv[:-2], "--out", str(tmp_path / "x"), "--n", "0"]) == 2
