@@ -1,0 +1,8 @@
+"""Sink experiment: answer quality when the top-k OCR heads move attention off the sink (beta). See --help."""
+
+import sys
+
+from ocr_heads.experiments import sink_main
+
+if __name__ == "__main__":
+    sys.exit(sink_main())

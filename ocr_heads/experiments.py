@@ -1,0 +1,454 @@
+"""Downstream experiments: answer-quality under head masking (exp_masking) and sink redistribution (exp_sink).
+
+One *run* = one dataset x one intervention (a head set, or none) on one model. Its samples stream to
+``OUT/{experiment}/{model}/{stem}.samples.jsonl`` (a rerun resumes), its summary goes to
+``{stem}.json`` (config, heads, metrics, n, per-sample predictions) and one row per metric is added
+to ``OUT/{experiment}.csv``. The scripts ``exp_masking.py`` / ``exp_sink.py`` only call ``*_main``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import random
+import textwrap
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ocr_heads.heads import all_heads, check_heads_exist, parse_head
+from ocr_heads.interventions import mask_heads, redistribute_sink_heads
+from ocr_heads.io import read_json, write_json_atomic
+from ocr_heads.metrics import aggregate
+from ocr_heads.models import ModelAdapter, ModelInputs, load_adapter
+from ocr_heads.runner import collect, run_samples
+from ocr_heads.tasks import DEFAULT_N, TASKS, Example, Task, get_task
+from ocr_heads.tasks.base import example_rng
+
+logger = logging.getLogger(__name__)
+
+HEAD_SETS = ("none", "top", "random", "random_disjoint", "sink_top")
+CSV_COLUMNS = ["dataset", "task", "head_set", "k", "seed", "metric", "value", "n"]
+SCORE_SUFFIX = {"image": "fg", "text": "te"}
+DEFAULT_MODEL = "Qwen/Qwen2-VL-2B-Instruct"
+
+
+# ---------------------------------------------------------------- head lists and head sets
+
+
+def model_name(model_id: str) -> str:
+    return model_id.rstrip("/").split("/")[-1]
+
+
+def default_heads_path(model_id: str, task: str) -> Path:
+    """Where step3 writes the documented-rule head list for this model and task."""
+    return Path("scores") / "heads" / f"{model_name(model_id)}_{SCORE_SUFFIX[task]}_documented.json"
+
+
+def _rank_by_value(values: dict[str, float]) -> list[str]:
+    # Stable sort on layer-major order: ties keep the authors' order (lower layer, lower head first).
+    names = sorted(values, key=parse_head)
+    return sorted(names, key=lambda name: values[name], reverse=True)
+
+
+def load_head_ranking(path: str | Path) -> list[str]:
+    """Head names, best first, from any head or score file the project knows:
+
+    - step3 output ``{"heads": [{"head": "l26_h9", "score": .52, ...}, ...]}`` (ranked by score);
+    - a plain JSON list of names (the authors' step3 output; taken in file order, which for their
+      files is layer-major, not by score);
+    - a raw score file ``{"l0_h0": [values...]}`` (ranked by the plain mean) or a mean file
+      ``{"l0_h0": 0.12}`` (ranked by value).
+    """
+    data = read_json(path)
+    plain_list = isinstance(data, list)
+    if isinstance(data, dict) and "heads" in data:
+        data = data["heads"]
+    if isinstance(data, list):
+        if all(isinstance(item, str) for item in data):
+            if plain_list:
+                logger.warning("%s is a plain head list: top-k takes it in file order, not by score", path)
+            names = list(data)
+        elif all(isinstance(item, dict) and "head" in item for item in data):
+            scored = {item["head"]: float(item.get("score", 0.0)) for item in data}
+            names = sorted(scored, key=lambda name: scored[name], reverse=True)  # stable: file order on ties
+        else:
+            raise ValueError(f"{path}: expected head names or {{'head', 'score'}} records")
+    elif isinstance(data, dict) and data:
+        means = {}
+        for name, value in data.items():
+            if isinstance(value, list):
+                means[name] = sum(value) / len(value) if value else 0.0
+            elif isinstance(value, (int, float)):
+                means[name] = float(value)
+            else:
+                raise ValueError(f"{path}: head {name!r} has neither a score list nor a number")
+        names = _rank_by_value(means)
+    else:
+        raise ValueError(f"{path}: not a head list or score file")
+    for name in names:
+        parse_head(name)
+    return names
+
+
+def select_heads(head_set: str, k: int, ranking: list[str], num_layers: int, num_heads: int, seed: int) -> list[str]:
+    """The heads of one head set.
+
+    ``top``: the first k of ``ranking``. ``random``: k of all heads, seeded. ``random_disjoint``: k of
+    the heads not in ``ranking`` (the whole list, not only its top k, as the paper's control),
+    sampled from a sorted pool so the draw is the same on every machine.
+    """
+    if head_set == "none":
+        return []
+    if k < 1:
+        raise ValueError(f"--num_of_masking_head must be >= 1, got {k}")
+    if head_set in ("top", "sink_top"):
+        if not ranking:
+            raise ValueError("the head list is empty: nothing to select")
+        if len(ranking) < k:
+            logger.warning("the head list has only %d heads; using all of them instead of %d", len(ranking), k)
+        return ranking[:k]
+    pool = all_heads(num_layers, num_heads)
+    if head_set == "random_disjoint":
+        excluded = set(ranking)
+        pool = sorted((name for name in pool if name not in excluded), key=parse_head)
+    elif head_set != "random":
+        raise ValueError(f"unknown head set {head_set!r} (known: {', '.join(HEAD_SETS)})")
+    if len(pool) < k:
+        raise ValueError(f"cannot draw {k} {head_set} heads from a pool of {len(pool)}")
+    return random.Random(seed).sample(pool, k)
+
+
+# ---------------------------------------------------------------- data
+
+
+def resolve_sources(datasets: list[str], data: list[str] | None) -> dict[str, str | None]:
+    """Map each dataset to its source from ``--data`` items: ``NAME=PATH`` for one dataset, or a bare
+    PATH that is either a dataset folder (holding e.g. ``DocVQA/``, ``nq/...`` as download.sh lays
+    them out) or, with a single dataset, that dataset's own source. Unmapped datasets use their
+    task default (a copy under dataset/, else the hub)."""
+    sources: dict[str, str | None] = {}
+    bare = []
+    for item in data or []:
+        name, sep, path = item.partition("=")
+        if sep and name in TASKS:
+            if name not in datasets:
+                raise ValueError(f"--data {item}: {name} is not among --datasets {datasets}")
+            sources[name] = path
+        else:
+            bare.append(item)
+    for name in datasets:
+        local = get_task(name).local_default
+        for path in bare:
+            if name not in sources and local and (Path(path) / local).exists():
+                sources[name] = str(Path(path) / local)
+    if bare:
+        unassigned = [name for name in datasets if name not in sources]
+        if len(datasets) == 1 and len(bare) == 1 and unassigned:
+            sources[unassigned[0]] = bare[0]
+        elif unassigned:
+            raise ValueError(f"--data {' '.join(bare)}: cannot tell which of {unassigned} it is for; "
+                             "write NAME=PATH")
+    return {name: sources.get(name) for name in datasets}
+
+
+def example_refs(task: Task, rows, n: int | None) -> list[tuple[int, str]]:
+    """(row index, id) of the first ``n`` usable rows, as ``Task.examples`` picks them, without
+    building any example: pages are decoded one sample at a time, only for samples still to do."""
+    refs = []
+    for index in range(len(rows)):
+        if n is not None and len(refs) >= n:
+            break
+        if task.keep is None or task.keep(rows[index]):
+            refs.append((index, task.row_id(rows[index], index)))
+    if n is not None and len(refs) < n:
+        logger.warning("%s: only %d usable rows (asked for %d)", task.name, len(refs), n)
+    return refs
+
+
+def example_inputs(adapter: ModelAdapter, example: Example) -> ModelInputs:
+    """The model inputs of one example: pages + prompt, or the text context + the rest of the prompt."""
+    if example.pages:
+        return adapter.image_inputs(example.pages, example.prompt)
+    if example.context is None:
+        raise ValueError(f"example {example.id} has neither pages nor a context")
+    # Example.prompt is "{context}\n\n{question part}", exactly what text_inputs composes.
+    return adapter.text_inputs(example.context, example.prompt.removeprefix(f"{example.context}\n\n"))
+
+
+# ---------------------------------------------------------------- one run
+
+
+@dataclass
+class RunConfig:
+    experiment: str  # "masking" or "sink"
+    model_id: str
+    dataset: str
+    task: str  # "image" (OCR heads) or "text" (retrieval heads)
+    head_set: str
+    k: int
+    seed: int
+    heads: list[str] = field(default_factory=list)
+    heads_path: str | None = None
+    beta: float | None = None
+    source: str | None = None
+    n: int | None = DEFAULT_N
+    data_seed: int = 0
+    max_new_tokens: int = 32
+
+    @property
+    def stem(self) -> str:
+        if self.head_set == "none":
+            return self.dataset  # the unmodified model: one baseline run per dataset
+        name = f"{self.dataset}_{self.task}_{self.head_set}_k{self.k}"
+        if self.head_set.startswith("random"):
+            name += f"_seed{self.seed}"
+        if self.beta is not None:
+            name += f"_beta{self.beta:g}"
+        return name
+
+    def identity(self) -> dict:
+        """What must not change between a run and its resumption (``n`` may grow)."""
+        keys = ("experiment", "model_id", "dataset", "head_set", "heads", "beta", "source", "data_seed",
+                "max_new_tokens")
+        return {key: getattr(self, key) for key in keys}
+
+
+def intervention(adapter: ModelAdapter, cfg: RunConfig) -> AbstractContextManager:
+    if cfg.head_set == "none":
+        return nullcontext()
+    if cfg.experiment == "sink":
+        return redistribute_sink_heads(adapter, cfg.heads, cfg.beta if cfg.beta is not None else 0.4)
+    return mask_heads(adapter, cfg.heads)
+
+
+def _check_resume(path: Path, cfg: RunConfig) -> None:
+    if path.exists():
+        previous = read_json(path)
+        if previous != cfg.identity():
+            changed = sorted(key for key in cfg.identity() if previous.get(key) != cfg.identity()[key])
+            raise ValueError(f"{path.parent / cfg.stem}: earlier samples were run with a different {changed}; "
+                             "use another --out or delete that run's files")
+    else:
+        write_json_atomic(path, cfg.identity())
+
+
+def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path) -> dict:
+    """Evaluate one dataset under one intervention; returns the summary written to ``{stem}.json``."""
+    task = get_task(cfg.dataset)
+    run_dir = out / cfg.experiment / adapter.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_resume(run_dir / f"{cfg.stem}.config.json", cfg)
+    rows = task.rows(cfg.source)
+    refs = example_refs(task, rows, cfg.n)
+    log = run_dir / f"{cfg.stem}.samples.jsonl"
+
+    def process(ref: tuple[int, str]) -> dict:
+        index, example_id = ref
+        example = task.to_example(rows[index], index, rows, example_rng(task.name, cfg.data_seed, example_id))
+        generated = adapter.generate(example_inputs(adapter, example), cfg.max_new_tokens)
+        prediction = adapter.decode(generated).strip()
+        return {"prediction": prediction, "golds": example.golds, "scores": task.score(prediction, example)}
+
+    with intervention(adapter, cfg):
+        run_samples(refs, lambda ref: ref[1], process, log, f"{cfg.experiment} {cfg.stem}")
+    records, failed = collect([log], [example_id for _, example_id in refs])
+    metrics = aggregate([record["scores"] for record in records], task.metrics) if records else {"n": 0}
+    n = int(metrics.pop("n"))
+    summary = {
+        "experiment": cfg.experiment,
+        "model": adapter.name,
+        "config": asdict(cfg),
+        "metrics": metrics,
+        "n": n,
+        "n_failed": len(failed),
+        "failed": [{"id": record["id"], "error": record["error"]} for record in failed],
+        "predictions": [{k: record[k] for k in ("id", "prediction", "golds", "scores")} for record in records],
+    }
+    if getattr(adapter.model.config, "ocr_heads_random_weights", False):
+        summary["warning"] = "random weights: these numbers are noise, not findings"
+    write_json_atomic(run_dir / f"{cfg.stem}.json", summary)
+    if n:
+        append_csv(out / f"{cfg.experiment}.csv", csv_rows(cfg, metrics, n))
+    logger.info("%s %s: %s over %d samples (%d failed)", cfg.experiment, cfg.stem,
+                ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()), n, len(failed))
+    return summary
+
+
+def csv_rows(cfg: RunConfig, metrics: dict[str, float], n: int) -> list[dict]:
+    base = {"dataset": cfg.dataset, "task": cfg.task, "head_set": cfg.head_set, "k": cfg.k, "seed": cfg.seed}
+    rows = [{**base, "metric": metric, "value": f"{value:.6f}", "n": n} for metric, value in metrics.items()]
+    if cfg.experiment == "sink":
+        for row in rows:
+            row["beta"] = "" if cfg.beta is None or cfg.head_set == "none" else f"{cfg.beta:g}"
+    return rows
+
+
+def append_csv(path: Path, rows: list[dict]) -> None:
+    """Append rows (header on a new file); a row already present verbatim is not added again, so a
+    resumed or repeated run does not duplicate its result."""
+    columns = list(rows[0])
+    existing = set()
+    if path.exists():
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames != columns:
+                raise ValueError(f"{path} has columns {reader.fieldnames}, expected {columns}")
+            existing = {tuple(row[c] for c in columns) for row in reader}
+    new = [row for row in rows if tuple(str(row[c]) for c in columns) not in existing]
+    if not new:
+        return
+    write_header = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        if write_header:
+            writer.writeheader()
+        writer.writerows(new)
+
+
+# ---------------------------------------------------------------- command lines
+
+
+def _common_parser(description: str, epilog: str, default_datasets: list[str],
+                   default_k: int) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=textwrap.fill(description, 100), epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=default_datasets, choices=sorted(TASKS), metavar="NAME",
+                        help=f"datasets to evaluate: {', '.join(sorted(TASKS))} "
+                        f"(default: {' '.join(default_datasets)})")
+    parser.add_argument("--task", choices=["image", "text"], default="image",
+                        help="whose heads: image = OCR heads (step3 *_fg list), text = retrieval heads (*_te list)")
+    parser.add_argument("--model_id", default=DEFAULT_MODEL, help=f"hub id or local dir (default {DEFAULT_MODEL})")
+    parser.add_argument("--num_of_masking_head", type=int, default=default_k,
+                        help=f"k, the number of heads to intervene on (default {default_k})")
+    parser.add_argument("--heads", type=Path, default=None,
+                        help="head list: step3 output, a plain list or a score file "
+                        "(default scores/heads/MODEL_{fg|te}_documented.json by --task)")
+    parser.add_argument("--seed", type=int, default=1234, help="seed of the random head sets (default 1234)")
+    parser.add_argument("--data", nargs="+", default=None, metavar="[NAME=]PATH",
+                        help="local data: NAME=PATH per dataset (passkey: a step1 output dir), or a folder laid "
+                        "out like dataset/ (download.sh), or with one dataset just its path "
+                        "(default: dataset/ copies, else the hub)")
+    parser.add_argument("--n", type=int, default=DEFAULT_N, help=f"samples per dataset (default {DEFAULT_N})")
+    parser.add_argument("--data_seed", type=int, default=0,
+                        help="seed of per-example context composition (nq/hotpot distractors; default 0)")
+    parser.add_argument("--max_new_tokens", type=int, default=32, help="greedy decoding length (default 32)")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="results root (default results/)")
+    parser.add_argument("--dtype", default=None, help="torch dtype (default: auto on GPU, float32 on CPU)")
+    parser.add_argument("--device_map", default=None, help='e.g. "auto" to spread a large model over GPUs')
+    return parser
+
+
+OUTPUTS = """outputs (NAME = last component of --model_id, STEM = dataset[_task_headset_kK[_seedS]{extra}]):
+  OUT/{exp}/NAME/STEM.samples.jsonl  per-sample log (prediction, golds, scores); rerunning resumes
+  OUT/{exp}/NAME/STEM.json           config, heads, metrics, n, failures, per-sample predictions
+  OUT/{exp}.csv                      one row per metric: {columns}
+"""
+
+
+def masking_parser() -> argparse.ArgumentParser:
+    parser = _common_parser(
+        "Masking experiment: answer quality when the top-k OCR (--task image) or retrieval (--task text) heads, "
+        "or k random heads, are masked (their output before o_proj zeroed at every position). Without "
+        "--do_masking the unmodified model is evaluated (head_set none).",
+        OUTPUTS.format(exp="masking", extra="", columns=", ".join(CSV_COLUMNS))
+        + "head_set: none | top | random (--is_all_random) | random_disjoint (--is_all_random --no_intersection)",
+        ["doc"], 10)
+    parser.add_argument("--do_masking", action="store_true", help="mask the head set (else: baseline, no masking)")
+    parser.add_argument("--is_all_random", action="store_true", help="k random heads instead of the top k")
+    parser.add_argument("--no_intersection", action="store_true",
+                        help="with --is_all_random: draw only from heads not in the head list")
+    parser.add_argument("--fine_grained", action="store_true",
+                        help="accepted for the paper's commands; OCR head lists are always the fine-grained ones")
+    return parser
+
+
+def sink_parser() -> argparse.ArgumentParser:
+    parser = _common_parser(
+        "Sink experiment: answer quality when the top-k OCR heads move part of their attention off the sink "
+        "(key 0): p0 -> beta*p0, the rest spread over the other keys in proportion (mass preserved). With "
+        "--unmasking the edit is applied (head_set sink_top); without it the unmodified model is evaluated "
+        "(head_set none).",
+        OUTPUTS.format(exp="sink", extra="_betaB", columns=", ".join([*CSV_COLUMNS, "beta"])),
+        ["doc", "mdocs"], 2)
+    parser.add_argument("--unmasking", action="store_true",
+                        help="apply the sink redistribution to the top-k heads (else: baseline, no edit)")
+    parser.add_argument("--beta", type=float, default=0.4, help="fraction of the sink probability kept (default 0.4)")
+    return parser
+
+
+def _head_set(args: argparse.Namespace, experiment: str) -> str:
+    if experiment == "sink":
+        return "sink_top" if args.unmasking else "none"
+    if not args.do_masking:
+        if args.is_all_random or args.no_intersection:
+            logger.warning("--is_all_random/--no_intersection have no effect without --do_masking")
+        return "none"
+    if args.no_intersection and not args.is_all_random:
+        raise ValueError("--no_intersection needs --is_all_random (it picks random heads outside the head list)")
+    if args.is_all_random:
+        return "random_disjoint" if args.no_intersection else "random"
+    return "top"
+
+
+def _configs(args: argparse.Namespace, experiment: str, adapter: ModelAdapter,
+             sources: dict[str, str | None]) -> Iterator[RunConfig]:
+    head_set = _head_set(args, experiment)
+    heads_path = None
+    ranking: list[str] = []
+    if head_set in ("top", "random_disjoint", "sink_top"):
+        heads_path = args.heads or default_heads_path(args.model_id, args.task)
+        ranking = load_head_ranking(heads_path)
+        check_heads_exist(ranking, adapter.shape.num_layers, adapter.shape.num_heads)
+    k = 0 if head_set == "none" else args.num_of_masking_head
+    heads = select_heads(head_set, k, ranking, adapter.shape.num_layers, adapter.shape.num_heads, args.seed)
+    logger.info("head set %s (k=%d): %s", head_set, k, ", ".join(heads) or "none")
+    beta = args.beta if experiment == "sink" and head_set != "none" else None
+    for dataset in args.datasets:
+        yield RunConfig(experiment, args.model_id, dataset, args.task, head_set, k, args.seed, heads,
+                        str(heads_path) if heads_path else None, beta, sources[dataset], args.n, args.data_seed,
+                        args.max_new_tokens)
+
+
+def run_main(experiment: str, argv: list[str] | None = None) -> int:
+    parser = masking_parser() if experiment == "masking" else sink_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if experiment == "sink" and not 0.0 <= args.beta <= 1.0:
+            raise ValueError(f"--beta must be in [0, 1], got {args.beta}")
+        sources = resolve_sources(args.datasets, args.data)
+        if args.heads is None and _head_set(args, experiment) in ("top", "random_disjoint", "sink_top"):
+            path = default_heads_path(args.model_id, args.task)
+            if not path.is_file():
+                raise FileNotFoundError(f"no head list at {path}: run step3 first or pass --heads")
+        adapter = load_adapter(args.model_id, dtype=getattr(torch, args.dtype) if args.dtype else None,
+                               device_map=args.device_map)
+        configs = list(_configs(args, experiment, adapter, sources))
+    except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError) as err:
+        logger.error("%s", err)
+        return 2
+    if getattr(adapter.model.config, "ocr_heads_random_weights", False):
+        logger.warning("%s has random weights: its results are noise, not findings", args.model_id)
+    scored = 0
+    for cfg in configs:
+        try:
+            scored += run_one(adapter, cfg, args.out)["n"]
+        except (FileNotFoundError, ValueError, KeyError) as err:
+            logger.error("%s on %s: %s", experiment, cfg.dataset, err)
+    return 0 if scored else 1
+
+
+def masking_main(argv: list[str] | None = None) -> int:
+    return run_main("masking", argv)
+
+
+def sink_main(argv: list[str] | None = None) -> int:
+    return run_main("sink", argv)
+

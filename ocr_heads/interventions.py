@@ -1,0 +1,225 @@
+"""Causal interventions on decoder heads: masking and attention-sink redistribution.
+
+Both are *edits* plugged into the project's one attention implementation (see
+:mod:`ocr_heads.attention`), scoped by context managers that restore the model on exit, even when
+the block raises::
+
+    with mask_heads(adapter, ["l26_h9", "l22_h6"]):
+        answer = adapter.generate(inputs)
+    with redistribute_sink_heads(adapter, ["l26_h9"], beta=0.4):
+        answer = adapter.generate(inputs)
+
+They act on the language model only (never the vision tower), at every query position of the
+prefill and of every decode step, and combine with :func:`ocr_heads.attention.capture` (which
+records the layer's *unedited* attention probabilities, recomputed from query and key).
+Edits assume eval mode (no attention dropout) and treat key 0 as the sink, which is the first token
+of the sequence for unpadded batch-1 inputs, as the experiments use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import torch
+
+from ocr_heads.attention import edited
+from ocr_heads.heads import check_heads_exist, heads_by_layer
+from ocr_heads.models.base import ModelAdapter
+
+__all__ = [
+    "HeadMask",
+    "SinkRedistribution",
+    "mask_heads",
+    "redistribute_sink",
+    "redistribute_sink_heads",
+    "sink_probabilities",
+]
+
+# Query rows recomputed at once by the sink edit: bounds memory at (heads x rows x keys).
+QUERY_CHUNK = 1024
+
+
+def _heads_of_model(adapter: ModelAdapter, heads: Iterable[str]) -> dict[int, list[int]]:
+    heads = list(heads)
+    shape = adapter.shape
+    check_heads_exist(heads, shape.num_layers, shape.num_heads)
+    return {layer: sorted(set(hs)) for layer, hs in heads_by_layer(heads).items()}
+
+
+# ---------------------------------------------------------------- masking
+
+
+class HeadMask:
+    """Edit that zeroes the selected heads' context vectors (their slice of the o_proj input)."""
+
+    def __init__(self, by_layer: dict[int, list[int]]) -> None:
+        self.by_layer = by_layer
+        self._index: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+    def __call__(self, module, query, key, value, attention_mask, output, **kwargs) -> torch.Tensor:
+        heads = self.by_layer.get(module.layer_idx)
+        if not heads:
+            return output
+        index = self._index.get((module.layer_idx, output.device))
+        if index is None:
+            index = torch.tensor(heads, device=output.device)
+            self._index[(module.layer_idx, output.device)] = index
+        # Out of place: the sdpa output may be a view the caller still holds.
+        return output.index_fill(2, index, 0.0)
+
+
+@contextmanager
+def mask_heads(adapter: ModelAdapter, heads: Iterable[str]) -> Iterator[None]:
+    """Zero the output of every head in ``heads`` (``l{L}_h{H}`` names) inside the block.
+
+    The head's context vector, its slice of the input to the attention output projection, is set
+    to 0 at all positions, prefill and decode. An empty list changes nothing (logits bit-identical
+    to plain sdpa). Unknown heads raise ValueError before the model is touched.
+    """
+    with edited(adapter, HeadMask(_heads_of_model(adapter, heads))):
+        yield
+
+
+# ---------------------------------------------------------------- sink redistribution
+
+
+def redistribute_sink(probs: torch.Tensor, beta: float, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Move attention mass off the sink (key 0) onto the other keys, as the design defines.
+
+    ``probs``: attention probabilities ``(..., keys)``, each row summing to 1. Per row, with p0 the
+    probability on key 0: key 0 gets ``beta * p0`` and the remaining ``(1 - beta) * p0`` is added to
+    keys 1.. in proportion to their probabilities, ``p_j + (1 - beta) * p0 * p_j / sum_{k>=1} p_k``.
+    The row's mass is preserved.
+
+    If all other keys have probability 0, the mass is spread uniformly over them (the authors'
+    rule), or, when ``allowed`` (bool, broadcastable to ``probs``) is given, uniformly over the
+    allowed keys 1.. only, so that it never leaks to masked (future or padding) keys. A row with no
+    such key (e.g. the first query of a causal prefill, which sees only key 0) is returned unchanged.
+
+    ``beta`` must lie in [0, 1]: 1 is the identity, 0 empties the sink. Pure: ``probs`` is not
+    modified; the result has the dtype of ``probs``.
+    """
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must be in [0, 1], got {beta}")
+    if probs.shape[-1] < 2:
+        return probs.clone()  # nowhere to move the mass to
+    p0, rest = probs[..., :1], probs[..., 1:]
+    moved = (1.0 - beta) * p0
+    total = rest.sum(dim=-1, keepdim=True)
+    proportional = rest + moved * rest / total.clamp_min(torch.finfo(probs.dtype).tiny)
+    if allowed is None:
+        targets = torch.ones_like(rest)
+    else:
+        targets = allowed.expand(probs.shape)[..., 1:].to(probs.dtype)
+    count = targets.sum(dim=-1, keepdim=True)
+    uniform = rest + moved * targets / count.clamp_min(1.0)
+    new_rest = torch.where(total > 0, proportional, uniform)
+    new_p0 = p0 - moved
+    # Rows with nowhere to put the mass keep it on the sink.
+    stuck = (total <= 0) & (count <= 0)
+    new_rest = torch.where(stuck, rest, new_rest)
+    new_p0 = torch.where(stuck, p0, new_p0)
+    return torch.cat([new_p0, new_rest], dim=-1)
+
+
+def _allowed_keys(
+    module: torch.nn.Module,
+    attention_mask: torch.Tensor | None,
+    q_rows: torch.Tensor,
+    q_len: int,
+    k_len: int,
+    is_causal: bool | None,
+) -> torch.Tensor | None:
+    """Boolean (b|1, 1, rows, keys) of the keys each query row may see, exactly as sdpa sees them.
+
+    With a mask, the mask. Without one, sdpa attends causally when ``q_len > 1`` and the module is
+    causal, and to every key for a single query. Transformers passes no mask with ``q_len > 1`` only
+    when ``k_len == q_len`` or for an empty static cache, whose trailing key slots are unwritten;
+    sdpa then uses upper-left alignment (query i sees keys 0..i), and so do we.
+    """
+    if attention_mask is not None:
+        mask = attention_mask[:, :, q_rows, :k_len]
+        return mask if mask.dtype == torch.bool else None
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    if q_len == 1 or not causal:
+        return None
+    keys = torch.arange(k_len, device=q_rows.device)
+    return (keys[None, :] <= q_rows[:, None])[None, None]
+
+
+def sink_probabilities(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    heads: list[int],
+    beta: float,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    rows: slice | None = None,
+) -> torch.Tensor:
+    """Redistributed attention probabilities of ``heads``: (batch, len(heads), rows, keys), float32.
+
+    Recomputed as eager attention does (GQA: head h reads kv head h // groups), with the mask sdpa
+    used (see ``_allowed_keys``), then edited by :func:`redistribute_sink`.
+    """
+    q_len, k_len = query.shape[2], key.shape[2]
+    rows = rows or slice(0, q_len)
+    groups = query.shape[1] // key.shape[1]
+    index = torch.tensor(heads, device=query.device)
+    q = query[:, index, rows].float()
+    k = key[:, index // groups].float()
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+    q_rows = torch.arange(q_len, device=query.device)[rows]
+    allowed = _allowed_keys(module, attention_mask, q_rows, q_len, k_len, is_causal)
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    elif attention_mask is not None:  # an additive float mask
+        scores = scores + attention_mask[:, :, q_rows, :k_len].float()
+        allowed = attention_mask[:, :, q_rows, :k_len] > torch.finfo(attention_mask.dtype).min
+    # A fully masked row (padding query) gives NaN; sdpa's output there is never used, 0 is harmless.
+    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+    return redistribute_sink(probs, beta, allowed)
+
+
+class SinkRedistribution:
+    """Edit that recomputes the selected heads' attention with the sink mass redistributed.
+
+    Only those heads' slices of the output are replaced; every other head keeps sdpa's output.
+    """
+
+    def __init__(self, by_layer: dict[int, list[int]], beta: float) -> None:
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {beta}")
+        self.by_layer = by_layer
+        self.beta = beta
+
+    def __call__(self, module, query, key, value, attention_mask, output, **kwargs) -> torch.Tensor:
+        heads = self.by_layer.get(module.layer_idx)
+        if not heads:
+            return output
+        groups = query.shape[1] // key.shape[1]
+        index = torch.tensor(heads, device=query.device)
+        v = value[:, index // groups].float()  # (b, h_sel, keys, d)
+        contexts = []
+        for start in range(0, query.shape[2], QUERY_CHUNK):
+            probs = sink_probabilities(module, query, key, attention_mask, heads, self.beta,
+                                       kwargs.get("scaling"), kwargs.get("is_causal"),
+                                       slice(start, start + QUERY_CHUNK))
+            contexts.append(torch.matmul(probs, v))
+        context = torch.cat(contexts, dim=2).transpose(1, 2).to(output.dtype)  # (b, q, h_sel, d)
+        output = output.clone()
+        output[:, :, index] = context
+        return output
+
+
+@contextmanager
+def redistribute_sink_heads(adapter: ModelAdapter, heads: Iterable[str], beta: float = 0.4) -> Iterator[None]:
+    """Inside the block, the heads in ``heads`` put ``beta`` times their key-0 probability on key 0
+    and the rest on the other keys in proportion (see :func:`redistribute_sink`), at every query
+    of prefill and decode, causally. Unknown heads raise ValueError before the model is touched.
+    """
+    with edited(adapter, SinkRedistribution(_heads_of_model(adapter, heads), beta)):
+        yield
