@@ -1,7 +1,8 @@
 """The demo behind ``make demo``: the whole pipeline, offline, on a tiny model built locally.
 
 Runs the same commands a user runs (printed as they go): build the tiny Qwen2-VL, step1 passkey and
-NIAH pages, step2 OCR and retrieval scores, step3 head lists, and the report. The tiny model has
+NIAH pages, step2 OCR and retrieval scores, step3 head lists, masking / sink / case-study runs, and
+the report. The tiny model has
 random weights, so it has no OCR heads: the numbers show that the pipeline runs end to end, not a
 finding.
 """
@@ -46,9 +47,25 @@ def main(argv: list[str] | None = None) -> None:
     for kind, suffix in (("image", "fg"), ("text", "te")):
         run("step3_extracted_heads.py", "--scores", str(scores / kind / f"tiny-qwen2-vl_{suffix}.json"),
             "--rule", "documented", "--out", str(heads / f"tiny-qwen2-vl_{suffix}_documented.json"))
+    results = out / "results"
+    exp = ["--model_id", str(model), "--data", f"passkey={data / 'passkey'}", "--n", str(args.n), "--max_new_tokens",
+           "8", "--out", str(results), "--datasets", "passkey", "--num_of_masking_head", "2"]
+    run("exp_masking.py", *exp, "--task", "text", "--heads", str(heads / "tiny-qwen2-vl_te_documented.json"))
+    run("exp_masking.py", *exp, "--task", "text", "--heads", str(heads / "tiny-qwen2-vl_te_documented.json"),
+        "--do_masking")
+    run("exp_masking.py", *exp, "--task", "text", "--heads", str(heads / "tiny-qwen2-vl_te_documented.json"),
+        "--do_masking", "--is_all_random")
+    run("exp_sink.py", *exp, "--heads", str(heads / "tiny-qwen2-vl_te_documented.json"))
+    run("exp_sink.py", *exp, "--heads", str(heads / "tiny-qwen2-vl_te_documented.json"), "--unmasking")
+    run("step1_passkey.py", "--single-char", "--n", "1", "--lengths", "64", "--out", str(data / "chars"))
+    run("exp_case.py", "--model_id", str(model), "--data", str(data / "chars"), "--n", "1", "--max_new_tokens", "4",
+        "--out", str(results))
     report = out / "report"
     run("-m", "ocr_heads.report", "--scores", str(scores / "image" / "tiny-qwen2-vl_fg.json"),
-        str(scores / "text" / "tiny-qwen2-vl_te.json"), "--out", str(report))
+        str(scores / "text" / "tiny-qwen2-vl_te.json"), "--results", str(results),
+        "--case", str(results / "case" / "tiny-qwen2-vl_case.json"), "--out", str(report))
+    for table in ("masking.csv", "sink.csv"):
+        print(f"\n{results / table}:\n{(results / table).read_text()}")
     print(f"\nDemo finished in {time.perf_counter() - start:.0f} s. Report: {report / 'index.html'}")
     print("The tiny model has random weights: it does not read the pages, so its head scores are noise "
           "(mostly zero); they show the pipeline works, not a finding.")
