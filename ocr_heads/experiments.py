@@ -23,7 +23,7 @@ import torch
 
 from ocr_heads.heads import all_heads, check_heads_exist, parse_head
 from ocr_heads.interventions import mask_heads, redistribute_sink_heads
-from ocr_heads.io import read_json, write_json_atomic
+from ocr_heads.io import ensure_writable_dir, read_json, write_json_atomic
 from ocr_heads.metrics import aggregate
 from ocr_heads.models import ModelAdapter, ModelInputs, load_adapter
 from ocr_heads.runner import collect, run_samples
@@ -423,6 +423,7 @@ def run_main(experiment: str, argv: list[str] | None = None) -> int:
     try:
         if experiment == "sink" and not 0.0 <= args.beta <= 1.0:
             raise ValueError(f"--beta must be in [0, 1], got {args.beta}")
+        ensure_writable_dir(args.out)
         sources = resolve_sources(args.datasets, args.data)
         if args.heads is None and _head_set(args, experiment) in ("top", "random_disjoint", "sink_top"):
             path = default_heads_path(args.model_id, args.task)

@@ -78,3 +78,17 @@ def _drop_torn_tail(path: Path) -> None:
     keep = data.rfind(b"\n") + 1
     with path.open("r+b") as handle:
         handle.truncate(keep)
+
+
+def ensure_writable_dir(path: str | Path) -> Path:
+    """Create ``path`` if needed and prove it takes files; a clear ValueError otherwise."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output dir {path} is not writable: it exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise ValueError(f"output dir {path} is not writable: {err.strerror or err}") from None
+    return path

@@ -27,13 +27,16 @@ T = TypeVar("T")
 class Shard:
     index: int = 0
     count: int = 1
+    launched: bool = False  # started by accelerate launch / torchrun (RANK, WORLD_SIZE set)
 
     @classmethod
     def parse(cls, text: str | None) -> Shard:
         """``"i/n"`` (0-based i); None means the whole run, or the accelerate/torchrun rank when launched so."""
         if text is None:
             rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
-            return cls(int(rank), int(world)) if rank is not None and world is not None else cls()
+            if rank is None or world is None or int(world) < 2:
+                return cls()
+            return cls(int(rank), int(world), launched=True)
         match = re.fullmatch(r"(\d+)/(\d+)", text.strip())
         if match is None:
             raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}")
@@ -41,6 +44,26 @@ class Shard:
         if count < 1 or index >= count:
             raise ValueError(f"--shard {text}: need 0 <= i < n")
         return cls(index, count)
+
+    def device_map(self) -> str | None:
+        """Under a multi-process launch on GPUs, each process takes its own local GPU."""
+        if not self.launched:
+            return None
+        import torch
+
+        return f"cuda:{os.environ.get('LOCAL_RANK', self.index)}" if torch.cuda.is_available() else None
+
+    def wait_for_all(self) -> None:
+        """Barrier across the processes of ``accelerate launch`` / ``torchrun`` (env:// rendezvous)."""
+        if not self.launched:
+            return
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.barrier()
+        dist.destroy_process_group()
 
     def select(self, items: list[T]) -> list[T]:
         return items[self.index :: self.count]

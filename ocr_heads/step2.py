@@ -23,6 +23,7 @@ from ocr_heads.attention import AttentionRecorder, capture, verify_against_eager
 from ocr_heads.data.samples import Sample, load_samples
 from ocr_heads.geometry import DEFAULT_OVERLAP
 from ocr_heads.heads import all_heads
+from ocr_heads.io import ensure_writable_dir
 from ocr_heads.models import ModelAdapter, ModelInputs, load_adapter
 from ocr_heads.runner import Shard, collect, run_samples, shard_logs
 from ocr_heads.scorefile import save_scores
@@ -195,8 +196,10 @@ def main(kind: str, argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         shard = Shard.parse(args.shard)
+        out_dir = ensure_writable_dir(args.out / kind)
         samples = load_samples(args.data, args.n)
-        adapter_kwargs = {"dtype": getattr(torch, args.dtype) if args.dtype else None, "device_map": args.device_map}
+        adapter_kwargs = {"dtype": getattr(torch, args.dtype) if args.dtype else None,
+                          "device_map": args.device_map or shard.device_map()}
         for key in ("min_pixels", "max_pixels"):
             if getattr(args, key, None):
                 adapter_kwargs[key] = getattr(args, key)
@@ -205,8 +208,6 @@ def main(kind: str, argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     cfg = Step2Config(kind, args.max_new_tokens, args.alignment, getattr(args, "overlap", DEFAULT_OVERLAP))
-    out_dir = args.out / kind
-    out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{adapter.name}_{KINDS[kind][1]}"
     info = {"model": adapter.name, "model_id": args.model_id, "num_layers": adapter.shape.num_layers,
             "num_heads": adapter.shape.num_heads, "num_kv_heads": adapter.shape.num_kv_heads}
@@ -216,7 +217,12 @@ def main(kind: str, argv: list[str] | None = None) -> int:
     order = [s.id for s in samples]
     if not args.merge:
         failed = _score(adapter, samples, shard, cfg, out_dir / shard.log_name(stem), args.verify_eager)
-        if shard.count > 1:
+        if shard.launched:
+            # accelerate/torchrun: every process scored its share; the main one merges once all are done.
+            shard.wait_for_all()
+            if shard.index != 0:
+                return 0
+        elif shard.count > 1:
             logger.info("shard %d/%d done; merge with the same command plus --merge", shard.index, shard.count)
             return 1 if failed == len(shard.select(samples)) else 0
     scored, failed = write_scores(out_dir, stem, info, cfg, args.data, order)

@@ -88,6 +88,6 @@ def test_shard_parsing(monkeypatch):
     assert Shard.parse("1/4").select(list(range(10))) == [1, 5, 9]
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert Shard.parse(None) == Shard(1, 2)
+    assert Shard.parse(None) == Shard(1, 2, launched=True)
     with pytest.raises(ValueError, match="i/n"):
         Shard.parse("2")

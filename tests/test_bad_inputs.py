@@ -1,0 +1,108 @@
+"""The bad-input catalogue: each mistake exits non-zero with one clear line and loses nothing written."""
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+import step3_extracted_heads
+from ocr_heads.experiments import masking_main
+from ocr_heads.io import read_jsonl
+from ocr_heads.step2 import main as step2_main
+
+GOOD = {"id": "s0", "question": "What is the pass key?", "answer": "123", "context": "The pass key is 123.",
+        "pages": ["s0/page_0.png"], "evidence": {"0": [[10, 10, 20, 30], [20, 10, 30, 30], [30, 10, 40, 30]]}}
+
+
+def dataset(tmp_path: Path, *records: dict, name: str = "data") -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return folder
+
+
+def step2(model, data, out, *extra):
+    return step2_main("image", ["--model_id", str(model), "--data", str(data), "--out", str(out),
+                                "--max_new_tokens", "2", *extra])
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({k: v for k, v in GOOD.items() if k != "pages"}, "samples.jsonl: record 1 is missing field(s) pages"),
+        (dict(GOOD, answer="999"), "sample s0: answer '999' does not occur in the context"),
+        (dict(GOOD, evidence={"0": [[10, 10, 10, 30]]}),
+         "sample s0: zero-size or malformed evidence box [10, 10, 10, 30]"),
+    ],
+)
+def test_bad_records_stop_before_any_work(tiny_model_dir, tmp_path, capsys, record, message):
+    assert step2(tiny_model_dir, dataset(tmp_path, record), tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and err[0].endswith(message)
+
+
+def test_empty_dataset_and_missing_step1_output(tiny_model_dir, tmp_path, capsys):
+    assert step2(tiny_model_dir, dataset(tmp_path), tmp_path / "out") == 2
+    assert capsys.readouterr().err.strip().endswith("samples.jsonl holds no samples")
+    assert step2(tiny_model_dir, tmp_path / "nowhere", tmp_path / "out") == 2
+    assert "no step1 output at" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("page", "message"), [(None, "page image missing"), (b"junk", "cannot read page image")])
+def test_missing_or_corrupt_page_is_logged_per_sample(tiny_model_dir, tmp_path, page, message, caplog):
+    data = dataset(tmp_path, GOOD)
+    if page is not None:
+        (data / "s0").mkdir()
+        (data / "s0" / "page_0.png").write_bytes(page)
+    with caplog.at_level(logging.ERROR):
+        assert step2(tiny_model_dir, data, tmp_path / "out") == 1  # every sample failed
+    (record,) = read_jsonl(tmp_path / "out" / "image" / "tiny-qwen2-vl_fg.samples.jsonl")
+    assert message in record["error"] and message in caplog.text
+
+
+def test_unknown_model_and_dir_without_config(tmp_path, capsys):
+    data = dataset(tmp_path, GOOD)
+    assert step2("no-such-org/no-such-model", data, tmp_path / "out") == 2
+    assert "error: unknown model 'no-such-org/no-such-model'" in capsys.readouterr().err
+    (tmp_path / "empty_model").mkdir()
+    assert step2(tmp_path / "empty_model", data, tmp_path / "out") == 2
+    assert capsys.readouterr().err.strip().endswith("is a directory without config.json: not a model checkpoint")
+
+
+def test_bad_shard_and_unwritable_output(tiny_model_dir, tmp_path, capsys):
+    data = dataset(tmp_path, GOOD)
+    assert step2(tiny_model_dir, data, tmp_path / "out", "--shard", "3/2") == 2
+    assert capsys.readouterr().err.strip() == "error: --shard 3/2: need 0 <= i < n"
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me")
+    assert step2(tiny_model_dir, data, blocker) == 2
+    assert capsys.readouterr().err.strip() == f"error: output dir {blocker}/image is not writable: Not a directory"
+    assert blocker.read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"layer0": [1.0]}, "key 'layer0' is not a head name"),
+        ({"l0_h0": ["high"]}, "l0_h0"),
+        ({}, "empty"),
+    ],
+)
+def test_bad_score_files(tmp_path, content, message):
+    path = tmp_path / "scores.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(SystemExit, match=message):
+        step3_extracted_heads.main(["--scores", str(path), "--out", str(tmp_path / "heads.json")])
+    assert not (tmp_path / "heads.json").exists()
+
+
+def test_head_list_naming_a_head_the_model_lacks(tiny_model_dir, passkey_dir, tmp_path, caplog):
+    heads = tmp_path / "heads.json"
+    heads.write_text(json.dumps({"heads": [{"head": "l9_h9", "score": 0.5, "frequency": 0.5}]}))
+    with caplog.at_level(logging.ERROR):
+        code = masking_main(["--model_id", str(tiny_model_dir), "--datasets", "passkey_text", "--data",
+                             str(passkey_dir), "--task", "text", "--heads", str(heads), "--do_masking",
+                             "--num_of_masking_head", "1", "--n", "2", "--out", str(tmp_path / "res")])
+    assert code == 2
+    assert "head l9_h9 does not exist in a model with 3 layers x 4 heads" in caplog.text

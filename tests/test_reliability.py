@@ -1,0 +1,120 @@
+"""Nothing computed is lost: SIGKILL mid-run, torn log lines, multi-process runs, bad input."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ocr_heads.data import haystack
+from ocr_heads.data.samples import generate_samples
+from ocr_heads.io import append_jsonl, read_jsonl
+from ocr_heads.step2 import main as step2_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def many_samples(tmp_path_factory):
+    out = tmp_path_factory.mktemp("many")
+    generate_samples(out, "passkey", 16, [400], 5, haystack.embedded_corpus(), haystack.passkey_needle)
+    return out
+
+
+def _ids(log: Path) -> list[str]:
+    return [r["id"] for r in read_jsonl(log)]
+
+
+def kill_after_records(cmd: list[str], log: Path, records: int, timeout: float = 120) -> int:
+    """Start ``cmd``, SIGKILL it once ``log`` holds ``records`` lines; returns the lines seen then."""
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if log.exists() and len(log.read_text().splitlines()) >= records:
+                process.send_signal(signal.SIGKILL)
+                break
+            if process.poll() is not None:
+                pytest.fail("the run finished before it could be killed")
+            time.sleep(0.02)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == -signal.SIGKILL
+    return len(log.read_text().splitlines())
+
+
+def test_step2_survives_sigkill_and_resumes_to_identical_bytes(tiny_model_dir, many_samples, tmp_path):
+    args = ["--model_id", str(tiny_model_dir), "--data", str(many_samples), "--max_new_tokens", "16"]
+    assert step2_main("text", [*args, "--out", str(tmp_path / "clean")]) == 0
+    crashed = tmp_path / "crashed"
+    log = crashed / "text" / "tiny-qwen2-vl_te.samples.jsonl"
+    cmd = [sys.executable, str(ROOT / "step2_text_retrieval_head.py"), *args, "--out", str(crashed)]
+    seen = kill_after_records(cmd, log, records=2)
+    assert 2 <= seen < 16 and not (crashed / "text" / "tiny-qwen2-vl_te.json").exists()
+    # A torn last line, as a kill mid-write leaves it: detected and redone, not crashed on.
+    with log.open("a") as handle:
+        handle.write('{"id": "passkey_400_00')
+    assert step2_main("text", [*args, "--out", str(crashed)]) == 0
+    ids = _ids(log)
+    assert len(ids) == len(set(ids)) == 16, "a sample was scored twice or lost"
+    for name in ("tiny-qwen2-vl_te.json", "tiny-qwen2-vl_te_mean.json"):
+        assert (crashed / "text" / name).read_bytes() == (tmp_path / "clean" / "text" / name).read_bytes()
+
+
+def test_exp_masking_survives_sigkill(tiny_model_dir, many_samples, tmp_path):
+    from ocr_heads.experiments import masking_main
+
+    heads = tmp_path / "heads.json"
+    heads.write_text(json.dumps({"heads": [{"head": "l1_h1", "score": 0.5, "frequency": 0.5}]}))
+    args = ["--model_id", str(tiny_model_dir), "--datasets", "passkey_text", "--data", str(many_samples),
+            "--task", "text", "--heads", str(heads), "--do_masking", "--num_of_masking_head", "1", "--n", "16",
+            "--max_new_tokens", "16"]
+    assert masking_main([*args, "--out", str(tmp_path / "clean")]) == 0
+    crashed = tmp_path / "crashed"
+    cmd = [sys.executable, str(ROOT / "exp_masking.py"), *args, "--out", str(crashed)]
+    run_dir = crashed / "masking" / "tiny-qwen2-vl"
+    log = run_dir / "passkey_text_text_top_k1.samples.jsonl"  # the run's stem
+    assert kill_after_records(cmd, log, records=2) < 16
+    assert masking_main([*args, "--out", str(crashed)]) == 0
+    ids = _ids(log)
+    assert len(ids) == len(set(ids)) == 16
+    clean = json.loads((tmp_path / "clean" / "masking" / "tiny-qwen2-vl" / log.name.replace(".samples.jsonl",
+                                                                                            ".json")).read_text())
+    resumed = json.loads((run_dir / log.name.replace(".samples.jsonl", ".json")).read_text())
+    assert resumed == clean
+
+
+def test_torn_line_in_the_middle_is_an_error_not_silently_dropped(tmp_path):
+    log = tmp_path / "x.jsonl"
+    append_jsonl(log, {"id": "a"})
+    with log.open("a") as handle:
+        handle.write('{"id": "b"')  # torn tail
+    append_jsonl(log, {"id": "c"})  # repairs the tail before appending
+    assert [r["id"] for r in read_jsonl(log)] == ["a", "c"]
+    log.write_text('{"id": "a"}\n{"broken\n{"id": "c"}\n')
+    with pytest.raises(ValueError, match="x.jsonl:2 is not valid JSON"):
+        list(read_jsonl(log))
+
+
+@pytest.mark.skipif(shutil.which("accelerate", path=str(Path(sys.executable).parent)) is None,
+                    reason="accelerate launcher not installed")
+def test_accelerate_two_processes_equal_one(tiny_model_dir, many_samples, tmp_path):
+    args = ["--model_id", str(tiny_model_dir), "--data", str(many_samples), "--max_new_tokens", "8", "--n", "8"]
+    assert step2_main("text", [*args, "--out", str(tmp_path / "one")]) == 0
+    launcher = str(Path(sys.executable).parent / "accelerate")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                    "--mixed_precision", "no", "--dynamo_backend", "no",
+                    str(ROOT / "step2_text_retrieval_head.py"), *args, "--out", str(tmp_path / "two")],
+                   check=True, capture_output=True, env=env, cwd=ROOT)
+    logs = sorted(p.name for p in (tmp_path / "two" / "text").glob("*.samples.jsonl"))
+    assert logs == ["tiny-qwen2-vl_te.shard0of2.samples.jsonl", "tiny-qwen2-vl_te.shard1of2.samples.jsonl"]
+    for name in ("tiny-qwen2-vl_te.json", "tiny-qwen2-vl_te_mean.json"):
+        assert (tmp_path / "two" / "text" / name).read_bytes() == (tmp_path / "one" / "text" / name).read_bytes()
