@@ -30,6 +30,11 @@ test: install
 
 bench: install
 	$(PY) bench/capture.py
+	$(PY) bench/capture.py --long
+
+# Full-size architecture check (Qwen2-VL-2B shapes, random bf16 weights; ~15 GB RAM, minutes): not in `make test`.
+smoke: install
+	$(PY) -m pytest -q -m slow tests/test_smoke.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
