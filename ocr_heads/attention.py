@@ -205,13 +205,20 @@ def eager_attention_rows(adapter: ModelAdapter, inputs, generated: list[int]) ->
     return [layer[0, :, prompt_length - 1 :, :].float().cpu() for layer in output.attentions]
 
 
-def verify_against_eager(adapter: ModelAdapter, inputs, generated: list[int], record: StepRecord,
-                         tie_tolerance: float = 1e-6) -> list[str]:
+# How far two attention probabilities may differ and still count as the same maximum (a tie): float32
+# paths agree to rounding; in bf16/fp16 the sdpa and eager kernels round differently, and the
+# difference compounds over layers, so only a clear gap in the eager row is a real mismatch.
+TIE_TOLERANCE = {torch.float32: (1e-6, 0.0), torch.float64: (1e-9, 0.0),
+                 torch.bfloat16: (1e-4, 0.05), torch.float16: (1e-4, 0.02)}
+
+
+def verify_against_eager(adapter: ModelAdapter, inputs, generated: list[int], record: StepRecord) -> list[str]:
     """Compare recorded argmax with eager attention; returns a description of every real mismatch.
 
-    A differing index counts as a tie (not a mismatch) only when eager gives both positions the same
-    probability within ``tie_tolerance``.
+    A differing index counts as a tie (not a mismatch) when eager gives the two positions
+    probabilities within the model dtype's tolerance (:data:`TIE_TOLERANCE`: absolute, relative).
     """
+    atol, rtol = TIE_TOLERANCE.get(adapter.model.dtype, (1e-6, 0.0))
     prompt_length = inputs.prompt_length
     mismatches = []
     for layer, probs in enumerate(eager_attention_rows(adapter, inputs, generated)):
@@ -220,9 +227,9 @@ def verify_against_eager(adapter: ModelAdapter, inputs, generated: list[int], re
         reference = prompt_probs.argmax(dim=-1).T  # (steps, heads)
         ours = record.argmax[:steps, layer]
         for step, head in (reference != ours).nonzero().tolist():
-            p_ref = prompt_probs[head, step, reference[step, head]]
-            p_ours = prompt_probs[head, step, ours[step, head]]
-            if abs(float(p_ref - p_ours)) > tie_tolerance:
+            p_ref = float(prompt_probs[head, step, reference[step, head]])
+            p_ours = float(prompt_probs[head, step, ours[step, head]])
+            if p_ref - p_ours > atol + rtol * p_ref:
                 mismatches.append(f"step {step} l{layer}_h{head}: recorded {int(ours[step, head])}, "
-                                  f"eager {int(reference[step, head])} ({float(p_ours):.6g} vs {float(p_ref):.6g})")
+                                  f"eager {int(reference[step, head])} ({p_ours:.6g} vs {p_ref:.6g})")
     return mismatches
