@@ -172,3 +172,26 @@ def test_bad_inputs_give_clear_errors(tmp_path):
         build_sample("e", "   ", Needle("key 1", "q", "1"), 0.5, tmp_path)
     with pytest.raises(ValueError, match="not in the needle"):
         build_sample("e", "hay", Needle("key 1", "q", "2"), 0.5, tmp_path)
+
+
+def test_hf_passkey_rows_render_with_their_own_needle(tmp_path, monkeypatch):
+    """The --source hf path on rows shaped like nanotron/simple_needle_in_a_hay_stack (no network)."""
+    import datasets
+
+    from ocr_heads.data.step1 import build_parser, run
+
+    prompt = ("Grass is green. The sky is blue. The pass key is 71234. Remember it. 71234 is the pass key. "
+              "The sun is warm. " * 1)
+    rows = datasets.Dataset.from_dict({"prompt": [prompt, prompt.replace("71234", "50999")],
+                                       "answer": [71234, 50999], "context_length": [1024, 1024]})
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: rows)
+    args = build_parser("passkey", "x").parse_args(["--source", "hf", "--n", "2", "--lengths", "1024",
+                                                     "--out", str(tmp_path)])
+    run("passkey", args)
+    samples = load_samples(tmp_path)
+    assert sorted(s.answer for s in samples) == ["50999", "71234"]
+    for sample in samples:
+        assert sample.context.count(sample.answer) == 1  # "{answer} is the pass key." removed
+        start, end = sample.needle_span
+        assert sample.context[start:end] == f"The pass key is {sample.answer}."
+        assert sum(len(b) for b in sample.evidence.values()) == 5

@@ -103,16 +103,31 @@ def insert_needle(haystack: str, needle: str, depth: float) -> tuple[str, int]:
     return context, context.index(needle)
 
 
-def hf_passkey_haystacks(length_tokens: int, n: int, seed: int) -> list[str]:  # pragma: no cover - network
-    """Haystack texts of ``nanotron/simple_needle_in_a_hay_stack`` at a context length (connected machine)."""
+def hf_passkey_contexts(length_tokens: int, n: int, seed: int) -> list[tuple[str, Needle]]:
+    """Contexts of ``nanotron/simple_needle_in_a_hay_stack`` at one context length (connected machine).
+
+    Each row's prompt already holds its pass-key needle; as the paper does, the trailing
+    "{answer} is the pass key." is removed so the key is stated once. The needle is the sentence
+    that states the key.
+    """
     from datasets import load_dataset
 
     rows = load_dataset("nanotron/simple_needle_in_a_hay_stack", split="train")
-    rows = rows.filter(lambda r: int(r.get("context_length", 0)) == length_tokens).shuffle(seed=seed)
-    field = next((f for f in ("haystack", "context", "prompt", "text") if f in rows.column_names), None)
-    if field is None:
-        raise ValueError(f"unexpected columns in nanotron/simple_needle_in_a_hay_stack: {rows.column_names}")
-    return [normalise_whitespace(rows[i][field]) for i in range(min(n, len(rows)))]
+    missing = {"prompt", "answer", "context_length"} - set(rows.column_names)
+    if missing:
+        raise ValueError(f"nanotron/simple_needle_in_a_hay_stack lacks columns {sorted(missing)}: "
+                         f"has {rows.column_names}")
+    rows = rows.filter(lambda r: int(r["context_length"]) == length_tokens).shuffle(seed=seed)
+    contexts = []
+    for row in rows.select(range(min(n, len(rows)))):
+        answer = str(row["answer"])
+        context = normalise_whitespace(row["prompt"].replace(f"{answer} is the pass key.", ""))
+        match = re.search(r"[^.]*\b" + re.escape(answer) + r"\b[^.]*\.", context)
+        if match is None:
+            raise ValueError(f"a nanotron row's prompt does not state its answer {answer!r}")
+        sentence = match.group(0).strip()
+        contexts.append((context, Needle(sentence, "What is the pass key?", answer)))
+    return contexts
 
 
 def hf_niah_source(seed: int) -> tuple[str, list[Needle]]:  # pragma: no cover - network

@@ -100,8 +100,25 @@ def build_sample(
     if needle.answer not in needle.text:
         raise ValueError(f"sample {sample_id}: answer {needle.answer!r} is not in the needle {needle.text!r}")
     context, needle_start = insert_needle(haystack, needle.text, depth)
+    return render_record(sample_id, context, needle_start, needle, out_dir, style, {"depth": depth, **(extra or {})})
+
+
+def render_record(
+    sample_id: str,
+    context: str,
+    needle_start: int,
+    needle: Needle,
+    out_dir: Path,
+    style: PageStyle | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """Render a context that already holds the needle at ``needle_start``; returns the record."""
+    if context[needle_start : needle_start + len(needle.text)] != needle.text:
+        raise ValueError(f"sample {sample_id}: the needle is not at offset {needle_start} of the context")
     needle_span = (needle_start, needle_start + len(needle.text))
     spans = find_answer_spans(context, needle.answer, needle_span)
+    if not spans:
+        raise ValueError(f"sample {sample_id}: answer {needle.answer!r} is not in the needle {needle.text!r}")
     layout = PageLayout(context, style)
     page_dir = out_dir / sample_id
     page_dir.mkdir(parents=True, exist_ok=True)
@@ -120,10 +137,33 @@ def build_sample(
         "occurrences": occurrences,
         "needle": needle.text,
         "needle_span": list(needle_span),
-        "depth": depth,
     }
     record.update(extra or {})
     return record
+
+
+def generate_from_contexts(
+    out_dir: str | Path,
+    task: str,
+    contexts: dict[int, list[tuple[str, Needle]]],
+    seed: int,
+    source: str,
+    style: PageStyle | None = None,
+) -> Path:
+    """Render ready-made contexts (each already holding its needle), per length; a rerun resumes."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    samples_path = out_dir / SAMPLES_FILE
+    done = {record["id"] for record in read_jsonl(samples_path)}
+    jobs = [(length, i, item) for length, items in contexts.items() for i, item in enumerate(items)]
+    for length, i, (context, needle) in tqdm(jobs, desc=f"step1 {task}", unit="sample"):
+        sample_id = f"{task}_{length}_{i:04d}"
+        if sample_id in done:
+            continue
+        record = render_record(sample_id, context, context.index(needle.text), needle, out_dir, style,
+                               extra={"task": task, "length": length, "source": source, "seed": seed})
+        append_jsonl(samples_path, record)
+    return samples_path
 
 
 def generate_samples(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ocr_heads.data import haystack
 from ocr_heads.data.haystack import Needle
-from ocr_heads.data.samples import SAMPLES_FILE, generate_samples
+from ocr_heads.data.samples import SAMPLES_FILE, generate_from_contexts, generate_samples
 
 NeedleMaker = Callable[[random.Random], Needle]
 
@@ -47,6 +47,10 @@ def run(task: str, args: argparse.Namespace) -> Path:
         raise SystemExit("error: --n must be at least 1")
     if any(length < 16 for length in args.lengths):
         raise SystemExit("error: --lengths must be at least 16 tokens")
+    if args.source == "hf" and task == "passkey" and not getattr(args, "single_char", False):
+        # The hub rows come with their own needles: render them as they are.
+        contexts = {length: haystack.hf_passkey_contexts(length, args.n, args.seed) for length in args.lengths}
+        return generate_from_contexts(args.out, task, contexts, args.seed, "hf")
     corpus, make_needle = _source(task, args)
     if getattr(args, "single_char", False):
         path = None
@@ -64,9 +68,7 @@ def _source(task: str, args: argparse.Namespace) -> tuple[str, NeedleMaker]:
         if task == "passkey":
             return corpus, lambda rng: haystack.passkey_needle(rng, args.digits)
         return corpus, haystack.niah_needle
-    if task == "passkey":
-        # The hub rows are haystacks; our seeded passkey needle goes in, as in the paper.
-        corpus = " ".join(haystack.hf_passkey_haystacks(max(args.lengths), args.n, args.seed))
-        return corpus, lambda rng: haystack.passkey_needle(rng, args.digits)
     corpus, needles = haystack.hf_niah_source(args.seed)
+    if task == "passkey":  # single-character case study: NeedleBench's plain haystack, our needles
+        return corpus, lambda rng: haystack.passkey_needle(rng, args.digits)
     return corpus, lambda rng: rng.choice(needles)
