@@ -69,21 +69,23 @@ def measure(model_dir: str, method: str, modality: str, size: int, new_tokens: i
                 adapter.model.generate(**tensors, **common)
 
     run()  # warm-up (allocator, kernels)
-    times = []
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated() / 1024
-    else:
-        Path("/proc/self/clear_refs").write_text("5")  # reset the RSS high-water mark
-        before = _rss_kib("VmRSS")
+    times, peaks = [], []
     for _ in range(repeats):
+        # Peak of this run alone: reset the high-water mark, then read how far above the start it went.
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated() / 1024
+        else:
+            Path("/proc/self/clear_refs").write_text("5")  # reset the RSS high-water mark
+            before = _rss_kib("VmRSS")
         start = time.perf_counter()
         run()
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    peak = (torch.cuda.max_memory_allocated() / 1024 if cuda else _rss_kib("VmHWM")) - before
+        peaks.append((torch.cuda.max_memory_allocated() / 1024 if cuda else _rss_kib("VmHWM")) - before)
+    peak = min(peaks)  # the least disturbed run (allocator noise only ever adds)
     return {"method": method, "modality": modality, "size": size, "prompt_tokens": inputs.prompt_length,
             "peak_mib": max(peak, 0) / 1024, "seconds": min(times), "device": "cuda" if cuda else "cpu"}
 
