@@ -29,6 +29,9 @@ from ocr_heads.models.base import AttentionShape, ImageTokens, ModelAdapter, Mod
 START_IMAGE = "<img>"
 END_IMAGE = "</img>"
 CONTEXT_IMAGE = "<IMG_CONTEXT>"
+# InternVL normalises tiles with ImageNet statistics (not GotOcr2's CLIP defaults).
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
 # Older chat templates (InternVL2 remote code) write this placeholder instead of <IMG_CONTEXT>.
 LEGACY_PLACEHOLDER = "<image>"
 # InternVL's chat format (user turns with images and text): used when a checkpoint ships no chat

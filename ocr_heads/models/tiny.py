@@ -26,7 +26,14 @@ from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2Im
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from ocr_heads.models.charset import UNK, build_char_tokenizer
-from ocr_heads.models.internvl import CONTEXT_IMAGE, END_IMAGE, INTERNVL_CHAT_TEMPLATE, START_IMAGE
+from ocr_heads.models.internvl import (
+    CONTEXT_IMAGE,
+    END_IMAGE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INTERNVL_CHAT_TEMPLATE,
+    START_IMAGE,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +120,6 @@ INTERNVL_NAMED_TOKENS = {"start_image_token": START_IMAGE, "end_image_token": EN
 # InternVL's tiles are 448 px with ImageNet statistics. At most 6 tiles (+ thumbnail) keeps a rendered page at
 # 7 x 256 tokens, so the tiny model still exercises multi-tile layouts while tests stay fast.
 TINY_INTERNVL_MAX_PATCHES = 6
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 def tiny_internvl_config(
