@@ -342,14 +342,16 @@ def internvl2_reference_logits(w: dict, input_ids: torch.Tensor, pixel_values: t
     return rms(x, w["language_model.model.norm.weight"]) @ w["language_model.output.weight"].T
 
 
-def test_internvl2_conversion_matches_the_reference_forward(tmp_path):
+def test_internvl2_conversion_matches_the_reference_forward(tmp_path, monkeypatch):
     from ocr_heads.models.internvl2_convert import INTERNVL2_SYSTEM, converted_checkpoint
 
     source = tmp_path / "InternVL2-tiny"
     weights = build_internvl2_checkpoint(source)
-    native = converted_checkpoint(str(source), cache_dir=tmp_path / "cache")
-    assert native == tmp_path / "cache" / str(source).strip("/").replace("/", "--")
-    converted = load_adapter(str(native))
+    monkeypatch.setenv("OCR_HEADS_CACHE", str(tmp_path / "cache"))
+    assert model_type(str(source)) == "internvl_chat"
+    converted = load_adapter(str(source))  # converts once into the cache, then loads natively
+    native = tmp_path / "cache" / "converted" / str(source).strip("/").replace("/", "--")
+    assert (native / "config.json").is_file() and converted.name == "InternVL2-tiny"
     assert isinstance(converted, InternVLAdapter)
     assert (converted.shape.num_layers, converted.shape.num_heads, converted.shape.num_kv_heads) == (2, 4, 2)
     config = converted.model.config
@@ -379,7 +381,7 @@ def test_internvl2_conversion_matches_the_reference_forward(tmp_path):
     assert verify_against_eager(converted, text, generated, recorder.result()) == []
     # Cached: a second call finds the finished conversion and does not touch the source.
     (source / "model.safetensors").unlink()
-    assert converted_checkpoint(str(source), cache_dir=tmp_path / "cache") == native
+    assert converted_checkpoint(str(source)) == native
 
 
 def test_internvl2_conversion_refuses_what_it_cannot_convert(tmp_path, capsys):

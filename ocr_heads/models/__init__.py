@@ -44,6 +44,8 @@ def load_adapter(model_id: str, **kwargs) -> ModelAdapter:
         from ocr_heads.models.internvl import InternVLAdapter
         from ocr_heads.models.internvl2_convert import converted_checkpoint
 
-        return InternVLAdapter(str(converted_checkpoint(model_id)), **kwargs)
+        adapter = InternVLAdapter(str(converted_checkpoint(model_id)), **kwargs)
+        adapter.name = model_id.rstrip("/").split("/")[-1]  # files are named after the id, not the cache dir
+        return adapter
     raise ValueError(f"{model_id}: model type {kind!r} is not supported (supported: qwen2_vl, internvl, "
                      "internvl_chat via conversion)")
