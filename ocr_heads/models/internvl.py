@@ -110,6 +110,9 @@ class InternVLAdapter(ModelAdapter):
         # Tokens per tile side: patches per side, halved by the pixel shuffle (downsample_ratio 0.5).
         self.grid = int(self.tile_size // vision.patch_size[0] * config.downsample_ratio)
         self.tokens_per_tile = self.grid * self.grid
+        if self.tokens_per_tile != config.image_seq_length:
+            raise ValueError(f"{model_id}: {self.grid}x{self.grid} tokens per tile, but config.image_seq_length is "
+                             f"{config.image_seq_length}")
         self.start_image = getattr(self.tokenizer, "start_image_token", None) or START_IMAGE
         self.end_image = getattr(self.tokenizer, "end_image_token", None) or END_IMAGE
         self.context_image = getattr(self.tokenizer, "context_image_token", None) or CONTEXT_IMAGE
