@@ -18,11 +18,12 @@ def model_type(model_id: str) -> str:
         if not config.is_file():
             raise ValueError(f"{model_id} is a directory without config.json: not a model checkpoint")
         return json.loads(config.read_text()).get("model_type", "")
-    from transformers import AutoConfig
+    from huggingface_hub import hf_hub_download
 
+    # Read config.json itself rather than AutoConfig: remote-code checkpoints (InternVL2) need no code to be named.
     try:
-        return AutoConfig.from_pretrained(model_id).model_type
-    except OSError as err:
+        return json.loads(Path(hf_hub_download(model_id, "config.json")).read_text()).get("model_type", "")
+    except (OSError, ValueError) as err:
         raise ValueError(f"unknown model {model_id!r}: not a local directory and not loadable from the hub "
                          f"({err.__class__.__name__})") from err
 
@@ -34,4 +35,17 @@ def load_adapter(model_id: str, **kwargs) -> ModelAdapter:
         from ocr_heads.models.qwen2_vl import Qwen2VLAdapter
 
         return Qwen2VLAdapter(model_id, **kwargs)
-    raise ValueError(f"{model_id}: model type {kind!r} is not supported (supported: qwen2_vl)")
+    if kind == "internvl":
+        from ocr_heads.models.internvl import InternVLAdapter
+
+        return InternVLAdapter(model_id, **kwargs)
+    if kind == "internvl_chat":
+        # InternVL2 remote-code checkpoint: converted once to the native layout (cached), then loaded natively.
+        from ocr_heads.models.internvl import InternVLAdapter
+        from ocr_heads.models.internvl2_convert import converted_checkpoint
+
+        adapter = InternVLAdapter(str(converted_checkpoint(model_id)), **kwargs)
+        adapter.name = model_id.rstrip("/").split("/")[-1]  # files are named after the id, not the cache dir
+        return adapter
+    raise ValueError(f"{model_id}: model type {kind!r} is not supported (supported: qwen2_vl, internvl, "
+                     "internvl_chat via conversion)")

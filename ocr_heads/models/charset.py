@@ -1,8 +1,9 @@
-"""A character-level tokenizer in the Qwen2-VL format, built locally (no hub).
+"""A character-level tokenizer in a model family's format, built locally (no hub).
 
 Every printable ASCII character is one token, so digits and letters are single tokens and
 decoded text aligns to characters trivially. Special tokens and the chat template follow
-Qwen2-VL, so the adapter treats this tokenizer exactly like the real one.
+Qwen2-VL by default (or whatever family the caller names), so the adapter treats this
+tokenizer exactly like the real one.
 """
 
 from __future__ import annotations
@@ -29,8 +30,20 @@ SPECIAL_TOKENS = [
 ]
 CHARACTERS = [c for c in string.printable if c not in "\t\r\x0b\x0c"]  # keeps " " and "\n"
 
-def build_char_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + CHARACTERS)}
+
+def build_char_tokenizer(
+    special_tokens: list[str] | None = None,
+    chat_template: str = QWEN2_VL_CHAT_TEMPLATE,
+    named_tokens: dict[str, str] | None = None,
+) -> PreTrainedTokenizerFast:
+    """``special_tokens`` must hold ``<|endoftext|>`` (pad) and ``<|im_end|>`` (eos); the unknown token is added.
+
+    ``named_tokens`` become tokenizer attributes (e.g. ``start_image_token``), as a family's processor expects.
+    """
+    specials = list(special_tokens or SPECIAL_TOKENS)
+    if UNK not in specials:
+        specials.append(UNK)
+    vocab = {token: i for i, token in enumerate(specials + CHARACTERS)}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     # Isolate every character so each becomes its own token; specials are matched before this.
     core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
@@ -41,8 +54,12 @@ def build_char_tokenizer() -> PreTrainedTokenizerFast:
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         bos_token=None,
-        additional_special_tokens=[t for t in SPECIAL_TOKENS if t not in (UNK, "<|im_end|>", "<|endoftext|>")],
+        extra_special_tokens=named_tokens or [t for t in specials if t not in (UNK, "<|im_end|>", "<|endoftext|>")],
         clean_up_tokenization_spaces=False,
     )
-    tokenizer.chat_template = QWEN2_VL_CHAT_TEMPLATE
+    if named_tokens:
+        # Named tokens replace the list above; the other specials must stay unsplittable all the same.
+        tokenizer.add_special_tokens({"extra_special_tokens": [t for t in specials if t not in (UNK, "<|im_end|>",
+                                      "<|endoftext|>")]}, replace_extra_special_tokens=False)
+    tokenizer.chat_template = chat_template
     return tokenizer

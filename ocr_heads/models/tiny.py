@@ -1,6 +1,7 @@
-"""Build tiny random Qwen2-VL checkpoints from configs alone, for offline tests and the demo.
+"""Build tiny random Qwen2-VL (or InternVL) checkpoints from configs alone, for offline tests and the demo.
 
     python -m ocr_heads.models.tiny --out models/tiny-qwen2-vl
+    python -m ocr_heads.models.tiny --family internvl --out models/tiny-internvl
 
 The result is saved with ``save_pretrained`` (model, tokenizer, image-processor config), so the
 rest of the project loads it through exactly the same ``from_pretrained`` path as a hub
@@ -15,10 +16,24 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+from transformers import (
+    InternVLConfig,
+    InternVLForConditionalGeneration,
+    Qwen2VLConfig,
+    Qwen2VLForConditionalGeneration,
+)
+from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from ocr_heads.models.charset import build_char_tokenizer
+from ocr_heads.models.charset import UNK, build_char_tokenizer
+from ocr_heads.models.internvl import (
+    CONTEXT_IMAGE,
+    END_IMAGE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INTERNVL_CHAT_TEMPLATE,
+    START_IMAGE,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -98,13 +113,91 @@ def build_tiny_qwen2_vl(out: str | Path, seed: int = 0, **config_overrides: int)
     return out
 
 
+# InternVL: the special tokens of InternVL -hf tokenizers (names as in the real ones; ids are ours).
+INTERNVL_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", START_IMAGE, END_IMAGE, CONTEXT_IMAGE, UNK]
+INTERNVL_NAMED_TOKENS = {"start_image_token": START_IMAGE, "end_image_token": END_IMAGE,
+                         "context_image_token": CONTEXT_IMAGE}
+# InternVL's tiles are 448 px with ImageNet statistics. At most 6 tiles (+ thumbnail) keeps a rendered page at
+# 7 x 256 tokens, so the tiny model still exercises multi-tile layouts while tests stay fast.
+TINY_INTERNVL_MAX_PATCHES = 6
+
+
+def tiny_internvl_config(
+    vocab_size: int,
+    token_ids: dict[str, int],
+    num_layers: int = 3,
+    hidden_size: int = 64,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    vision_depth: int = 1,
+    vision_embed_dim: int = 32,
+) -> InternVLConfig:
+    text_config = {
+        "model_type": "qwen2",  # InternVL3's language model
+        "vocab_size": vocab_size,
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": num_heads,
+        "num_key_value_heads": num_kv_heads,
+        "max_position_embeddings": 65536,
+        "bos_token_id": token_ids["<|im_start|>"],
+        "eos_token_id": token_ids["<|im_end|>"],
+        "pad_token_id": token_ids["<|endoftext|>"],
+        "tie_word_embeddings": False,
+    }
+    vision_config = {
+        "hidden_size": vision_embed_dim,
+        "num_hidden_layers": vision_depth,
+        "num_attention_heads": 2,
+        "intermediate_size": 2 * vision_embed_dim,
+        "image_size": 448,  # the real tile size: geometry must match real checkpoints
+        "patch_size": 14,
+    }
+    return InternVLConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_id=token_ids[CONTEXT_IMAGE],
+        image_seq_length=256,
+        downsample_ratio=0.5,
+        tie_word_embeddings=False,
+    )
+
+
+def build_tiny_internvl(out: str | Path, seed: int = 0, **config_overrides: int) -> Path:
+    """Write a tiny random native InternVL (model + tokenizer + image processor) to ``out``; same seed, same weights."""
+    out = Path(out)
+    tokenizer = build_char_tokenizer(INTERNVL_SPECIAL_TOKENS, INTERNVL_CHAT_TEMPLATE, INTERNVL_NAMED_TOKENS)
+    token_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in INTERNVL_SPECIAL_TOKENS}
+    config = tiny_internvl_config(len(tokenizer), token_ids, **config_overrides)
+    torch.manual_seed(seed)
+    model = InternVLForConditionalGeneration(config).eval()
+    model.config.ocr_heads_random_weights = True
+    model.generation_config.pad_token_id = config.text_config.pad_token_id
+    model.generation_config.eos_token_id = config.text_config.eos_token_id
+    model.generation_config.do_sample = False
+    image_processor = GotOcr2ImageProcessorPil(
+        size={"height": 448, "width": 448}, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD,
+        min_patches=1, max_patches=TINY_INTERNVL_MAX_PATCHES,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    image_processor.save_pretrained(out)
+    logger.info("wrote a tiny random InternVL (%d parameters) to %s", model.num_parameters(), out)
+    return out
+
+
+BUILDERS = {"qwen2_vl": build_tiny_qwen2_vl, "internvl": build_tiny_internvl}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description="Build a tiny random Qwen2-VL checkpoint (model, char tokenizer, image processor) "
+        description="Build a tiny random Qwen2-VL or InternVL checkpoint (model, char tokenizer, image processor) "
         "from configs alone and save it with save_pretrained. No network. Its scores are noise.",
     )
     parser.add_argument("--out", required=True, help="output directory (created)")
-    parser.add_argument("--family", default="qwen2_vl", choices=["qwen2_vl"], help="model family")
+    parser.add_argument("--family", default="qwen2_vl", choices=sorted(BUILDERS), help="model family")
     parser.add_argument("--seed", type=int, default=0, help="weight-init seed (same seed, same weights)")
     parser.add_argument("--layers", type=int, default=3, help="decoder layers")
     parser.add_argument("--heads", type=int, default=4, help="attention heads per layer")
@@ -112,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hidden", type=int, default=64, help="hidden size")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    build_tiny_qwen2_vl(
+    BUILDERS[args.family](
         args.out, seed=args.seed, num_layers=args.layers, num_heads=args.heads,
         num_kv_heads=args.kv_heads, hidden_size=args.hidden,
     )
