@@ -107,3 +107,13 @@ def test_unknown_models_give_clear_errors(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(ValueError, match="not supported"):
         load_adapter(str(tmp_path))
+
+
+def test_char_tokenizer_keeps_every_character_a_token():
+    from ocr_heads.models.charset import build_char_tokenizer
+
+    tokenizer = build_char_tokenizer()
+    text = "Key:\n\n48 213"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == len(text) and tokenizer.unk_token_id not in ids
+    assert tokenizer.decode(ids) == text

@@ -45,8 +45,9 @@ def build_char_tokenizer(
         specials.append(UNK)
     vocab = {token: i for i, token in enumerate(specials + CHARACTERS)}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    # Isolate every character so each becomes its own token; specials are matched before this.
-    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    # Isolate every character, newlines included ("." would glue "\n\n" into one unknown token);
+    # special tokens are matched before this.
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     core.decoder = decoders.Fuse()
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core,
