@@ -188,6 +188,8 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
         parser.add_argument("--fine_grained", action="store_true", help="accepted for compatibility (always on)")
         parser.add_argument("--min_pixels", type=int, default=None, help="image processor min pixels")
         parser.add_argument("--max_pixels", type=int, default=None, help="image processor max pixels")
+        parser.add_argument("--max_patches", type=int, default=None,
+                            help="InternVL: most 448 px tiles per page (default: the checkpoint's)")
     return parser
 
 
@@ -200,7 +202,7 @@ def main(kind: str, argv: list[str] | None = None) -> int:
         samples = load_samples(args.data, args.n)
         adapter_kwargs = {"dtype": getattr(torch, args.dtype) if args.dtype else None,
                           "device_map": args.device_map or shard.device_map()}
-        for key in ("min_pixels", "max_pixels"):
+        for key in ("min_pixels", "max_pixels", "max_patches"):
             if getattr(args, key, None):
                 adapter_kwargs[key] = getattr(args, key)
         adapter = load_adapter(args.model_id, **adapter_kwargs)

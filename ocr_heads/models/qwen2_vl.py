@@ -41,7 +41,10 @@ class Qwen2VLAdapter(ModelAdapter):
         device_map: str | None = None,
         min_pixels: int = MIN_PIXELS,
         max_pixels: int = MAX_PIXELS,
+        **unsupported: object,
     ) -> None:
+        if unsupported:
+            raise ValueError(f"Qwen2-VL resizes pages by min/max pixels, not by {sorted(unsupported)}")
         self.name = model_id.rstrip("/").split("/")[-1]
         if dtype is None:
             dtype = "auto" if torch.cuda.is_available() else torch.float32
