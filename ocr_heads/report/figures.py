@@ -20,6 +20,12 @@ DPI = 130
 KIND_COLOURS = {"ocr": "tab:orange", "retrieval": "tab:blue", None: "tab:gray"}
 
 
+def _colour_max(values: np.ndarray) -> float:
+    """Top of the colour scale: the largest score, or 1 when every score is 0 (a flat map reads as 0, not 1e-9)."""
+    top = float(np.max(values)) if np.size(values) else 0.0
+    return top if top > 0 else 1.0
+
+
 def tick_step(n: int, max_labels: int = 16) -> int:
     """Label every 1st/2nd/4th/8th... index so that at most ``max_labels`` labels share an axis."""
     step = 1
@@ -53,7 +59,7 @@ def heatmap(scores: ScoreFile, selected: list[str], path: Path) -> Path:
         grid,
         cmap="viridis",
         vmin=0.0,
-        vmax=max(1e-9, float(grid.max())),
+        vmax=_colour_max(grid),
         aspect="auto",
         origin="upper",
         interpolation="nearest",
@@ -197,7 +203,7 @@ def case_heatmaps(chars: list[str], maps: np.ndarray, model: str, path: Path) ->
         sharey=True,
         layout="constrained",
     )
-    vmax = max(1e-9, float(maps.max()))
+    vmax = _colour_max(maps)
     for index, ax in enumerate(axes.flat):
         if index >= len(chars):
             ax.axis("off")
