@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -237,8 +237,3 @@ def load_samples(data_dir: str | Path, limit: int | None = None) -> list[Sample]
     if not samples:
         raise ValueError(f"{path} holds no samples")
     return samples[:limit] if limit else samples
-
-
-def iter_pages(samples: list[Sample]) -> Iterator[tuple[Sample, list[Image.Image]]]:
-    for sample in samples:
-        yield sample, sample.load_pages()
