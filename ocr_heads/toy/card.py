@@ -63,10 +63,11 @@ def plot_training(history: dict, path: str | Path) -> Path:
     return path
 
 
-def write_model_card(model_dir: str | Path, history: dict, heldout: dict, heldout_seed: int, command: str) -> Path:
+def write_model_card(model_dir: str | Path, history: dict, heldout: dict, heldout_seed: int, command: str,
+                     threads: int, note: str = "") -> Path:
     model_dir = Path(model_dir)
     cfg = history["config"]
-    config = json.loads((model_dir / "config.json").read_text())
+    size = json.loads((model_dir / "preprocessor_config.json").read_text())["size"]
     params = sum(p.numel() for p in _load_state(model_dir).values())
     minutes = history["elapsed_s"] / 60
     samples = cfg["batch"] * (cfg["text_steps"] + 2 * cfg["joint_steps"])
@@ -83,9 +84,10 @@ them from plain text. It exists so the pipeline has a model whose OCR heads are 
 - Text model: {cfg['layers']} layers, hidden {cfg['hidden']}, {cfg['heads']} heads / {cfg['kv_heads']} kv heads;
   vision tower: depth {cfg['vision_depth']}, embed {cfg['vision_embed']} (patch 14, spatial merge 2).
 - Tokenizer: the project's character tokenizer (`ocr_heads.models.charset`, one token per character).
-- Pages: one character per 28x28 px cell (one LLM image token), {config['vision_config']['patch_size'] * 2} px tiles,
-  DejaVu Sans Mono; `python -m ocr_heads.toy.data` writes them as step1 records.
-- Image processor: min_pixels {4 * 28 * 28}, max_pixels {256 * 28 * 28} (a page of <= 256 cells is not resized).
+- Pages: 16 x 6 cells of 28x28 px, one character per cell (one LLM image token), DejaVu Sans Mono;
+  `python -m ocr_heads.toy.data` writes them as step1 records.
+- Image processor: min_pixels {size['shortest_edge']}, max_pixels {size['longest_edge']} (a page of
+  at most 256 cells is not resized, so every cell stays one tile).
 
 ## Training
 
@@ -96,8 +98,8 @@ them from plain text. It exists so the pipeline has a model whose OCR heads are 
 - Optimiser: AdamW, lr {cfg['lr']} (warm-up {cfg['warmup']} steps per phase, cosine to
   {cfg['min_lr_ratio']} x lr in the joint phase), weight decay {cfg['weight_decay']}, clip 1.0,
   auxiliary tile loss weight {cfg['aux_weight']}.
-- Time: {minutes:.1f} min on {platform.machine()} CPU (2 threads; shared machine),
-  torch {torch.__version__.split('+')[0]}, transformers {transformers.__version__}.
+- Time: {minutes:.1f} min wall on {platform.machine()} CPU ({threads} torch thread(s), a 2-core machine shared
+  with other jobs), torch {torch.__version__.split('+')[0]}, transformers {transformers.__version__}.{note}
 - Final validation (teacher-forced, {cfg['eval_n']} samples): image EM {last.get('image_em', float('nan')):.3f},
   text EM {last.get('text_em', float('nan')):.3f}.
 

@@ -227,12 +227,12 @@ def train(out: Path, cfg: TrainConfig) -> dict:
         joint = step >= cfg.text_steps
         text = make_batch(adapter, "text", cfg.seed, "train", step * cfg.batch, cfg.batch)
         text_loss, _, _ = batch_losses(model, text)
-        loss, record = text_loss, {"step": step, "lr": cfg.lr_at(step), "text_loss": float(text_loss)}
+        loss, record = text_loss, {"step": step, "lr": cfg.lr_at(step), "text_loss": text_loss.item()}
         if joint:
             image = make_batch(adapter, "image", cfg.seed, "train", step * cfg.batch, cfg.batch)
             image_loss, aux, _ = batch_losses(model, image)
             loss = loss + image_loss + cfg.aux_weight * aux
-            record.update(image_loss=float(image_loss), aux_loss=float(aux))
+            record.update(image_loss=image_loss.item(), aux_loss=aux.item())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     plot_training(history, args.plot)
     write_model_card(args.out, history, heldout, args.heldout_seed,
                      command="python -m ocr_heads.toy.train " + " ".join(argv if argv is not None else
-                                                                        sys.argv[1:]))
+                                                                        sys.argv[1:]), threads=args.threads)
     print(json.dumps({"train_minutes": round(history["elapsed_s"] / 60, 1), **heldout}))
 
 
