@@ -1,0 +1,120 @@
+"""The toy model: tile-exact pages, the committed checkpoint's accuracy, the evaluate contract, training."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from ocr_heads import scoring
+from ocr_heads.data.samples import load_samples
+from ocr_heads.toy.data import TileStyle, make_sample, sample_rng, write_samples
+
+TOY_MODEL = Path(__file__).resolve().parents[1] / "models" / "toy-qwen2-vl"
+needs_toy = pytest.mark.skipif(not (TOY_MODEL / "MODEL_CARD.md").is_file(), reason="toy checkpoint not present")
+
+
+@pytest.fixture(scope="module")
+def toy_adapter():
+    from ocr_heads.models import load_adapter
+
+    return load_adapter(str(TOY_MODEL))
+
+
+def test_pages_are_tile_exact(tiny_adapter, tmp_path):
+    """Every key character is exactly one vision token, and the processor does not resize the page."""
+    write_samples(tmp_path, 3, seed=5)
+    style = TileStyle()
+    for sample in load_samples(tmp_path):
+        pages = sample.load_pages()
+        assert pages[0].size == style.page_size
+        inputs = tiny_adapter.image_inputs(pages, sample.question)
+        assert inputs.tensors["image_grid_thw"][0].tolist() == [1, 2 * style.rows, 2 * style.cols]
+        for evidence in sample.all_evidence():
+            targets = scoring.char_targets([evidence], inputs.image_tokens, 0.1)
+            assert all(len(t) == 1 for t in targets)
+        # The record is a step1 record: the answer sits in the needle, its boxes are cells of the grid.
+        start, end = sample.needle_span
+        assert sample.answer in sample.context[start:end]
+        for box in sample.evidence[0]:
+            assert box[2] - box[0] == box[3] - box[1] == style.tile and box[0] % style.tile == 0
+
+
+def test_samples_are_deterministic_and_fit_one_page():
+    for i in range(50):
+        a, b = make_sample(sample_rng(3, "x", i)), make_sample(sample_rng(3, "x", i))
+        assert a.context == b.context and a.answer == b.answer
+        assert a.layout.num_pages == 1 and len(a.answer) == 5
+    assert make_sample(random.Random(1)).context != make_sample(random.Random(2)).context
+
+
+@needs_toy
+def test_checkpoint_reaches_recorded_accuracy(toy_adapter):
+    from ocr_heads.toy.card import recorded_accuracy
+    from ocr_heads.toy.evaluate import evaluate
+
+    recorded = recorded_accuracy(TOY_MODEL)
+    assert recorded["image_em"] >= 0.9 and recorded["text_em"] >= 0.95
+    # The first 30 of the card's held-out samples; 0.1 leaves room for CPU nondeterminism and subset noise.
+    result = evaluate(toy_adapter, 30, recorded["seed"])
+    assert result["image_em"] >= recorded["image_em"] - 0.1
+    assert result["text_em"] >= recorded["text_em"] - 0.1
+
+
+@needs_toy
+def test_evaluate_cli_prints_json_last(capsys):
+    from ocr_heads.toy.evaluate import main
+
+    assert main(["--model", str(TOY_MODEL), "--n", "4", "--seed", "99", "--json", "--mask-heads", "l0_h0,l1_h1"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0 <= result["image_em"] <= 1 and 0 <= result["text_em"] <= 1
+    assert result["masked_heads"] == ["l0_h0", "l1_h1"]
+
+
+def test_evaluate_cli_rejects_unknown_head(tiny_model_dir, capsys):
+    from ocr_heads.toy.evaluate import main
+
+    assert main(["--model", str(tiny_model_dir), "--n", "1", "--json", "--mask-heads", "l99_h0"]) == 2
+
+
+def test_training_runs_resumes_and_saves(tmp_path):
+    """Two tiny steps (one per phase) write a loadable checkpoint; a stopped run resumes from its state."""
+    from ocr_heads.models import load_adapter
+    from ocr_heads.toy.train import STATE_FILE, TrainConfig, train
+
+    cfg = TrainConfig(layers=1, hidden=32, heads=2, kv_heads=1, vision_depth=1, vision_embed=32, batch=2,
+                      text_steps=1, joint_steps=1, eval_every=2, eval_n=2, checkpoint_every=1)
+    history = train(tmp_path / "m", cfg)
+    assert [s["step"] for s in history["steps"]] == [0, 1]
+    assert "aux_loss" in history["steps"][1] and "aux_loss" not in history["steps"][0]
+    assert not (tmp_path / "m" / STATE_FILE).exists()
+    adapter = load_adapter(str(tmp_path / "m"))
+    assert not getattr(adapter.model.config, "ocr_heads_random_weights", False)
+    # Resume: a state saved after step 1 of a 2-step run leaves only step 2 (index 1) to do.
+    import torch
+
+    from ocr_heads.toy.train import build_model
+
+    longer = TrainConfig(**{**cfg.__dict__, "joint_steps": 2})
+    adapter = build_model(tmp_path / "r2", longer)
+    torch.save({"step": 2, "model": adapter.model.state_dict(),
+                "optimizer": torch.optim.AdamW(adapter.model.parameters()).state_dict(),
+                "history": {"config": longer.__dict__, "steps": history["steps"], "evals": [], "elapsed_s": 1.0}},
+               tmp_path / "r2" / STATE_FILE)
+    resumed = train(tmp_path / "r2", longer)
+    assert [s["step"] for s in resumed["steps"]] == [0, 1, 2]
+
+
+@needs_toy
+def test_ocr_heads_matter_causally(toy_adapter):
+    """Masking the top-3 OCR heads that `make demo` finds (results/demo/ocr_heads.json) breaks reading;
+    three heads of other layers do not."""
+    from ocr_heads.toy.evaluate import evaluate
+
+    base = evaluate(toy_adapter, 20, 4242)
+    ocr = evaluate(toy_adapter, 20, 4242, ["l1_h4", "l1_h5", "l1_h6"])
+    other = evaluate(toy_adapter, 20, 4242, ["l3_h0", "l4_h4", "l0_h4"])
+    assert base["image_em"] - ocr["image_em"] >= 0.3
+    assert base["image_em"] - other["image_em"] <= 0.1
