@@ -26,7 +26,7 @@ from ocr_heads.interventions import mask_heads, redistribute_sink_heads
 from ocr_heads.io import ensure_writable_dir, read_json, write_json_atomic
 from ocr_heads.metrics import aggregate
 from ocr_heads.models import ModelAdapter, ModelInputs, load_adapter
-from ocr_heads.runner import collect, run_samples
+from ocr_heads.runner import Shard, collect, run_samples, shard_logs
 from ocr_heads.tasks import DEFAULT_N, TASKS, Example, Task, get_task
 from ocr_heads.tasks.base import example_rng
 
@@ -238,15 +238,21 @@ def _check_resume(path: Path, cfg: RunConfig) -> None:
         write_json_atomic(path, cfg.identity())
 
 
-def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path) -> dict:
-    """Evaluate one dataset under one intervention; returns the summary written to ``{stem}.json``."""
+def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | None = None,
+            merge_only: bool = False) -> dict | None:
+    """Evaluate one dataset under one intervention; returns the summary written to ``{stem}.json``.
+
+    With a shard, only its samples are run; the summary is written by a single run, by ``merge_only``,
+    or (under ``accelerate launch``) by the first process once all are done; others return None.
+    """
+    shard = shard or Shard()
     task = get_task(cfg.dataset)
     run_dir = out / cfg.experiment / adapter.name
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_resume(run_dir / f"{cfg.stem}.config.json", cfg)
     rows = task.rows(cfg.source)
     refs = example_refs(task, rows, cfg.n)
-    log = run_dir / f"{cfg.stem}.samples.jsonl"
+    log = run_dir / shard.log_name(cfg.stem)
 
     def process(ref: tuple[int, str]) -> dict:
         index, example_id = ref
@@ -255,9 +261,14 @@ def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path) -> dict:
         prediction = adapter.decode(generated).strip()
         return {"prediction": prediction, "golds": example.golds, "scores": task.score(prediction, example)}
 
-    with intervention(adapter, cfg):
-        run_samples(refs, lambda ref: ref[1], process, log, f"{cfg.experiment} {cfg.stem}")
-    records, failed = collect([log], [example_id for _, example_id in refs])
+    if not merge_only:
+        with intervention(adapter, cfg):
+            run_samples(shard.select(refs), lambda ref: ref[1], process, log, f"{cfg.experiment} {cfg.stem}")
+        if shard.launched:
+            shard.wait_for_all()
+        if shard.index != 0 or (shard.count > 1 and not shard.launched):
+            return None
+    records, failed = collect(shard_logs(run_dir, cfg.stem), [example_id for _, example_id in refs])
     metrics = aggregate([record["scores"] for record in records], task.metrics) if records else {"n": 0}
     n = int(metrics.pop("n"))
     summary = {
@@ -342,6 +353,9 @@ def _common_parser(description: str, epilog: str, default_datasets: list[str],
     parser.add_argument("--out", type=Path, default=Path("results"), help="results root (default results/)")
     parser.add_argument("--dtype", default=None, help="torch dtype (default: auto on GPU, float32 on CPU)")
     parser.add_argument("--device_map", default=None, help='e.g. "auto" to spread a large model over GPUs')
+    parser.add_argument("--shard", default=None, help="i/n: run every n-th sample starting at i (0-based); "
+                        "under `accelerate launch` each process takes its own shard and the first one merges")
+    parser.add_argument("--merge", action="store_true", help="only merge existing shard logs into the results")
     return parser
 
 
@@ -424,13 +438,14 @@ def run_main(experiment: str, argv: list[str] | None = None) -> int:
         if experiment == "sink" and not 0.0 <= args.beta <= 1.0:
             raise ValueError(f"--beta must be in [0, 1], got {args.beta}")
         ensure_writable_dir(args.out)
+        shard = Shard.parse(args.shard)
         sources = resolve_sources(args.datasets, args.data)
         if args.heads is None and _head_set(args, experiment) in ("top", "random_disjoint", "sink_top"):
             path = default_heads_path(args.model_id, args.task)
             if not path.is_file():
                 raise FileNotFoundError(f"no head list at {path}: run step3 first or pass --heads")
         adapter = load_adapter(args.model_id, dtype=getattr(torch, args.dtype) if args.dtype else None,
-                               device_map=args.device_map)
+                               device_map=args.device_map or shard.device_map())
         configs = list(_configs(args, experiment, adapter, sources))
     except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError) as err:
         logger.error("%s", err)
@@ -440,7 +455,9 @@ def run_main(experiment: str, argv: list[str] | None = None) -> int:
     scored = 0
     for cfg in configs:
         try:
-            scored += run_one(adapter, cfg, args.out)["n"]
+            summary = run_one(adapter, cfg, args.out, shard, args.merge)
+            # None: this shard's share is logged and the merge writes the results.
+            scored += 1 if summary is None else summary["n"]
         except (FileNotFoundError, ValueError, KeyError) as err:
             logger.error("%s on %s: %s", experiment, cfg.dataset, err)
     return 0 if scored else 1

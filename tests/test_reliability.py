@@ -118,3 +118,27 @@ def test_accelerate_two_processes_equal_one(tiny_model_dir, many_samples, tmp_pa
     assert logs == ["tiny-qwen2-vl_te.shard0of2.samples.jsonl", "tiny-qwen2-vl_te.shard1of2.samples.jsonl"]
     for name in ("tiny-qwen2-vl_te.json", "tiny-qwen2-vl_te_mean.json"):
         assert (tmp_path / "two" / "text" / name).read_bytes() == (tmp_path / "one" / "text" / name).read_bytes()
+
+
+@pytest.mark.skipif(shutil.which("accelerate", path=str(Path(sys.executable).parent)) is None,
+                    reason="accelerate launcher not installed")
+def test_accelerate_exp_masking_equals_one_process(tiny_model_dir, many_samples, tmp_path):
+    from ocr_heads.experiments import masking_main
+
+    heads = tmp_path / "heads.json"
+    heads.write_text(json.dumps({"heads": [{"head": "l1_h1", "score": 0.5, "frequency": 0.5}]}))
+    args = ["--model_id", str(tiny_model_dir), "--datasets", "passkey_text", "--data", str(many_samples),
+            "--task", "text", "--heads", str(heads), "--do_masking", "--num_of_masking_head", "1", "--n", "8",
+            "--max_new_tokens", "8"]
+    assert masking_main([*args, "--out", str(tmp_path / "one")]) == 0
+    launcher = str(Path(sys.executable).parent / "accelerate")
+    subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                    "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "exp_masking.py"), *args,
+                    "--out", str(tmp_path / "two")], check=True, capture_output=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=ROOT)
+    run_dir = Path("masking") / "tiny-qwen2-vl"
+    logs = sorted(p.name for p in (tmp_path / "two" / run_dir).glob("*.samples.jsonl"))
+    assert logs == [f"passkey_text_text_top_k1.shard{i}of2.samples.jsonl" for i in range(2)]
+    name = "passkey_text_text_top_k1.json"
+    assert (tmp_path / "two" / run_dir / name).read_bytes() == (tmp_path / "one" / run_dir / name).read_bytes()
+    assert (tmp_path / "two" / "masking.csv").read_bytes() == (tmp_path / "one" / "masking.csv").read_bytes()
