@@ -61,32 +61,52 @@ class AttentionShape:
     head_dim: int
 
 
+def context_offsets(prompt: str, offset_mapping: list[tuple[int, int]], context: str | None) -> list[tuple[int, int]]:
+    """For each token (its character span in ``prompt``), its span in ``context``, or (-1, -1) outside it."""
+    start = prompt.find(context) if context else -1
+    offsets = []
+    for begin, end in offset_mapping:
+        inside = start >= 0 and begin >= start and end <= start + len(context)
+        offsets.append((begin - start, end - start) if inside else (-1, -1))
+    return offsets
+
+
 class ModelAdapter(ABC):
-    """One loaded model with its tokenizer and image processor."""
+    """One loaded model with its tokenizer and image processor.
+
+    The defaults below fit transformers' multimodal classes whose language model sits at
+    ``model.model.language_model`` with a ``text_config``; a family overrides what differs.
+    """
 
     model: torch.nn.Module
     tokenizer: object
     name: str  # short name for files, e.g. "Qwen2-VL-2B-Instruct"
 
     @property
-    @abstractmethod
-    def shape(self) -> AttentionShape: ...
+    def shape(self) -> AttentionShape:
+        text = self.model.config.text_config
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        return AttentionShape(text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads, head_dim)
 
     @abstractmethod
     def image_inputs(self, pages: list[Image.Image], question: str) -> ModelInputs:
         """Prompt of all pages followed by the question, in the model's chat format."""
 
-    @abstractmethod
     def text_inputs(self, context: str, question: str) -> ModelInputs:
         """Prompt of the context as plain text followed by the question (no image)."""
+        return self._tokenize([{"type": "text", "text": f"{context}\n\n{question}"}], context, [])
 
     @abstractmethod
+    def _tokenize(self, content: list[dict], context: str | None, image_token_counts: list[int]) -> ModelInputs:
+        """Chat-format ``content`` (image parts expanded to ``image_token_counts`` tokens) into inputs."""
+
     def set_text_attention(self, implementation: str) -> None:
         """Route the language model's attention (not the vision tower's) through ``implementation``."""
+        self.model.set_attn_implementation({"text_config": implementation, "vision_config": "sdpa"})
 
-    @abstractmethod
     def attention_modules(self) -> list[torch.nn.Module]:
         """The language model's self-attention modules, in layer order."""
+        return [layer.self_attn for layer in self.model.model.language_model.layers]
 
     @property
     def device(self) -> torch.device:

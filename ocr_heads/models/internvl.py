@@ -23,7 +23,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer, InternVLForConditionalGeneration
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
 
-from ocr_heads.models.base import AttentionShape, ImageTokens, ModelAdapter, ModelInputs
+from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, context_offsets
 
 # Token strings of InternVLProcessor (tokenizer attributes when the checkpoint names them).
 START_IMAGE = "<img>"
@@ -119,18 +119,6 @@ class InternVLAdapter(ModelAdapter):
         if self.tokenizer.convert_tokens_to_ids(self.context_image) != self.image_token_id:
             raise ValueError(f"{model_id}: tokenizer's {self.context_image} id does not match config.image_token_id")
 
-    @property
-    def shape(self) -> AttentionShape:
-        text = self.model.config.text_config
-        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-        return AttentionShape(text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads, head_dim)
-
-    def attention_modules(self) -> list[torch.nn.Module]:
-        return [layer.self_attn for layer in self.model.model.language_model.layers]
-
-    def set_text_attention(self, implementation: str) -> None:
-        self.model.set_attn_implementation({"text_config": implementation, "vision_config": "sdpa"})
-
     # -- inputs -------------------------------------------------------------------------------------
 
     def image_inputs(self, pages: list[Image.Image], question: str) -> ModelInputs:
@@ -155,9 +143,6 @@ class InternVLAdapter(ModelAdapter):
         ]
         return inputs
 
-    def text_inputs(self, context: str, question: str) -> ModelInputs:
-        return self._tokenize([{"type": "text", "text": f"{context}\n\n{question}"}], context, [])
-
     def _tokenize(self, content: list[dict], context: str | None, image_token_counts: list[int]) -> ModelInputs:
         prompt = self.tokenizer.apply_chat_template(
             [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
@@ -175,11 +160,7 @@ class InternVLAdapter(ModelAdapter):
         # Special tokens on: Llama-style tokenizers (InternLM2) start with <s>, as InternVL2's chat() does.
         encoded = self.tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=True)
         input_ids = torch.tensor([encoded["input_ids"]])
-        context_start = prompt.find(context) if context else -1
-        offsets = []
-        for start, end in encoded["offset_mapping"]:
-            inside = context_start >= 0 and start >= context_start and end <= context_start + len(context)
-            offsets.append((start - context_start, end - context_start) if inside else (-1, -1))
+        offsets = context_offsets(prompt, encoded["offset_mapping"], context)
         tensors = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
         return ModelInputs(tensors=tensors, context_offsets=offsets)
 
