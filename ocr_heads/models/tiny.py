@@ -34,12 +34,10 @@ from ocr_heads.models.internvl import (
     INTERNVL_CHAT_TEMPLATE,
     START_IMAGE,
 )
+from ocr_heads.models.qwen2_vl import MAX_PIXELS, MIN_PIXELS
 
 logger = logging.getLogger(__name__)
 
-# Pixel budget of the paper (256 tokens of 28x28 px per page at most).
-DEFAULT_MIN_PIXELS = 4 * 28 * 28
-DEFAULT_MAX_PIXELS = 256 * 28 * 28
 
 
 def tiny_qwen2_vl_config(
@@ -104,7 +102,7 @@ def build_tiny_qwen2_vl(out: str | Path, seed: int = 0, **config_overrides: int)
     model.generation_config.pad_token_id = config.text_config.pad_token_id
     model.generation_config.eos_token_id = config.text_config.eos_token_id
     model.generation_config.do_sample = False
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=DEFAULT_MIN_PIXELS, max_pixels=DEFAULT_MAX_PIXELS)
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
