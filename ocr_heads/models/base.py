@@ -82,6 +82,21 @@ class ModelAdapter(ABC):
     tokenizer: object
     name: str  # short name for files, e.g. "Qwen2-VL-2B-Instruct"
 
+    def _load(self, model_class: type, model_id: str, dtype: torch.dtype | str | None, device_map: str | None,
+              fallback_chat_template: str) -> None:
+        """Model (sdpa; float32 on CPU, the checkpoint's dtype on GPU unless given) and tokenizer."""
+        from transformers import AutoTokenizer
+
+        self.name = model_id.rstrip("/").split("/")[-1]
+        if dtype is None:
+            dtype = "auto" if torch.cuda.is_available() else torch.float32
+        self.model = model_class.from_pretrained(
+            model_id, dtype=dtype, device_map=device_map, attn_implementation="sdpa"
+        ).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(model_id)
+        if self.tokenizer.chat_template is None:
+            self.tokenizer.chat_template = fallback_chat_template
+
     @property
     def shape(self) -> AttentionShape:
         text = self.model.config.text_config

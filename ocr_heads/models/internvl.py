@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PIL import Image
-from transformers import AutoImageProcessor, AutoTokenizer, InternVLForConditionalGeneration
+from transformers import AutoImageProcessor, InternVLForConditionalGeneration
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
 
 from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, context_offsets
@@ -88,15 +88,7 @@ class InternVLAdapter(ModelAdapter):
     ) -> None:
         if unsupported:
             raise ValueError(f"InternVL tiles pages by max_patches, not by {sorted(unsupported)}")
-        self.name = model_id.rstrip("/").split("/")[-1]
-        if dtype is None:
-            dtype = "auto" if torch.cuda.is_available() else torch.float32
-        self.model = InternVLForConditionalGeneration.from_pretrained(
-            model_id, dtype=dtype, device_map=device_map, attn_implementation="sdpa"
-        ).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(model_id)
-        if self.tokenizer.chat_template is None:
-            self.tokenizer.chat_template = INTERNVL_CHAT_TEMPLATE
+        self._load(InternVLForConditionalGeneration, model_id, dtype, device_map, INTERNVL_CHAT_TEMPLATE)
         self.image_processor = AutoImageProcessor.from_pretrained(model_id)
         self.max_patches = max_patches or self.image_processor.max_patches
         self.min_patches = min_patches or self.image_processor.min_patches

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PIL import Image
-from transformers import AutoImageProcessor, AutoTokenizer, Qwen2VLForConditionalGeneration
+from transformers import AutoImageProcessor, Qwen2VLForConditionalGeneration
 
 from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, context_offsets
 
@@ -45,15 +45,7 @@ class Qwen2VLAdapter(ModelAdapter):
     ) -> None:
         if unsupported:
             raise ValueError(f"Qwen2-VL resizes pages by min/max pixels, not by {sorted(unsupported)}")
-        self.name = model_id.rstrip("/").split("/")[-1]
-        if dtype is None:
-            dtype = "auto" if torch.cuda.is_available() else torch.float32
-        self.model = Qwen2VLForConditionalGeneration.from_pretrained(
-            model_id, dtype=dtype, device_map=device_map, attn_implementation="sdpa"
-        ).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(model_id)
-        if self.tokenizer.chat_template is None:
-            self.tokenizer.chat_template = QWEN2_VL_CHAT_TEMPLATE
+        self._load(Qwen2VLForConditionalGeneration, model_id, dtype, device_map, QWEN2_VL_CHAT_TEMPLATE)
         self.image_processor = AutoImageProcessor.from_pretrained(
             model_id, size={"shortest_edge": min_pixels, "longest_edge": max_pixels}
         )
