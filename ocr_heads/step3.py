@@ -1,0 +1,124 @@
+"""Step 3: extract OCR / retrieval heads from a score file.
+
+Reads a per-event score file ({"l0_h0": [values...], ...}, ours or the authors') and writes a ranked JSON
+list of the heads whose mean score >= --min_score and whose activation frequency passes --min_frequency:
+
+    python step3_extracted_heads.py --scores scores/image/Qwen2-VL-2B-Instruct_fg.json --out heads.json
+    python step3_extracted_heads.py --te_fg_cg te --model_id Qwen/Qwen2-VL-2B-Instruct   # seed README style
+
+Output: {"heads": [{"head": "l26_h9", "score": 0.73, "frequency": 0.87}, ...], "rule": ..., "source": ...}.
+Rules: documented (default; non-zero fraction >= threshold), authors (their code; zero fraction > it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from ocr_heads.io import write_json_atomic
+from ocr_heads.scorefile import load_scores
+from ocr_heads.selection import (
+    DEFAULT_MIN_FREQUENCY,
+    DEFAULT_MIN_SCORE,
+    RULES,
+    select_heads,
+    selection_record,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def model_shape(model_id: str) -> tuple[int, int] | None:
+    """(layers, heads) of the language decoder from the model config; None if the config cannot be read."""
+    from transformers import AutoConfig  # slow import, only when a config check is asked for
+
+    try:
+        config = AutoConfig.from_pretrained(model_id, trust_remote_code=True)
+    except (OSError, ValueError) as err:
+        logger.warning("cannot read the config of %s (%s); skipping the head-count check", model_id, err)
+        return None
+    # Native configs nest the decoder as text_config; InternVL2 remote code calls it llm_config.
+    text = getattr(config, "llm_config", None) or config.get_text_config()
+    return text.num_hidden_layers, text.num_attention_heads
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--scores", type=Path, help="per-event score JSON (its _mean/.meta.json companions optional)"
+    )
+    parser.add_argument(
+        "--te_fg_cg",
+        choices=["fg", "te"],
+        help="instead of --scores: fg = OCR scores (scores/image/NAME_fg.json), "
+        "te = text retrieval scores (scores/text/NAME_te.json); needs --model_id",
+    )
+    parser.add_argument(
+        "--model_id",
+        help="hub id or local dir; its last path component is NAME. "
+        "Also checks the score file's head count against the model config",
+    )
+    parser.add_argument(
+        "--scores_dir", type=Path, default=Path("scores"), help="root for --te_fg_cg (default: scores)"
+    )
+    parser.add_argument(
+        "--rule",
+        choices=RULES,
+        default="documented",
+        help="documented: non-zero fraction >= min_frequency (the paper); "
+        "authors: zero fraction > min_frequency (their released code)",
+    )
+    parser.add_argument("--min_score", type=float, default=DEFAULT_MIN_SCORE, help="minimum mean score (0.1)")
+    parser.add_argument(
+        "--min_frequency", type=float, default=DEFAULT_MIN_FREQUENCY, help="frequency threshold (0.1)"
+    )
+    parser.add_argument("--num_layers", type=int, help="expected decoder layers (checked against the file)")
+    parser.add_argument("--num_heads", type=int, help="expected heads per layer (checked against the file)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="output JSON (default with --te_fg_cg: scores/heads/NAME_{fg|te}_{rule}.json)",
+    )
+    args = parser.parse_args(argv)
+    name = Path(args.model_id.rstrip("/")).name if args.model_id else None
+    if args.scores is None:
+        if not (args.te_fg_cg and name):
+            parser.error("give --scores FILE, or --te_fg_cg fg|te with --model_id")
+        folder = "image" if args.te_fg_cg == "fg" else "text"
+        args.scores = args.scores_dir / folder / f"{name}_{args.te_fg_cg}.json"
+    if args.out is None:
+        if not (args.te_fg_cg and name):
+            parser.error("--out is required with --scores")
+        args.out = args.scores_dir / "heads" / f"{name}_{args.te_fg_cg}_{args.rule}.json"
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        scores = load_scores(args.scores)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+    expected = (args.num_layers, args.num_heads)
+    if None in expected and args.model_id:
+        expected = model_shape(args.model_id) or expected
+    for what, want, have in (
+        ("layers", expected[0], scores.num_layers),
+        ("heads", expected[1], scores.num_heads),
+    ):
+        if want is not None and want != have:
+            raise SystemExit(
+                f"error: {args.scores} has {have} {what} but the model has {want}: wrong file for this model?"
+            )
+    selected = select_heads(scores, args.rule, args.min_score, args.min_frequency)
+    write_json_atomic(
+        args.out, selection_record(scores, selected, args.rule, args.min_score, args.min_frequency)
+    )
+    print(f"{len(selected)} heads selected by the {args.rule} rule from {args.scores} -> {args.out}")
+    for entry in selected[:10]:
+        print(f"  {entry.head:>8}  score {entry.score:.4f}  frequency {entry.frequency:.3f}")
+    return 0
