@@ -106,11 +106,11 @@ def test_answer_wrapped_across_lines_and_pages_keeps_exact_boxes(split_at):
 
 def test_step1_cli_writes_records_in_the_design_format(tmp_path):
     out = tmp_path / "pk"
-    cmd = [sys.executable, str(ROOT / "step1_passkey.py"), "--n", "4", "--seed", "7", "--lengths", "256",
+    cmd = [sys.executable, str(ROOT / "step1_passkey.py"), "--n", "8", "--seed", "7", "--lengths", "256",
            "--out", str(out)]
     subprocess.run(cmd, check=True, capture_output=True)
     records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-    assert len(records) == 4
+    assert len(records) == 8
     for record in records:
         assert set(record) >= {"id", "question", "answer", "context", "pages", "evidence"}
         assert record["answer"].isdigit() and len(record["answer"]) == 5
@@ -118,13 +118,19 @@ def test_step1_cli_writes_records_in_the_design_format(tmp_path):
         assert all(isinstance(k, str) for k in record["evidence"])
         for page in record["pages"]:
             assert (out / page).is_file() and not Path(page).is_absolute()
+        # Every box on the saved pages is exact (ink of its character only).
+        layout = PageLayout(record["context"])
+        start = record["occurrences"][0]["span"][0]
+        flat = [(int(p), b) for p, boxes in record["evidence"].items() for b in boxes]
+        for offset, (page, box) in zip(range(start, start + 5), flat, strict=True):
+            assert_box_exact(layout, offset, Image.open(out / record["pages"][page]), box)
     # Deterministic: the same command elsewhere gives the same records.
     out2 = tmp_path / "pk2"
     subprocess.run(cmd[:-1] + [str(out2)], check=True, capture_output=True)
     assert (out2 / "samples.jsonl").read_text() == (out / "samples.jsonl").read_text()
     # A rerun resumes: nothing duplicated.
     subprocess.run(cmd, check=True, capture_output=True)
-    assert len((out / "samples.jsonl").read_text().splitlines()) == 4
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 8
     help_text = subprocess.run([sys.executable, str(ROOT / "step1_niah.py"), "--help"], capture_output=True,
                                text=True, check=True).stdout
     assert "samples.jsonl" in help_text and "evidence" in help_text
