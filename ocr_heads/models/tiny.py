@@ -39,6 +39,41 @@ from ocr_heads.models.qwen2_vl import MAX_PIXELS, MIN_PIXELS
 logger = logging.getLogger(__name__)
 
 
+def _decoder_config(vocab_size: int, token_ids: dict[str, int], num_layers: int, hidden_size: int, num_heads: int,
+                    num_kv_heads: int) -> dict:
+    """The tiny language decoder both families share (Qwen2-style: GQA, untied embeddings)."""
+    return {
+        "vocab_size": vocab_size,
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": num_heads,
+        "num_key_value_heads": num_kv_heads,
+        "max_position_embeddings": 65536,
+        "bos_token_id": token_ids["<|im_start|>"],
+        "eos_token_id": token_ids["<|im_end|>"],
+        "pad_token_id": token_ids["<|endoftext|>"],
+        "tie_word_embeddings": False,
+    }
+
+
+def _save_random_model(model_class: type, config, tokenizer, image_processor, out: Path, seed: int,
+                       family: str) -> Path:
+    """Initialise ``model_class(config)`` from ``seed`` and save it with its tokenizer and image processor."""
+    torch.manual_seed(seed)
+    model = model_class(config).eval()
+    # Saved into config.json so every score computed from this model is labelled as noise.
+    model.config.ocr_heads_random_weights = True
+    model.generation_config.pad_token_id = config.text_config.pad_token_id
+    model.generation_config.eos_token_id = config.text_config.eos_token_id
+    model.generation_config.do_sample = False
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    image_processor.save_pretrained(out)
+    logger.info("wrote a tiny random %s (%d parameters) to %s", family, model.num_parameters(), out)
+    return out
+
 
 def tiny_qwen2_vl_config(
     vocab_size: int,
@@ -55,18 +90,8 @@ def tiny_qwen2_vl_config(
     half = head_dim // 2
     mrope_section = [half - 2 * (half // 3), half // 3, half // 3]
     text_config = {
-        "vocab_size": vocab_size,
-        "hidden_size": hidden_size,
-        "intermediate_size": 2 * hidden_size,
-        "num_hidden_layers": num_layers,
-        "num_attention_heads": num_heads,
-        "num_key_value_heads": num_kv_heads,
-        "max_position_embeddings": 65536,
+        **_decoder_config(vocab_size, token_ids, num_layers, hidden_size, num_heads, num_kv_heads),
         "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section},
-        "bos_token_id": token_ids["<|im_start|>"],
-        "eos_token_id": token_ids["<|im_end|>"],
-        "pad_token_id": token_ids["<|endoftext|>"],
-        "tie_word_embeddings": False,
     }
     vision_config = {
         "depth": vision_depth,
@@ -95,20 +120,9 @@ def build_tiny_qwen2_vl(out: str | Path, seed: int = 0, **config_overrides: int)
     token_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in tokenizer.all_special_tokens}
     token_ids.update({t: tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>")})
     config = tiny_qwen2_vl_config(len(tokenizer), token_ids, **config_overrides)
-    torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(config).eval()
-    # Saved into config.json so every score computed from this model is labelled as noise.
-    model.config.ocr_heads_random_weights = True
-    model.generation_config.pad_token_id = config.text_config.pad_token_id
-    model.generation_config.eos_token_id = config.text_config.eos_token_id
-    model.generation_config.do_sample = False
     image_processor = Qwen2VLImageProcessorPil(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    image_processor.save_pretrained(out)
-    logger.info("wrote a tiny random Qwen2-VL (%d parameters) to %s", model.num_parameters(), out)
-    return out
+    return _save_random_model(Qwen2VLForConditionalGeneration, config, tokenizer, image_processor, out, seed,
+                              "Qwen2-VL")
 
 
 # InternVL: the special tokens of InternVL -hf tokenizers (names as in the real ones; ids are ours).
@@ -132,17 +146,7 @@ def tiny_internvl_config(
 ) -> InternVLConfig:
     text_config = {
         "model_type": "qwen2",  # InternVL3's language model
-        "vocab_size": vocab_size,
-        "hidden_size": hidden_size,
-        "intermediate_size": 2 * hidden_size,
-        "num_hidden_layers": num_layers,
-        "num_attention_heads": num_heads,
-        "num_key_value_heads": num_kv_heads,
-        "max_position_embeddings": 65536,
-        "bos_token_id": token_ids["<|im_start|>"],
-        "eos_token_id": token_ids["<|im_end|>"],
-        "pad_token_id": token_ids["<|endoftext|>"],
-        "tie_word_embeddings": False,
+        **_decoder_config(vocab_size, token_ids, num_layers, hidden_size, num_heads, num_kv_heads),
     }
     vision_config = {
         "hidden_size": vision_embed_dim,
@@ -168,22 +172,12 @@ def build_tiny_internvl(out: str | Path, seed: int = 0, **config_overrides: int)
     tokenizer = build_char_tokenizer(INTERNVL_SPECIAL_TOKENS, INTERNVL_CHAT_TEMPLATE, INTERNVL_NAMED_TOKENS)
     token_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in INTERNVL_SPECIAL_TOKENS}
     config = tiny_internvl_config(len(tokenizer), token_ids, **config_overrides)
-    torch.manual_seed(seed)
-    model = InternVLForConditionalGeneration(config).eval()
-    model.config.ocr_heads_random_weights = True
-    model.generation_config.pad_token_id = config.text_config.pad_token_id
-    model.generation_config.eos_token_id = config.text_config.eos_token_id
-    model.generation_config.do_sample = False
     image_processor = GotOcr2ImageProcessorPil(
         size={"height": 448, "width": 448}, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD,
         min_patches=1, max_patches=TINY_INTERNVL_MAX_PATCHES,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    image_processor.save_pretrained(out)
-    logger.info("wrote a tiny random InternVL (%d parameters) to %s", model.num_parameters(), out)
-    return out
+    return _save_random_model(InternVLForConditionalGeneration, config, tokenizer, image_processor, out, seed,
+                              "InternVL")
 
 
 BUILDERS = {"qwen2_vl": build_tiny_qwen2_vl, "internvl": build_tiny_internvl}
