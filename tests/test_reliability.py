@@ -30,6 +30,27 @@ def _ids(log: Path) -> list[str]:
     return [r["id"] for r in read_jsonl(log)]
 
 
+LAUNCHER = Path(sys.executable).parent / "accelerate"
+needs_accelerate = pytest.mark.skipif(shutil.which("accelerate", path=str(LAUNCHER.parent)) is None,
+                                      reason="accelerate launcher not installed")
+
+
+def accelerate_two_processes(script: str, args: list[str]) -> None:
+    """``accelerate launch`` with 2 CPU processes (gloo), as a multi-GPU user would launch it."""
+    subprocess.run([str(LAUNCHER), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                    "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / script), *args],
+                   check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=ROOT)
+
+
+def masking_args(model_dir: Path, data: Path, tmp_path: Path, n: int, new_tokens: int) -> list[str]:
+    """exp_masking on text passkeys, masking one head from a one-head list."""
+    heads = tmp_path / "heads.json"
+    heads.write_text(json.dumps({"heads": [{"head": "l1_h1", "score": 0.5, "frequency": 0.5}]}))
+    return ["--model_id", str(model_dir), "--datasets", "passkey_text", "--data", str(data), "--task", "text",
+            "--heads", str(heads), "--do_masking", "--num_of_masking_head", "1", "--n", str(n),
+            "--max_new_tokens", str(new_tokens)]
+
+
 def kill_after_records(cmd: list[str], log: Path, records: int, timeout: float = 120) -> int:
     """Start ``cmd``, SIGKILL it once ``log`` holds ``records`` lines; returns the lines seen then."""
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
@@ -71,11 +92,7 @@ def test_step2_survives_sigkill_and_resumes_to_identical_bytes(tiny_model_dir, m
 def test_exp_masking_survives_sigkill(tiny_model_dir, many_samples, tmp_path):
     from ocr_heads.experiments import masking_main
 
-    heads = tmp_path / "heads.json"
-    heads.write_text(json.dumps({"heads": [{"head": "l1_h1", "score": 0.5, "frequency": 0.5}]}))
-    args = ["--model_id", str(tiny_model_dir), "--datasets", "passkey_text", "--data", str(many_samples),
-            "--task", "text", "--heads", str(heads), "--do_masking", "--num_of_masking_head", "1", "--n", "16",
-            "--max_new_tokens", "16"]
+    args = masking_args(tiny_model_dir, many_samples, tmp_path, n=16, new_tokens=16)
     assert masking_main([*args, "--out", str(tmp_path / "clean")]) == 0
     crashed = tmp_path / "crashed"
     cmd = [sys.executable, str(ROOT / "exp_masking.py"), *args, "--out", str(crashed)]
@@ -103,39 +120,24 @@ def test_torn_line_in_the_middle_is_an_error_not_silently_dropped(tmp_path):
         list(read_jsonl(log))
 
 
-@pytest.mark.skipif(shutil.which("accelerate", path=str(Path(sys.executable).parent)) is None,
-                    reason="accelerate launcher not installed")
+@needs_accelerate
 def test_accelerate_two_processes_equal_one(tiny_model_dir, many_samples, tmp_path):
     args = ["--model_id", str(tiny_model_dir), "--data", str(many_samples), "--max_new_tokens", "8", "--n", "8"]
     assert step2_main("text", [*args, "--out", str(tmp_path / "one")]) == 0
-    launcher = str(Path(sys.executable).parent / "accelerate")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                    "--mixed_precision", "no", "--dynamo_backend", "no",
-                    str(ROOT / "step2_text_retrieval_head.py"), *args, "--out", str(tmp_path / "two")],
-                   check=True, capture_output=True, env=env, cwd=ROOT)
+    accelerate_two_processes("step2_text_retrieval_head.py", [*args, "--out", str(tmp_path / "two")])
     logs = sorted(p.name for p in (tmp_path / "two" / "text").glob("*.samples.jsonl"))
     assert logs == ["tiny-qwen2-vl_te.shard0of2.samples.jsonl", "tiny-qwen2-vl_te.shard1of2.samples.jsonl"]
     for name in ("tiny-qwen2-vl_te.json", "tiny-qwen2-vl_te_mean.json"):
         assert (tmp_path / "two" / "text" / name).read_bytes() == (tmp_path / "one" / "text" / name).read_bytes()
 
 
-@pytest.mark.skipif(shutil.which("accelerate", path=str(Path(sys.executable).parent)) is None,
-                    reason="accelerate launcher not installed")
+@needs_accelerate
 def test_accelerate_exp_masking_equals_one_process(tiny_model_dir, many_samples, tmp_path):
     from ocr_heads.experiments import masking_main
 
-    heads = tmp_path / "heads.json"
-    heads.write_text(json.dumps({"heads": [{"head": "l1_h1", "score": 0.5, "frequency": 0.5}]}))
-    args = ["--model_id", str(tiny_model_dir), "--datasets", "passkey_text", "--data", str(many_samples),
-            "--task", "text", "--heads", str(heads), "--do_masking", "--num_of_masking_head", "1", "--n", "8",
-            "--max_new_tokens", "8"]
+    args = masking_args(tiny_model_dir, many_samples, tmp_path, n=8, new_tokens=8)
     assert masking_main([*args, "--out", str(tmp_path / "one")]) == 0
-    launcher = str(Path(sys.executable).parent / "accelerate")
-    subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                    "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "exp_masking.py"), *args,
-                    "--out", str(tmp_path / "two")], check=True, capture_output=True,
-                   env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=ROOT)
+    accelerate_two_processes("exp_masking.py", [*args, "--out", str(tmp_path / "two")])
     run_dir = Path("masking") / "tiny-qwen2-vl"
     logs = sorted(p.name for p in (tmp_path / "two" / run_dir).glob("*.samples.jsonl"))
     assert logs == [f"passkey_text_text_top_k1.shard{i}of2.samples.jsonl" for i in range(2)]
