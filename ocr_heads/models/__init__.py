@@ -1,13 +1,50 @@
-"""Model adapters: one per family, chosen from the checkpoint's config."""
+"""Model adapters: one per family, chosen from the checkpoint's config through a registry.
+
+A family is one module that registers its loader with :func:`register_family` for the
+``model_type`` values it serves; :data:`FAMILY_MODULES` lists the modules imported (lazily, on the
+first lookup) so that they register themselves. Adding a family = one module + one line here.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from ocr_heads.models.base import AttentionShape, ImageTokens, ModelAdapter, ModelInputs
 
-__all__ = ["AttentionShape", "ImageTokens", "ModelAdapter", "ModelInputs", "load_adapter", "model_type"]
+__all__ = ["AttentionShape", "ImageTokens", "ModelAdapter", "ModelInputs", "load_adapter", "model_type",
+           "register_family", "supported_model_types"]
+
+# Modules that register a family when imported.
+FAMILY_MODULES = ("ocr_heads.models.qwen2_vl", "ocr_heads.models.internvl")
+
+Loader = Callable[..., ModelAdapter]
+_LOADERS: dict[str, Loader] = {}
+
+
+def register_family(*model_types: str) -> Callable[[Loader], Loader]:
+    """Decorator: ``loader(model_id, **adapter_kwargs)`` serves checkpoints of these ``model_type`` values."""
+
+    def register(loader: Loader) -> Loader:
+        for kind in model_types:
+            if kind in _LOADERS and _LOADERS[kind] is not loader:
+                raise ValueError(f"model type {kind!r} is registered twice")
+            _LOADERS[kind] = loader
+        return loader
+
+    return register
+
+
+def _loaders() -> dict[str, Loader]:
+    for module in FAMILY_MODULES:
+        importlib.import_module(module)
+    return _LOADERS
+
+
+def supported_model_types() -> list[str]:
+    return sorted(_loaders())
 
 
 def model_type(model_id: str) -> str:
@@ -31,21 +68,7 @@ def model_type(model_id: str) -> str:
 def load_adapter(model_id: str, **kwargs) -> ModelAdapter:
     """Load the adapter for ``model_id`` (hub id or local dir)."""
     kind = model_type(model_id)
-    if kind == "qwen2_vl":
-        from ocr_heads.models.qwen2_vl import Qwen2VLAdapter
-
-        return Qwen2VLAdapter(model_id, **kwargs)
-    if kind == "internvl":
-        from ocr_heads.models.internvl import InternVLAdapter
-
-        return InternVLAdapter(model_id, **kwargs)
-    if kind == "internvl_chat":
-        # InternVL2 remote-code checkpoint: converted once to the native layout (cached), then loaded natively.
-        from ocr_heads.models.internvl import InternVLAdapter
-        from ocr_heads.models.internvl2_convert import converted_checkpoint
-
-        adapter = InternVLAdapter(str(converted_checkpoint(model_id)), **kwargs)
-        adapter.name = model_id.rstrip("/").split("/")[-1]  # files are named after the id, not the cache dir
-        return adapter
-    raise ValueError(f"{model_id}: model type {kind!r} is not supported (supported: qwen2_vl, internvl, "
-                     "internvl_chat via conversion)")
+    loaders = _loaders()
+    if kind not in loaders:
+        raise ValueError(f"{model_id}: model type {kind!r} is not supported (supported: {', '.join(sorted(loaders))})")
+    return loaders[kind](model_id, **kwargs)

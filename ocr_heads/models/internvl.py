@@ -23,6 +23,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, InternVLForConditionalGeneration
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
 
+from ocr_heads.models import register_family
 from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, context_offsets
 
 # Token strings of InternVLProcessor (tokenizer attributes when the checkpoint names them).
@@ -76,6 +77,7 @@ def page_token_boxes(page_size: tuple[int, int], cols: int, rows: int, grid: int
     return np.concatenate(boxes)
 
 
+@register_family("internvl")
 class InternVLAdapter(ModelAdapter):
     def __init__(
         self,
@@ -169,3 +171,13 @@ class InternVLAdapter(ModelAdapter):
             if run[:-1] != [self.image_token_id] * count or run[-1] != end_id:
                 raise ValueError(f"page at position {start}: expected {count} image tokens then {self.end_image}")
         return starts
+
+
+@register_family("internvl_chat")
+def load_internvl2(model_id: str, **kwargs) -> InternVLAdapter:
+    """InternVL2 remote-code checkpoint: converted once to the native layout (cached), then loaded natively."""
+    from ocr_heads.models.internvl2_convert import converted_checkpoint
+
+    adapter = InternVLAdapter(str(converted_checkpoint(model_id)), **kwargs)
+    adapter.name = model_id.rstrip("/").split("/")[-1]  # files are named after the id, not the cache dir
+    return adapter

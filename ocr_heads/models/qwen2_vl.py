@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, Qwen2VLForConditionalGeneration
 
+from ocr_heads.models import register_family
 from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, context_offsets
 
 IMAGE_PAD = "<|image_pad|>"
@@ -33,6 +34,7 @@ QWEN2_VL_CHAT_TEMPLATE = (
 )
 
 
+@register_family("qwen2_vl")
 class Qwen2VLAdapter(ModelAdapter):
     def __init__(
         self,

@@ -12,7 +12,9 @@ findings.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -37,6 +39,26 @@ from ocr_heads.models.internvl import (
 from ocr_heads.models.qwen2_vl import MAX_PIXELS, MIN_PIXELS
 
 logger = logging.getLogger(__name__)
+
+# family name -> builder(out, seed=..., **config_overrides) -> Path. Families defined elsewhere register with
+# @tiny_builder in their own module, listed in TINY_MODULES so that `--family` finds them.
+BUILDERS: dict[str, Callable[..., Path]] = {}
+TINY_MODULES: tuple[str, ...] = ()
+
+
+def tiny_builder(family: str) -> Callable[[Callable[..., Path]], Callable[..., Path]]:
+    def register(builder: Callable[..., Path]) -> Callable[..., Path]:
+        BUILDERS[family] = builder
+        return builder
+
+    return register
+
+
+def builders() -> dict[str, Callable[..., Path]]:
+    """Every registered tiny builder (importing the modules that register more families)."""
+    for module in TINY_MODULES:
+        importlib.import_module(module)
+    return BUILDERS
 
 
 def _decoder_config(vocab_size: int, token_ids: dict[str, int], num_layers: int, hidden_size: int, num_heads: int,
@@ -113,6 +135,7 @@ def tiny_qwen2_vl_config(
     )
 
 
+@tiny_builder("qwen2_vl")
 def build_tiny_qwen2_vl(out: str | Path, seed: int = 0, **config_overrides: int) -> Path:
     """Write a tiny random Qwen2-VL (model + tokenizer + image processor) to ``out``; same seed, same weights."""
     out = Path(out)
@@ -166,6 +189,7 @@ def tiny_internvl_config(
     )
 
 
+@tiny_builder("internvl")
 def build_tiny_internvl(out: str | Path, seed: int = 0, **config_overrides: int) -> Path:
     """Write a tiny random native InternVL (model + tokenizer + image processor) to ``out``; same seed, same weights."""
     out = Path(out)
@@ -180,16 +204,13 @@ def build_tiny_internvl(out: str | Path, seed: int = 0, **config_overrides: int)
                               "InternVL")
 
 
-BUILDERS = {"qwen2_vl": build_tiny_qwen2_vl, "internvl": build_tiny_internvl}
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="Build a tiny random Qwen2-VL or InternVL checkpoint (model, char tokenizer, image processor) "
         "from configs alone and save it with save_pretrained. No network. Its scores are noise.",
     )
     parser.add_argument("--out", required=True, help="output directory (created)")
-    parser.add_argument("--family", default="qwen2_vl", choices=sorted(BUILDERS), help="model family")
+    parser.add_argument("--family", default="qwen2_vl", choices=sorted(builders()), help="model family")
     parser.add_argument("--seed", type=int, default=0, help="weight-init seed (same seed, same weights)")
     parser.add_argument("--layers", type=int, default=3, help="decoder layers")
     parser.add_argument("--heads", type=int, default=4, help="attention heads per layer")
@@ -197,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hidden", type=int, default=64, help="hidden size")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    BUILDERS[args.family](
+    builders()[args.family](
         args.out, seed=args.seed, num_layers=args.layers, num_heads=args.heads,
         num_kv_heads=args.kv_heads, hidden_size=args.hidden,
     )
