@@ -1,6 +1,7 @@
 """step1: pages, per-character boxes (checked against rendered ink) and the record format."""
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from ocr_heads.data.haystack import Needle
+from ocr_heads.data.haystack import Needle, niah_needle
 from ocr_heads.data.render import PageLayout, PageStyle, layout_text
 from ocr_heads.data.samples import build_sample, evidence_boxes, load_samples
 
@@ -201,3 +202,48 @@ def test_hf_passkey_rows_render_with_their_own_needle(tmp_path, monkeypatch):
         start, end = sample.needle_span
         assert sample.context[start:end] == f"The pass key is {sample.answer}."
         assert sum(len(b) for b in sample.evidence.values()) == 5
+
+
+def test_single_char_records_box_only_the_needles_answer_slots(tmp_path):
+    """--single-char: every char of 0-9a-z gets exactly the template's answer slots, boxed at their glyphs.
+
+    The template's own letters ("Th*e*", "k*e*y", "Rem*e*mb*e*r", "pa*ss*") must never be targets.
+    """
+    import string
+
+    from ocr_heads.data.haystack import PASSKEY_TEMPLATE
+    from ocr_heads.data.step1 import build_parser, run
+
+    args = build_parser("passkey", "x").parse_args(["--single-char", "--n", "1", "--lengths", "40",
+                                                     "--out", str(tmp_path)])
+    run("passkey", args)
+    records = {r["answer"]: r for r in map(json.loads, (tmp_path / "samples.jsonl").read_text().splitlines())}
+    assert sorted(records) == sorted(string.digits + string.ascii_lowercase)
+    slots_in_template = PASSKEY_TEMPLATE.count("{answer}")
+    assert slots_in_template == 2
+    for char, record in records.items():
+        needle_start = record["needle_span"][0]
+        # Offsets of the slots in the filled template, computed independently of the builder.
+        before_first = PASSKEY_TEMPLATE.index("{answer}")
+        before_second = PASSKEY_TEMPLATE.index("{answer}", before_first + 1) - len("{answer}") + 1
+        expected = [[needle_start + before_first, needle_start + before_first + 1],
+                    [needle_start + before_second, needle_start + before_second + 1]]
+        assert [occ["span"] for occ in record["occurrences"]] == expected, char
+        assert record["evidence"] == record["occurrences"][0]["evidence"]
+        layout = PageLayout(record["context"])
+        for occ in record["occurrences"]:
+            (page, boxes), = occ["evidence"].items()
+            assert len(boxes) == 1 and record["context"][occ["span"][0]] == char
+            image = Image.open(tmp_path / record["pages"][int(page)])
+            assert_box_exact(layout, occ["span"][0], image, boxes[0])
+
+
+def test_ready_made_needles_find_whole_token_answer_slots():
+    """Hub needles carry no offsets: the answer is found where it stands as a whole token."""
+    needle = Needle("The 17th pass key is 7. Remember it, 7 is the pass key.", "q", "7")
+    assert [needle.text[s - 3 : e + 1] for s, e in needle.answer_slots()] == ["is 7.", "t, 7 "]
+    glued = Needle("code A7B", "q", "7")  # no whole-token occurrence: every substring occurrence
+    assert glued.answer_slots() == [(6, 7)]
+    niah = niah_needle(random.Random(3))
+    (start, end), = niah.answer_slots()
+    assert niah.text[start:end] == niah.answer and niah.text.endswith(f" is {niah.answer}.")

@@ -52,27 +52,56 @@ class Needle:
     text: str  # the sentence inserted into the haystack
     question: str
     answer: str  # must occur verbatim in ``text``
+    # Where the builder put the answer in ``text``: [start, end) offsets. Empty for needles that come
+    # ready-made (hub rows), whose slots are then found by whole-token search (see ``answer_slots``).
+    slots: tuple[tuple[int, int], ...] = ()
+
+    def answer_slots(self) -> list[tuple[int, int]]:
+        """The answer's slots in ``text``: the builder's, else every whole-token occurrence.
+
+        A whole-token occurrence is not glued to a letter or digit on either side, so a passkey "e" is
+        found in "is e." but not in "The" or "key"; an answer that only ever occurs glued to other
+        characters falls back to every substring occurrence.
+        """
+        if self.slots:
+            for start, end in self.slots:
+                if self.text[start:end] != self.answer:
+                    raise ValueError(f"needle slot {start}:{end} of {self.text!r} is not the answer {self.answer!r}")
+            return list(self.slots)
+        if not self.answer:
+            return []
+        pattern = re.escape(self.answer)
+        whole = [m.span() for m in re.finditer(rf"(?<![^\W_]){pattern}(?![^\W_])", self.text)]
+        if whole:
+            return whole
+        return [(m.start(), m.start() + len(self.answer)) for m in re.finditer(f"(?={pattern})", self.text)]
+
+
+def templated_needle(template: str, answer: str, question: str) -> Needle:
+    """Fill every ``{answer}`` of ``template`` and keep the offsets where the answer went."""
+    pieces = template.split("{answer}")
+    text, slots = pieces[0], []
+    for piece in pieces[1:]:
+        slots.append((len(text), len(text) + len(answer)))
+        text += answer + piece
+    return Needle(text=text, question=question, answer=answer, slots=tuple(slots))
+
+
+PASSKEY_TEMPLATE = "The pass key is {answer}. Remember it. {answer} is the pass key."
+PASSKEY_QUESTION = "What is the pass key?"
 
 
 def passkey_needle(rng: random.Random, digits: int = 5) -> Needle:
     key = "".join(rng.choice("0123456789") for _ in range(digits))
     key = str(rng.randint(1, 9)) + key[1:]  # no leading zero: it reads like a number
-    return Needle(
-        text=f"The pass key is {key}. Remember it. {key} is the pass key.",
-        question="What is the pass key?",
-        answer=key,
-    )
+    return templated_needle(PASSKEY_TEMPLATE, key, PASSKEY_QUESTION)
 
 
 def single_char_needle(char: str) -> Needle:
     """Case-study needle whose answer is one character of 0-9a-z."""
     if len(char) != 1 or char not in string.digits + string.ascii_lowercase:
         raise ValueError(f"single-character passkeys are 0-9a-z, got {char!r}")
-    return Needle(
-        text=f"The pass key is {char}. Remember it. {char} is the pass key.",
-        question="What is the pass key?",
-        answer=char,
-    )
+    return templated_needle(PASSKEY_TEMPLATE, char, PASSKEY_QUESTION)
 
 
 _PEOPLE = ["Mara", "Ilya", "Tomas", "Keiko", "Amara", "Lionel", "Priya", "Soren", "Beatrix", "Ode"]
@@ -86,11 +115,8 @@ _ANSWERS = [
 def niah_needle(rng: random.Random) -> Needle:
     """A seeded fact with a question whose answer is a short phrase (can wrap across lines)."""
     person, thing, answer = rng.choice(_PEOPLE), rng.choice(_THINGS), rng.choice(_ANSWERS)
-    return Needle(
-        text=f"The secret hidden in {person}'s {thing} is {answer}.",
-        question=f"What is the secret hidden in {person}'s {thing}?",
-        answer=answer,
-    )
+    return templated_needle(f"The secret hidden in {person}'s {thing} is {{answer}}.", answer,
+                            f"What is the secret hidden in {person}'s {thing}?")
 
 
 def insert_needle(haystack: str, needle: str, depth: float) -> tuple[str, int]:

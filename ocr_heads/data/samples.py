@@ -4,11 +4,13 @@ A record (one line of ``samples.jsonl``) is::
 
     {id, question, answer, context, pages: [paths relative to the data dir],
      evidence: {page_index: [[x0, y0, x1, y1] per answer character]},
-     occurrences: [{span: [start, end], evidence: {...}}, ...],  # every copy of the answer in the needle
+     occurrences: [{span: [start, end], evidence: {...}}, ...],  # every answer slot of the needle
      needle: str, needle_span: [start, end], task, length, depth, source}
 
-``evidence`` is the first occurrence of the answer in the needle (the design's format);
-``occurrences`` lists every occurrence, since a passkey needle states the key twice.
+``evidence`` is the first answer slot of the needle (the design's format); ``occurrences`` lists
+every slot, since a passkey needle states the key twice. Slots are where the needle builder put the
+answer (``Needle.answer_slots``), never other places its letters happen to occur: the "e" of "The"
+is template text, not the single-character passkey "e".
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ def render_record(
     if context[needle_start : needle_start + len(needle.text)] != needle.text:
         raise ValueError(f"sample {sample_id}: the needle is not at offset {needle_start} of the context")
     needle_span = (needle_start, needle_start + len(needle.text))
-    spans = find_answer_spans(context, needle.answer, needle_span)
+    spans = [(needle_start + start, needle_start + end) for start, end in needle.answer_slots()]
     if not spans:
         raise ValueError(f"sample {sample_id}: answer {needle.answer!r} is not in the needle {needle.text!r}")
     layout = PageLayout(context, style)
