@@ -13,7 +13,7 @@ Alignment ("which attention row is an event"):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +45,42 @@ def recall(answer_ids: Sequence[int], generated_ids: Sequence[int]) -> float:
     if not answer_ids:
         return 0.0
     return longest_common_run(answer_ids, generated_ids)[0] / len(answer_ids)
+
+
+def _ids_added(encode: Callable[[str], list[int]], prefix: str, answer: str) -> list[int]:
+    """The ids that ``answer`` adds after ``prefix``: the tail of ``encode(prefix + answer)`` past the
+    prefix's own ids (a token merging the prefix's last characters with the answer counts as the answer's)."""
+    before, through = encode(prefix), encode(prefix + answer)
+    common = 0
+    while common < min(len(before), len(through)) and before[common] == through[common]:
+        common += 1
+    return through[common:]
+
+
+def answer_id_variants(encode: Callable[[str], list[int]], answer: str, output_text: str) -> list[list[int]]:
+    """The token ids the answer can have in an output: bare, after a space, and as the output spells it.
+
+    BPE vocabularies such as Qwen2's give a word after a space its own token (" e" is not "e",
+    " blue" is not "blue"), so the bare answer's ids need not occur in a correct output. Each variant
+    holds only the ids the answer's characters produce: after a space, a lone space token (Qwen2
+    splits " 48213" into " " and five digits) is not part of the answer. The in-context variant
+    tokenizes the output up to the end of the answer's first occurrence (covers quotes, newlines,
+    any prefix).
+    """
+    variants = [encode(answer), _ids_added(encode, " ", answer)]
+    start = output_text.find(answer)
+    if answer and start >= 0:
+        variants.append(_ids_added(encode, output_text[:start], answer))
+    unique: list[list[int]] = []
+    for ids in variants:
+        if ids and ids not in unique:
+            unique.append(list(ids))
+    return unique
+
+
+def best_recall(variants: Sequence[Sequence[int]], generated_ids: Sequence[int]) -> float:
+    """:func:`recall` under the answer tokenization that fits the output best (see :func:`answer_id_variants`)."""
+    return max((recall(ids, generated_ids) for ids in variants), default=0.0)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,17 @@ def generated_pieces(adapter: ModelAdapter, generated: list[int]) -> list[str]:
     return pieces
 
 
+def answer_recall(adapter: ModelAdapter, answer: str, generated: list[int], alignment: str) -> float:
+    """Recall of the answer in the output. ``authors`` keeps the released rule (the bare answer's ids);
+    otherwise the answer counts in whichever tokenization the output has it (leading space or not)."""
+    def encode(text: str) -> list[int]:
+        return adapter.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    if alignment == "authors":
+        return scoring.recall(encode(answer), generated)
+    return scoring.best_recall(scoring.answer_id_variants(encode, answer, adapter.decode(generated)), generated)
+
+
 def _generate(adapter: ModelAdapter, recorder: AttentionRecorder, inputs: ModelInputs, cfg: Step2Config,
               prompt_rows: list[int] | None = None) -> tuple[list[int], torch.Tensor]:
     recorder.reset(inputs.prompt_length, prompt_rows)
@@ -62,7 +73,7 @@ def score_image_sample(adapter: ModelAdapter, recorder: AttentionRecorder, sampl
     inputs = adapter.image_inputs(sample.load_pages(), sample.question)
     generated, argmax = _generate(adapter, recorder, inputs, cfg)
     answer_ids = adapter.tokenizer(sample.answer, add_special_tokens=False)["input_ids"]
-    sample_recall = scoring.recall(answer_ids, generated)
+    sample_recall = answer_recall(adapter, sample.answer, generated, cfg.alignment)
     if cfg.alignment == "authors":
         # Released rule: any generated token whose id is in the answer is an event, paired in order with the
         # answer characters.
@@ -103,7 +114,7 @@ def score_text_sample(adapter: ModelAdapter, recorder: AttentionRecorder, sample
         events = len(answer_tokens)
     return {
         "generated": adapter.decode(generated),
-        "recall": scoring.recall(answer_ids, generated),
+        "recall": answer_recall(adapter, sample.answer, generated, cfg.alignment),
         "events": events,
         "hits": int((value > 0).sum()),
         "values": [value.reshape(-1).round(6).tolist()],

@@ -1,5 +1,7 @@
 """OCR and retrieval scores on hand-built cases with answers computed by hand."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -106,3 +108,52 @@ def test_retrieval_authors_rule_counts_prompt_positions():
     # events: rows 1, 3, 4 of the prompt + generated 40 (step 1) + 41 (step 2) = 5 events
     # head 0: 40@1 yes, 40@1 yes, 41@4 yes, 40@3 yes, 41@4 yes -> 5/5; head 1: no(1), no(5), yes(41), no(1), no(40)
     np.testing.assert_allclose(value[0], [1.0, 0.2])
+
+
+@functools.lru_cache(maxsize=1)
+def _bpe_with_space_tokens():
+    """A byte-level BPE (Qwen2-style: digits split one per token) in which " e" and "e", " blue" and
+    "blue" are different tokens, as in Qwen2's vocabulary (384 vs 68, 6303 vs "blue")."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    corpus = ["The pass key is e. Remember it. e is the pass key.", "blue saffron is blue saffron",
+              "The secret is blue saffron.", "The pass key is 48213."] * 20
+    trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tokenizer.train_from_iterator(corpus, trainer)
+    return tokenizer
+
+
+@pytest.mark.parametrize(("answer", "output", "old_recall"), [
+    ("e", "The pass key is e.", 0.0),  # " e" only
+    ("blue saffron", "It is blue saffron.", 0.5),  # " blue" differs, " saffron" is shared
+    ("e", 'The key is "e".', 1.0),  # after a quote the bare token is used
+    ("blue saffron", "blue saffron", 1.0),
+])
+def test_recall_counts_the_answer_in_the_tokenization_the_output_has(answer, output, old_recall):
+    from ocr_heads.scoring import answer_id_variants, best_recall
+
+    tokenizer = _bpe_with_space_tokens()
+    encode = lambda text: tokenizer.encode(text).ids  # noqa: E731
+    assert encode(" e") != encode("e") and encode(" blue") != encode("blue")
+    generated = encode(output)
+    # The old rule (the bare answer's ids) under-counts a correct output ...
+    assert recall(encode(answer), generated) == old_recall
+    # ... the answer in the tokenization the output has gets full recall.
+    assert best_recall(answer_id_variants(encode, answer, output), generated) == 1.0
+
+
+def test_recall_of_digits_is_unchanged():
+    from ocr_heads.scoring import answer_id_variants, best_recall
+
+    tokenizer = _bpe_with_space_tokens()
+    encode = lambda text: tokenizer.encode(text).ids  # noqa: E731
+    assert len(encode("48213")) == 5  # one token per digit, as Qwen2
+    for output, expected in [("The pass key is 48213.", 1.0), ("The pass key is 4821.", 4 / 5),
+                             ("The pass key is 13.", 2 / 5), ("no key", 0.0)]:
+        generated = encode(output)
+        assert recall(encode("48213"), generated) == pytest.approx(expected)
+        assert best_recall(answer_id_variants(encode, "48213", output), generated) == pytest.approx(expected)
