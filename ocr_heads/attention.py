@@ -37,6 +37,7 @@ class StepRecord:
 
     argmax: torch.Tensor  # (steps, layers, heads) int64
     sink: torch.Tensor  # (steps, layers, heads) float32
+    keys: int | None = None  # the argmax ran over prompt positions [0, keys); None: the whole prompt
 
 
 @dataclass
@@ -45,13 +46,20 @@ class AttentionRecorder:
     prompt_length: int | None = None  # inferred from the prefill when not given
     # Prompt positions whose own rows are also recorded at prefill (the authors' text rule needs them).
     prompt_rows: list[int] = field(default_factory=list)
+    # The released OCR code takes the argmax over all prompt positions but the last (see ``reset``).
+    exclude_last_prompt: bool = False
     _prompt_argmax: list[torch.Tensor] = field(default_factory=list)
     _argmax: list[list[torch.Tensor]] = field(default_factory=list)
     _sink: list[list[torch.Tensor]] = field(default_factory=list)
 
-    def reset(self, prompt_length: int | None = None, prompt_rows: list[int] | None = None) -> None:
+    def reset(self, prompt_length: int | None = None, prompt_rows: list[int] | None = None,
+              exclude_last_prompt: bool = False) -> None:
+        """Start a new sample. ``exclude_last_prompt`` restricts the argmax to positions [0, P-1): the
+        released OCR code slices ``attn[row, :-len(generated)]`` out of a matrix one column shorter than
+        prompt + output, which drops the prompt's last position."""
         self.prompt_length = prompt_length
         self.prompt_rows = list(prompt_rows or [])
+        self.exclude_last_prompt = exclude_last_prompt
         self._prompt_argmax = [None] * self.num_layers
         self._argmax = [[] for _ in range(self.num_layers)]
         self._sink = [[] for _ in range(self.num_layers)]
@@ -61,8 +69,11 @@ class AttentionRecorder:
         if self.prompt_length is None:
             self.prompt_length = probs.shape[-1]
         # Stay on the device: a .cpu() here would synchronise the GPU at every layer of every step.
-        self._argmax[layer].append(probs[:, : self.prompt_length].argmax(dim=-1))
+        self._argmax[layer].append(probs[:, : self._argmax_keys()].argmax(dim=-1))
         self._sink[layer].append(probs[:, 0].float())
+
+    def _argmax_keys(self) -> int:
+        return self.prompt_length - 1 if self.exclude_last_prompt else self.prompt_length
 
     def observe_prompt_rows(self, layer: int, argmax: torch.Tensor) -> None:
         """``argmax``: (rows, heads) for ``prompt_rows``."""
@@ -83,7 +94,7 @@ class AttentionRecorder:
             raise RuntimeError("nothing was recorded: was generate called inside the capture context?")
         argmax = torch.stack([torch.stack(per_layer) for per_layer in self._argmax], dim=1).cpu()
         sink = torch.stack([torch.stack(per_layer) for per_layer in self._sink], dim=1).cpu()
-        return StepRecord(argmax=argmax, sink=sink)
+        return StepRecord(argmax=argmax, sink=sink, keys=self._argmax_keys() if self.exclude_last_prompt else None)
 
 
 _ACTIVE: list[AttentionRecorder] = []
@@ -219,7 +230,7 @@ def verify_against_eager(adapter: ModelAdapter, inputs, generated: list[int], re
     probabilities within the model dtype's tolerance (:data:`TIE_TOLERANCE`: absolute, relative).
     """
     atol, rtol = TIE_TOLERANCE.get(adapter.model.dtype, (1e-6, 0.0))
-    prompt_length = inputs.prompt_length
+    prompt_length = record.keys if record.keys is not None else inputs.prompt_length
     mismatches = []
     for layer, probs in enumerate(eager_attention_rows(adapter, inputs, generated)):
         steps = min(probs.shape[1], record.argmax.shape[0])

@@ -93,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max_new_tokens", type=int, default=32, help="greedy decoding length (default 32)")
     parser.add_argument("--alignment", choices=scoring.ALIGNMENTS, default="produce",
                         help="which attention row is an event (see step2 --help)")
-    parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
-                        help="a tile covers a character when it holds more than this fraction of its box")
+    parser.add_argument("--overlap", type=float, default=None,
+                        help="a tile covers a character when it holds more than this fraction of its box "
+                        f"(default {DEFAULT_OVERLAP}; with --alignment authors the released 0.1 percent)")
     parser.add_argument("--dtype", default=None, help="torch dtype (default: auto on GPU, float32 on CPU)")
     parser.add_argument("--device_map", default=None, help='e.g. "auto" to spread a large model over GPUs')
     args = parser.parse_args(argv)
@@ -147,7 +148,7 @@ def _write(adapter: ModelAdapter, args: argparse.Namespace, chars: dict[str, lis
         "chars_without_events": silent,
         "n_failed": len(failed),
         "alignment": args.alignment,
-        "overlap_threshold": args.overlap,
+        "overlap_threshold": scoring.overlap_threshold(args.alignment, args.overlap),
         "max_new_tokens": args.max_new_tokens,
     }
     if getattr(adapter.model.config, "ocr_heads_random_weights", False):

@@ -19,10 +19,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ocr_heads.geometry import DEFAULT_OVERLAP, covering_tiles
+from ocr_heads.geometry import AUTHORS_OVERLAP, DEFAULT_OVERLAP, authors_covering_tiles, covering_tiles
 from ocr_heads.models.base import ImageTokens
 
 ALIGNMENTS = ("produce", "authors")
+
+
+def overlap_threshold(alignment: str, overlap: float | None = None) -> float:
+    """The tile-overlap threshold (fraction of a character's box): ``overlap`` when given, else the
+    rule's own: the paper's 10% (``produce``) or the released code's 0.1 percent (``authors``)."""
+    if overlap is not None:
+        return overlap
+    return AUTHORS_OVERLAP if alignment == "authors" else DEFAULT_OVERLAP
 
 
 def longest_common_run(a: Sequence, b: Sequence) -> tuple[int, int, int]:
@@ -120,12 +128,25 @@ def event_rows(answer_tokens: list[AnswerToken], num_steps: int, alignment: str)
     return [(tok, tok.index + offset) for tok in answer_tokens if tok.index + offset < num_steps]
 
 
+def scored_occurrences(occurrences: list[dict[int, list[list[float]]]], alignment: str) -> list[dict]:
+    """The answer occurrences whose tiles are targets. ``produce``: every answer slot of the needle
+    (a passkey needle states the key twice and either copy may be read). ``authors``: the first only,
+    as the released step1 deletes "{answer} is the pass key." before rendering, leaving one copy."""
+    return occurrences[:1] if alignment == "authors" else occurrences
+
+
 def char_targets(
     evidence: list[dict[int, list[list[float]]]],
     image_tokens: list[ImageTokens],
     threshold: float = DEFAULT_OVERLAP,
+    rule: str = "produce",
 ) -> list[set[int]]:
-    """For each answer character, the prompt positions of the image tokens covering it (all occurrences)."""
+    """For each answer character, the prompt positions of the image tokens covering it (all occurrences).
+
+    ``rule``: ``produce`` uses the exact overlap in page pixels (:func:`covering_tiles`); ``authors``
+    the released test on int-truncated resized coordinates (:func:`authors_covering_tiles`).
+    """
+    cover = authors_covering_tiles if rule == "authors" else covering_tiles
     by_page = {tokens.page: tokens for tokens in image_tokens}
     targets: list[set[int]] = []
     for occurrence in evidence:
@@ -138,7 +159,7 @@ def char_targets(
             if page not in by_page:
                 raise ValueError(f"evidence on page {page}, but the prompt has {len(image_tokens)} pages")
             tokens = by_page[page]
-            targets[char].update(tokens.start + t for t in covering_tiles(box, tokens.tile_boxes, threshold))
+            targets[char].update(tokens.start + t for t in cover(box, tokens.tile_boxes, threshold))
     return targets
 
 

@@ -21,7 +21,7 @@ import ocr_heads
 from ocr_heads import scoring
 from ocr_heads.attention import AttentionRecorder, capture, verify_against_eager
 from ocr_heads.data.samples import Sample, load_samples
-from ocr_heads.geometry import DEFAULT_OVERLAP
+from ocr_heads.geometry import AUTHORS_OVERLAP, DEFAULT_OVERLAP
 from ocr_heads.heads import all_heads
 from ocr_heads.io import ensure_writable_dir
 from ocr_heads.models import ModelAdapter, ModelInputs, load_adapter
@@ -38,7 +38,11 @@ class Step2Config:
     kind: str  # "image" or "text"
     max_new_tokens: int = 32
     alignment: str = "produce"
-    overlap: float = DEFAULT_OVERLAP
+    overlap: float | None = None  # None: the rule's own (10% for produce, the released 0.1% for authors)
+
+    @property
+    def overlap_threshold(self) -> float:
+        return scoring.overlap_threshold(self.alignment, self.overlap)
 
 
 def generated_pieces(adapter: ModelAdapter, generated: list[int]) -> list[str]:
@@ -63,18 +67,21 @@ def answer_recall(adapter: ModelAdapter, answer: str, generated: list[int], alig
 
 
 def _generate(adapter: ModelAdapter, recorder: AttentionRecorder, inputs: ModelInputs, cfg: Step2Config,
-              prompt_rows: list[int] | None = None) -> tuple[list[int], torch.Tensor]:
-    recorder.reset(inputs.prompt_length, prompt_rows)
+              prompt_rows: list[int] | None = None,
+              exclude_last_prompt: bool = False) -> tuple[list[int], torch.Tensor]:
+    recorder.reset(inputs.prompt_length, prompt_rows, exclude_last_prompt)
     generated = adapter.generate(inputs, cfg.max_new_tokens)
     return generated, recorder.result().argmax
 
 
 def score_image_sample(adapter: ModelAdapter, recorder: AttentionRecorder, sample: Sample, cfg: Step2Config) -> dict:
     inputs = adapter.image_inputs(sample.load_pages(), sample.question)
-    generated, argmax = _generate(adapter, recorder, inputs, cfg)
+    authors = cfg.alignment == "authors"
+    # The released code's argmax leaves out the prompt's last position (see AttentionRecorder.reset).
+    generated, argmax = _generate(adapter, recorder, inputs, cfg, exclude_last_prompt=authors)
     answer_ids = adapter.tokenizer(sample.answer, add_special_tokens=False)["input_ids"]
     sample_recall = answer_recall(adapter, sample.answer, generated, cfg.alignment)
-    if cfg.alignment == "authors":
+    if authors:
         # Released rule: any generated token whose id is in the answer is an event, paired in order with the
         # answer characters.
         answer_set = set(answer_ids)
@@ -82,7 +89,8 @@ def score_image_sample(adapter: ModelAdapter, recorder: AttentionRecorder, sampl
         answer_tokens = [scoring.AnswerToken(i, (k, k + 1)) for k, i in enumerate(tokens[: len(sample.answer)])]
     else:
         answer_tokens = scoring.align_answer_tokens(generated_pieces(adapter, generated), sample.answer)
-    targets = scoring.char_targets(sample.all_evidence(), inputs.image_tokens, cfg.overlap)
+    evidence = scoring.scored_occurrences(sample.all_evidence(), cfg.alignment)
+    targets = scoring.char_targets(evidence, inputs.image_tokens, cfg.overlap_threshold, rule=cfg.alignment)
     values = scoring.ocr_values(argmax, answer_tokens, targets, sample_recall, cfg.alignment)
     return {
         "generated": adapter.decode(generated),
@@ -156,7 +164,7 @@ def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config,
         "n_failed": len(failed),
         "n_events": sum(r["events"] for r in records),
         "alignment": cfg.alignment,
-        "overlap_threshold": cfg.overlap if cfg.kind == "image" else None,
+        "overlap_threshold": cfg.overlap_threshold if cfg.kind == "image" else None,
         "max_new_tokens": cfg.max_new_tokens,
         "mean_recall": float(np.mean([r["recall"] for r in records])) if records else None,
         "versions": {"ocr_heads": ocr_heads.__version__, "torch": torch.__version__.split("+")[0],
@@ -194,8 +202,10 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default=None, help="torch dtype (default: auto on GPU, float32 on CPU)")
     parser.add_argument("--device_map", default=None, help='e.g. "auto" to spread a large model over GPUs')
     if kind == "image":
-        parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
-                            help="a tile covers a character when it holds more than this fraction of its box")
+        parser.add_argument("--overlap", type=float, default=None,
+                            help="a tile covers a character when it holds more than this fraction of its box "
+                            f"(default {DEFAULT_OVERLAP}; with --alignment authors the released {AUTHORS_OVERLAP}, "
+                            "i.e. 0.1 percent, on int-truncated resized coordinates)")
         parser.add_argument("--fine_grained", action="store_true", help="accepted for compatibility (always on)")
         parser.add_argument("--min_pixels", type=int, default=None, help="image processor min pixels")
         parser.add_argument("--max_pixels", type=int, default=None, help="image processor max pixels")
@@ -220,7 +230,7 @@ def main(kind: str, argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    cfg = Step2Config(kind, args.max_new_tokens, args.alignment, getattr(args, "overlap", DEFAULT_OVERLAP))
+    cfg = Step2Config(kind, args.max_new_tokens, args.alignment, getattr(args, "overlap", None))
     stem = f"{adapter.name}_{KINDS[kind][1]}"
     info = {"model": adapter.name, "model_id": args.model_id, "num_layers": adapter.shape.num_layers,
             "num_heads": adapter.shape.num_heads, "num_kv_heads": adapter.shape.num_kv_heads}

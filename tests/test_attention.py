@@ -86,3 +86,19 @@ def test_verify_reports_real_mismatches(tiny_adapter, passkey_dir):
     record.argmax[1, 2, 3] = (record.argmax[1, 2, 3] + 7) % inputs.prompt_length  # corrupt one entry
     mismatches = verify_against_eager(tiny_adapter, inputs, generated, record)
     assert len(mismatches) == 1 and "l2_h3" in mismatches[0]
+
+
+def test_capture_without_the_last_prompt_position_equals_eager(tiny_adapter, passkey_dir):
+    """--alignment authors: the argmax over prompt positions [0, P-1), checked against eager."""
+    sample = load_samples(passkey_dir)[0]
+    inputs = tiny_adapter.image_inputs(sample.load_pages(), sample.question)
+    P = inputs.prompt_length
+    with capture(tiny_adapter) as recorder:
+        recorder.reset(P, exclude_last_prompt=True)
+        generated = tiny_adapter.generate(inputs, max_new_tokens=4)
+    record = recorder.result()
+    assert record.keys == P - 1
+    for layer in range(3):
+        probs = plain_eager_rows(tiny_adapter, inputs, generated, layer)
+        assert torch.equal(record.argmax[:, layer], probs[:, :, : P - 1].argmax(-1).T)
+    assert verify_against_eager(tiny_adapter, inputs, generated, record) == []

@@ -157,3 +157,65 @@ def test_recall_of_digits_is_unchanged():
         generated = encode(output)
         assert recall(encode("48213"), generated) == pytest.approx(expected)
         assert best_recall(answer_id_variants(encode, "48213", output), generated) == pytest.approx(expected)
+
+
+# ---- --alignment authors: the released step2 OCR script (baekingeol/OCR_Head), rule by rule
+
+# A 50x50 px page whose resized image is 56x56: 2x2 tiles of 28 px, i.e. 25 px on the page.
+AUTHORS_TILES = np.array([[0, 0, 25, 25], [25, 0, 50, 25], [0, 25, 25, 50], [25, 25, 50, 50]], dtype=float)
+
+
+def test_authors_overlap_is_a_tenth_of_a_percent_on_truncated_resized_coordinates():
+    from ocr_heads.geometry import authors_covering_tiles
+
+    # 1/11 = 9.1% of the box lies in tile 1: under the paper's 10% it is not covered.
+    box = [15, 5, 26, 15]
+    assert covering_tiles(box, AUTHORS_TILES, 0.1) == [0]
+    # Released: x 15*1.12=16.8 -> 16, 26*1.12=29.12 -> 29; y 5.6 -> 5, 16.8 -> 16. Tile 1 holds 1 of 13
+    # columns: 7.7%, above 0.1 percent.
+    assert authors_covering_tiles(box, AUTHORS_TILES) == [0, 1]
+    # Truncation: 25.1*1.12 = 28.112 -> 28 ends exactly at tile 1's edge. The exact overlap (0.1/5.1 =
+    # 2%) would pass a 0.1% test; the released int coordinates give tile 1 nothing.
+    box = [20, 5, 25.1, 15]
+    assert covering_tiles(box, AUTHORS_TILES, 0.001) == [0, 1]
+    assert authors_covering_tiles(box, AUTHORS_TILES) == [0]
+    # A box that truncates to zero width covers no tile at all (their zero-area branch).
+    assert authors_covering_tiles([10, 10, 10.5, 20], AUTHORS_TILES) == []
+    # Through char_targets with the rule: image tokens at prompt positions 7..10.
+    page = ImageTokens(page=0, start=7, tile_boxes=AUTHORS_TILES)
+    targets = char_targets([{0: [[15, 5, 26, 15]]}], [page], 0.001, rule="authors")
+    assert targets == [{7, 8}]
+    assert char_targets([{0: [[15, 5, 26, 15]]}], [page]) == [{7}]
+
+
+def test_authors_score_only_the_first_occurrence():
+    from ocr_heads.scoring import overlap_threshold, scored_occurrences
+
+    page = ImageTokens(page=0, start=7, tile_boxes=AUTHORS_TILES)
+    # One-character answer stated twice: first copy in tile 0 (position 7), second in tile 3 (position 10).
+    occurrences = [{0: [[2, 2, 10, 10]]}, {0: [[30, 30, 40, 40]]}]
+    ours = char_targets(scored_occurrences(occurrences, "produce"), [page], overlap_threshold("produce"))
+    theirs = char_targets(scored_occurrences(occurrences, "authors"), [page], overlap_threshold("authors"),
+                          rule="authors")
+    assert ours == [{7, 10}] and theirs == [{7}]
+    # A head reading the second copy hits under ours, not under theirs.
+    argmax = torch.tensor([[[10]], [[10]]])  # (steps, layers, heads)
+    token = [AnswerToken(0, (0, 1))]
+    assert ocr_values(argmax, token, ours, 1.0, "authors").tolist() == [[[1.0]]]
+    assert ocr_values(argmax, token, theirs, 1.0, "authors").tolist() == [[[0.0]]]
+    assert overlap_threshold("produce") == 0.1 and overlap_threshold("authors") == 0.001
+    assert overlap_threshold("authors", 0.25) == 0.25
+
+
+def test_authors_argmax_leaves_out_the_last_prompt_position():
+    from ocr_heads.attention import AttentionRecorder
+
+    # Prompt of 5 positions; the decode row (6 keys) peaks on position 4, the prompt's last, then on 2.
+    row = torch.tensor([[0.05, 0.10, 0.25, 0.05, 0.40, 0.15]])  # (heads=1, keys)
+    for exclude, expected in [(False, 4), (True, 2)]:
+        recorder = AttentionRecorder(num_layers=1)
+        recorder.reset(prompt_length=5, exclude_last_prompt=exclude)
+        recorder.observe(0, row)
+        record = recorder.result()
+        assert record.argmax.tolist() == [[[expected]]]
+        assert record.keys == (4 if exclude else None)
