@@ -192,8 +192,14 @@ def retrieval_value(
     answer_tokens: list[AnswerToken],
     needle_positions: set[int],
 ) -> np.ndarray:
-    """Wu et al.: per head, the fraction of answer tokens whose producing row's argmax lies in the
-    needle *and* holds the same token id as the one generated; (layers, heads). 0 when none generated."""
+    """Per head, the fraction of answer tokens whose producing row's argmax lies in the needle *and*
+    holds the same token id as the one generated; (layers, heads). 0 when none generated.
+
+    Wu et al.'s copy-paste test, scored differently (README, "Retrieval score vs Wu et al."): events
+    are answer tokens only (theirs: every generated token), the denominator is the answer tokens
+    generated (theirs: the needle's length in tokens), and the argmax runs over prompt positions only
+    (theirs: the whole row, where an argmax on a generated token is a miss).
+    """
     events = event_rows(answer_tokens, argmax.shape[0], "produce")
     if not events:
         return np.zeros(argmax.shape[1:], dtype=np.float64)
