@@ -9,6 +9,10 @@ Alignment ("which attention row is an event"):
   i.e. recorded step k (the prefill's last row for k = 0).
 - ``authors``: the released code reads the row of the token itself (query P+k = step k+1; the last
   generated token has none), and for text also counts answer-token positions inside the prompt.
+  For OCR it also keeps tiles above 0.1 percent overlap on int-truncated resized coordinates
+  (:func:`ocr_heads.geometry.authors_covering_tiles`), targets the first answer copy only
+  (:func:`scored_occurrences`), takes the argmax over prompt positions [0, P-1) (the recorder's
+  ``exclude_last_prompt``) and computes recall on the bare answer's ids.
 """
 
 from __future__ import annotations
