@@ -138,8 +138,36 @@ def prompt_rows_argmax(
     return torch.cat(out)
 
 
+def describe_layer(module: torch.nn.Module) -> str:
+    """``<model> layer <i>`` for error messages (the checkpoint path when the config has one)."""
+    config = getattr(module, "config", None)
+    name = getattr(config, "_name_or_path", "") or getattr(config, "model_type", "") or type(module).__name__
+    return f"{name} layer {getattr(module, 'layer_idx', '?')}"
+
+
+def check_supported(module: torch.nn.Module, key: torch.Tensor, recomputes_rows: bool, **kwargs) -> None:
+    """Refuse what the recomputed attention rows cannot reproduce, instead of being silently wrong.
+
+    - Attention logit softcapping (Gemma2-style ``softcap``): sdpa, which computes every output here,
+      cannot apply it.
+    - A sliding window that binds (``sliding_window`` <= the keys the layer sees): the KV cache then
+      drops keys, so key indices stop being prompt positions. A window larger than the sequence is
+      exact: nothing is dropped, and the layer's mask (which carries the window) is applied as is.
+    """
+    softcap = kwargs.get("softcap")
+    if softcap is not None:
+        raise ValueError(f"{describe_layer(module)}: attention logit softcapping (softcap={softcap}) is not "
+                         "supported: the ocr_heads attention path runs sdpa, which cannot apply it")
+    window = kwargs.get("sliding_window")
+    if recomputes_rows and window is not None and key.shape[2] >= window:
+        raise ValueError(f"{describe_layer(module)}: sliding-window attention (window {window}) over "
+                         f"{key.shape[2]} keys is not supported: the cache drops keys beyond the window, so "
+                         "recorded positions would not be prompt positions; use inputs shorter than the window")
+
+
 def ocr_heads_attention_forward(module, query, key, value, attention_mask, **kwargs):
     """sdpa, then the active edits, then the statistics of the producing row for the active recorder."""
+    check_supported(module, key, recomputes_rows=bool(_ACTIVE), **kwargs)
     output, weights = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     for edit in _EDITS:
         output = edit(module, query, key, value, attention_mask, output, **kwargs)

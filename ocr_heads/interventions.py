@@ -23,7 +23,7 @@ from contextlib import contextmanager
 
 import torch
 
-from ocr_heads.attention import edited
+from ocr_heads.attention import check_supported, edited
 from ocr_heads.heads import check_heads_exist, heads_by_layer
 from ocr_heads.models.base import ModelAdapter
 
@@ -200,6 +200,8 @@ class SinkRedistribution:
         heads = self.by_layer.get(module.layer_idx)
         if not heads:
             return output
+        # Key 0 is the sink only while the cache keeps it: refuse a binding sliding window.
+        check_supported(module, key, recomputes_rows=True, **kwargs)
         groups = query.shape[1] // key.shape[1]
         index = torch.tensor(heads, device=query.device)
         v = value[:, index // groups].float()  # (b, h_sel, keys, d)

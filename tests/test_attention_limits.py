@@ -1,0 +1,79 @@
+"""Sliding windows and softcapping: exact where the recomputed rows can be exact, a clear refusal elsewhere."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from ocr_heads.attention import IMPLEMENTATION, capture, verify_against_eager
+from ocr_heads.data.samples import load_samples
+from ocr_heads.interventions import redistribute_sink_heads
+from ocr_heads.models import load_adapter
+
+
+def _sliding_copy(src, dst, window: int):
+    """The tiny Qwen2-VL with layers 1 and 2 turned into sliding-window layers (Qwen2's own config keys)."""
+    shutil.copytree(src, dst)
+    config = json.loads((dst / "config.json").read_text())
+    config["text_config"].update(use_sliding_window=True, sliding_window=window, max_window_layers=1,
+                                 layer_types=["full_attention", "sliding_attention", "sliding_attention"])
+    (dst / "config.json").write_text(json.dumps(config))
+    return load_adapter(str(dst))
+
+
+def _eager_rows(adapter, inputs, generated):
+    """Eager attention (the model's own, window mask included) over prompt + output, in one forward."""
+    tail = torch.tensor([generated[:-1]])
+    tensors = dict(inputs.tensors)
+    tensors["input_ids"] = torch.cat([inputs.input_ids, tail], dim=1)
+    tensors["attention_mask"] = torch.ones_like(tensors["input_ids"])
+    tensors["mm_token_type_ids"] = torch.cat([tensors["mm_token_type_ids"], torch.zeros_like(tail).int()], dim=1)
+    adapter.set_text_attention("eager")
+    try:
+        with torch.no_grad():
+            attentions = adapter.model(**tensors, output_attentions=True).attentions
+    finally:
+        adapter.set_text_attention("sdpa")
+    return [a[0, :, inputs.prompt_length - 1 :, :] for a in attentions]
+
+
+def test_sliding_window_wider_than_the_input_records_exactly(tiny_model_dir, passkey_dir, tmp_path):
+    adapter = _sliding_copy(tiny_model_dir, tmp_path / "sliding", window=4096)
+    assert adapter.model.model.language_model.layers[1].self_attn.sliding_window == 4096
+    sample = load_samples(passkey_dir)[0]
+    inputs = adapter.image_inputs(sample.load_pages(), sample.question)
+    P = inputs.prompt_length
+    with capture(adapter) as recorder:
+        generated = adapter.generate(inputs, max_new_tokens=4)
+    record = recorder.result()
+    for layer, probs in enumerate(_eager_rows(adapter, inputs, generated)):
+        assert torch.equal(record.argmax[:, layer], probs[:, :, :P].argmax(-1).T)
+    assert verify_against_eager(adapter, inputs, generated, record) == []
+
+
+def test_binding_sliding_window_is_refused_naming_the_layer(tiny_model_dir, passkey_dir, tmp_path):
+    adapter = _sliding_copy(tiny_model_dir, tmp_path / "sliding8", window=8)
+    sample = load_samples(passkey_dir)[0]
+    inputs = adapter.text_inputs(sample.context, sample.question)
+    with pytest.raises(ValueError, match=r"layer 1: sliding-window attention \(window 8\)"), capture(adapter):
+        adapter.generate(inputs, max_new_tokens=2)
+    with pytest.raises(ValueError, match=r"layer 2: sliding-window attention"), \
+            redistribute_sink_heads(adapter, ["l2_h0"]):
+        adapter.generate(inputs, max_new_tokens=2)
+    # Plain generation (and full-attention layers under the sink edit) are not affected.
+    with redistribute_sink_heads(adapter, ["l0_h0"]):
+        assert len(adapter.generate(inputs, max_new_tokens=2)) == 2
+
+
+def test_softcapping_is_refused_naming_the_model_and_layer():
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    config = Gemma2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=2, num_key_value_heads=1, head_dim=16, attn_logit_softcapping=50.0,
+                          sliding_window=4096)
+    model = Gemma2ForCausalLM(config).eval()
+    model.set_attn_implementation(IMPLEMENTATION)
+    with pytest.raises(ValueError, match=r"gemma2 layer 0: attention logit softcapping \(softcap=50.0\)"), \
+            torch.no_grad():
+        model(input_ids=torch.tensor([[1, 2, 3, 4]]))
