@@ -91,3 +91,28 @@ def test_shard_parsing(monkeypatch):
     assert Shard.parse(None) == Shard(1, 2, launched=True)
     with pytest.raises(ValueError, match="i/n"):
         Shard.parse("2")
+
+
+TOY_MODEL = ROOT / "models" / "toy-qwen2-vl"
+
+
+@pytest.mark.skipif(not (TOY_MODEL / "config.json").is_file(), reason="toy checkpoint not present")
+def test_authors_alignment_end_to_end_on_the_toy_model(tmp_path):
+    """The trained toy reads its 5-digit keys: both alignments score events; authors records the released
+    threshold and its argmax (prompt minus its last position) still matches eager attention."""
+    from ocr_heads.toy.data import write_samples
+
+    data = tmp_path / "toy"
+    write_samples(data, 2, seed=11)
+    metas = {}
+    for alignment in ("produce", "authors"):
+        out = tmp_path / alignment
+        step2("image", TOY_MODEL, data, out, "--alignment", alignment, "--max_new_tokens", "8", "--verify-eager")
+        metas[alignment] = json.loads((out / "image" / "toy-qwen2-vl_fg.meta.json").read_text())
+        records = list(read_jsonl(out / "image" / "toy-qwen2-vl_fg.samples.jsonl"))
+        assert all(r["recall"] == 1.0 for r in records), [r["generated"] for r in records]
+    assert metas["produce"]["overlap_threshold"] == 0.1 and metas["authors"]["overlap_threshold"] == 0.001
+    # produce: one event per generated key digit; authors: a digit has an event only when a row follows it
+    # (the last generated token has none), so at least 4 a sample.
+    assert metas["produce"]["n_events"] == 2 * 5
+    assert metas["authors"]["n_events"] >= 2 * 4
