@@ -133,13 +133,8 @@ def test_hub_qwen2_vl_fixture_loads_through_load_adapter_and_generates(hub_qwen2
     assert tokenizer.decode(inputs.input_ids[0]) == expected
     generated = adapter.generate(inputs, max_new_tokens=3)
     assert len(generated) == 3 and all(0 <= t < text.vocab_size for t in generated)
-
-
-def test_hub_qwen2_vl_fixture_uses_the_real_vocabulary_when_it_can(hub_qwen2_vl_dir):
-    if fixture_vocab(hub_qwen2_vl_dir) != "qwen2":
-        pytest.skip("the real Qwen2 vocabulary cannot be had here; the fixture uses the char stand-in")
-    tokenizer = load_adapter(str(hub_qwen2_vl_dir)).tokenizer
-    assert tokenizer(" blue", add_special_tokens=False)["input_ids"] == [6303]
+    if fixture_vocab(hub_qwen2_vl_dir) == "qwen2":  # else the char stand-in (no PyPI, no cache)
+        assert tokenizer(" blue", add_special_tokens=False)["input_ids"] == [6303]
 
 
 def test_hub_qwen2_vl_7b_char_fixture(tmp_path):
@@ -219,3 +214,39 @@ def test_step1_page_goes_through_step2_on_the_hub_qwen2_vl(hub_qwen2_vl_dir, pas
     assert sorted(scores) == sorted(f"l{layer}_h{head}" for layer in range(2) for head in range(4))
     meta = json.loads((out / "image" / f"{stem}.meta.json").read_text())
     assert meta["n_samples"] == 1 and meta["n_failed"] == 0 and "noise" in meta["warning"]
+
+
+# -- tiny --vocab qwen2 and the unavailable case ---------------------------------------------------------
+
+
+def test_tiny_cli_builds_the_real_vocabulary_model(qwen2_vocab_tokenizer_dir, tmp_path):
+    from ocr_heads.models.tiny import main
+
+    main(["--out", str(tmp_path / "tiny"), "--vocab", "qwen2", "--layers", "1"])
+    adapter = load_adapter(str(tmp_path / "tiny"))
+    tokenizer, config = adapter.tokenizer, adapter.model.config
+    assert tokenizer(" blue", add_special_tokens=False)["input_ids"] == [6303]
+    for token, token_id in published_added_tokens(QWEN2_VL_2B).items():
+        assert tokenizer.convert_tokens_to_ids(token) == token_id, token
+    assert config.image_token_id == 151655 and config.vision_start_token_id == 151652
+    assert config.text_config.eos_token_id == 151645 and config.text_config.pad_token_id == 151643
+    assert len(adapter.generate(adapter.image_inputs([page()], "What is the pass key?"), max_new_tokens=2)) == 2
+
+
+def test_unavailable_vocabulary_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    from ocr_heads.models import qwen2_vocab
+    from ocr_heads.models.tiny import main
+
+    monkeypatch.setenv("OCR_HEADS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OCR_HEADS_QWEN_TIKTOKEN", str(tmp_path / "missing.tiktoken"))
+    with pytest.raises(qwen2_vocab.VocabUnavailable, match="missing.tiktoken"):
+        qwen2_vocab.qwen2_tokenizer_dir()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path / "tiny"), "--vocab", "qwen2"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: OCR_HEADS_QWEN_TIKTOKEN=")
+    # A truncated ranks file is refused, not converted into a wrong vocabulary.
+    short = tmp_path / "short.tiktoken"
+    short.write_text("IQ== 0\nIg== 1\n")
+    with pytest.raises(qwen2_vocab.VocabUnavailable, match="expected ranks"):
+        qwen2_vocab.read_ranks(short)

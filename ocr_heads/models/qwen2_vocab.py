@@ -94,7 +94,7 @@ def download_ranks(target: Path) -> Path:
     """Fetch the dashscope wheel with pip (no install) and copy its ``qwen.tiktoken`` to ``target``."""
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-                   "--quiet", f"dashscope=={DASHSCOPE_VERSION}", "-d", tmp]
+                   "--quiet", "--timeout", "20", "--retries", "1", f"dashscope=={DASHSCOPE_VERSION}", "-d", tmp]
         try:
             subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
         except (OSError, subprocess.SubprocessError) as err:
