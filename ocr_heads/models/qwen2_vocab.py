@@ -124,7 +124,7 @@ def ranks_file(cache: Path | None = None) -> Path:
         return target
     logger.info("fetching the Qwen2 BPE ranks from PyPI (dashscope==%s, read from the wheel, not installed)",
                 DASHSCOPE_VERSION)
-    partial = target.with_name(target.name + ".partial")
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")  # concurrent sessions never share one
     download_ranks(partial)
     partial.replace(target)
     return target
@@ -164,11 +164,13 @@ def qwen2_tokenizer_dir(cache: Path | None = None) -> Path:
     ranks = ranks_file(root)
     logger.info("converting the Qwen2 BPE ranks into a tokenizer in %s (once)", out)
     tokenizer = build_qwen2_tokenizer(ranks)
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    partial = Path(tempfile.mkdtemp(dir=root, prefix="tokenizer.partial-"))  # concurrent sessions never share one
     tokenizer.save_pretrained(partial)
     (partial / DONE_MARKER).write_text(json.dumps({"format": FORMAT, "source": f"dashscope=={DASHSCOPE_VERSION}",
                                                    "member": TIKTOKEN_MEMBER}) + "\n")
     shutil.rmtree(out, ignore_errors=True)
-    partial.rename(out)
+    try:
+        partial.rename(out)
+    except OSError:  # another session finished first: its copy is the same
+        shutil.rmtree(partial, ignore_errors=True)
     return out
