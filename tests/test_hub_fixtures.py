@@ -139,7 +139,7 @@ def test_hub_qwen2_vl_fixture_loads_through_load_adapter_and_generates(hub_qwen2
 
 def test_hub_qwen2_vl_7b_char_fixture(tmp_path):
     """7B: untied embeddings and a larger vocabulary; the char stand-in keeps every published special id."""
-    out = build_hub_fixture(HUB / "Qwen2-VL-7B-Instruct", tmp_path / "Qwen2-VL-7B-Instruct", vocab="char")
+    out = build_hub_fixture("Qwen2-VL-7B-Instruct", tmp_path / "Qwen2-VL-7B-Instruct", vocab="char")  # by name
     theirs = published("Qwen2-VL-7B-Instruct")
     assert_only_sizes_differ(json.loads((out / "config.json").read_text()), theirs, QWEN2_VL_SHRUNK)
     adapter = load_adapter(str(out))
@@ -153,11 +153,15 @@ def test_hub_qwen2_vl_7b_char_fixture(tmp_path):
     assert len(adapter.generate(adapter.image_inputs([page()], "What?"), max_new_tokens=2)) == 2
 
 
-def test_build_hub_fixture_refuses_unknown_inputs(tmp_path):
+def test_build_hub_fixture_refuses_unknown_inputs(tmp_path, capsys):
     with pytest.raises(ValueError, match="vocab"):
         build_hub_fixture(QWEN2_VL_2B, tmp_path / "a", vocab="bpe")
     with pytest.raises(ValueError, match="special tokens"):  # InternLM2's ids are not Qwen2's
         build_hub_fixture(HUB / "InternVL2-8B", tmp_path / "b", vocab="qwen2")
+    from ocr_heads.models.hub_fixture import main
+
+    assert main(["--name", "Qwen2-VL-9B", "--out", str(tmp_path / "d")]) == 2
+    assert "Qwen2-VL-2B-Instruct" in capsys.readouterr().err  # names the known folders
     other = tmp_path / "other"
     other.mkdir()
     (other / "config.json").write_text(json.dumps({"model_type": "llava"}))

