@@ -193,6 +193,7 @@ def test_hub_internvl2_fixture_converts_and_loads(hub_internvl2_dir, tmp_path, m
     for token, token_id in ids.items():
         assert adapter.tokenizer.convert_tokens_to_ids(token) == token_id, token
     assert ids["<|im_end|>"] in adapter.model.generation_config.eos_token_id
+    assert config.ocr_heads_random_weights is True  # its scores are labelled noise after conversion too
     converted = next((tmp_path / "cache" / "converted").iterdir())
     processor = json.loads((converted / "preprocessor_config.json").read_text())
     assert processor["max_patches"] == theirs["max_dynamic_patch"]  # the checkpoint's own tiling, carried over
