@@ -77,8 +77,7 @@ def test_qwen2_vocabulary_gives_the_published_ids(qwen2_vocab_tokenizer_dir):
 def test_published_chat_template_renders_an_image_turn(qwen2_vocab_tokenizer_dir, tmp_path):
     # The published tokenizer_config.json (its chat template, special-token roles) over the real vocabulary:
     # exactly how a hub checkpoint's tokenizer loads.
-    for name in ("tokenizer_config.json",):
-        (tmp_path / name).write_text((QWEN2_VL_2B / name).read_text())
+    (tmp_path / "tokenizer_config.json").write_text((QWEN2_VL_2B / "tokenizer_config.json").read_text())
     (tmp_path / "tokenizer.json").write_bytes((qwen2_vocab_tokenizer_dir / "tokenizer.json").read_bytes())
     tokenizer = AutoTokenizer.from_pretrained(tmp_path)
     turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is the pass key?"}]}]
