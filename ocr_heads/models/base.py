@@ -86,6 +86,8 @@ class ModelAdapter(ABC):
     protocol: str  # "paper" or "native" (ocr_heads.models.protocol)
     image_token_id: int
     chat_template_source: str  # "checkpoint", or "fallback" when the checkpoint ships none
+    # config.json keys naming special-token ids -> the token each must be in the tokenizer (for checks).
+    CONFIG_TOKENS: dict[str, str] = {}
 
     def _load(self, model_class: type, model_id: str, dtype: torch.dtype | str | None, device_map: str | None,
               fallback_chat_template: str, weights: bool = True) -> None:

@@ -82,6 +82,8 @@ def page_token_boxes(page_size: tuple[int, int], cols: int, rows: int, grid: int
 
 @register_family("internvl")
 class InternVLAdapter(ModelAdapter):
+    CONFIG_TOKENS = {"image_token_id": CONTEXT_IMAGE}
+
     def __init__(
         self,
         model_id: str,

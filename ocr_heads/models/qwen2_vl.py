@@ -40,6 +40,9 @@ QWEN2_VL_CHAT_TEMPLATE = (
 
 @register_family("qwen2_vl")
 class Qwen2VLAdapter(ModelAdapter):
+    CONFIG_TOKENS = {"image_token_id": IMAGE_PAD, "video_token_id": "<|video_pad|>",
+                     "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>"}
+
     def __init__(
         self,
         model_id: str,
