@@ -1,6 +1,7 @@
 """`python -m ocr_heads.inspect` (JSON contract, overlay) and `python -m ocr_heads.doctor` (exit codes)."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -83,12 +84,13 @@ def test_inspect_overlay_draws_the_token_grid(hub_dir, page_png, tmp_path, capsy
     assert tuple(overlay[18, 17]) == (255, 255, 255)
 
 
-def test_inspect_cli_errors_and_module_entry(hub_dir, page_png, tmp_path):
-    run = [sys.executable, "-m", "ocr_heads.inspect", "--model_id", str(hub_dir)]
-    missing = subprocess.run([*run, "--image", str(tmp_path / "nope.png")], capture_output=True, text=True)
-    assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith("error: no image")
-    assert "Traceback" not in missing.stderr
-    ok = subprocess.run([*run, "--image", str(page_png), "--json"], capture_output=True, text=True)
+def test_inspect_cli_errors_and_module_entry(hub_dir, page_png, tmp_path, capsys):
+    assert inspect.main(["--model_id", str(hub_dir), "--image", str(tmp_path / "nope.png")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: no image at {tmp_path / 'nope.png'}"]
+    assert inspect.main(["--model_id", str(hub_dir), "--image", str(page_png), "--max_pixels", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --max_pixels must be positive, got 0"
+    ok = subprocess.run([sys.executable, "-m", "ocr_heads.inspect", "--model_id", str(hub_dir), "--image",
+                         str(page_png), "--json"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout.strip().splitlines()[-1])["image_tokens"] == 234
 
@@ -103,8 +105,8 @@ def rows(out: str) -> dict[str, str]:
     return table
 
 
-def test_doctor_passes_on_good_tiny_models(tiny_model_dir, hub_dir, internvl_dir, capsys):
-    for model in (tiny_model_dir, hub_dir, internvl_dir):
+def test_doctor_passes_on_good_tiny_models(hub_dir, internvl_dir, capsys):
+    for model in (hub_dir, internvl_dir):
         assert doctor.main(["--model_id", str(model)]) == 0
         out = capsys.readouterr().out
         table = rows(out)
@@ -112,12 +114,10 @@ def test_doctor_passes_on_good_tiny_models(tiny_model_dir, hub_dir, internvl_dir
                          "passkey": table["passkey"], "capture == eager": "ok"}, out
         # A random model cannot read: reported, not failed.
         assert table["passkey"] in ("ok", "warn") and "doctor: all checks passed" in out
-    assert "tokens per page [234" in out or "tokens per page [256" in out
+        assert "tokens per page [" in out
 
 
 def test_doctor_fails_when_config_and_tokenizer_disagree(tiny_model_dir, tmp_path, capsys):
-    from tests.hub_format import shutil
-
     broken = tmp_path / "broken"
     shutil.copytree(tiny_model_dir, broken)
     config = json.loads((broken / "config.json").read_text())
