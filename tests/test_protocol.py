@@ -6,6 +6,8 @@ Qwen2-VL's smart_resize (factor 28): round each side to 28, then rescale by sqrt
 (floor when above max_pixels, ceil when below min_pixels).
 """
 
+import json
+
 import pytest
 from PIL import Image
 
@@ -127,3 +129,22 @@ def test_internvl_paper_protocol_is_one_tile_without_thumbnail(internvl_dir):
 def test_protocol_names_are_checked(hub_dir):
     with pytest.raises(ValueError, match="unknown protocol 'fast'"):
         load_adapter(str(hub_dir), protocol="fast", weights=False)
+
+
+def test_step2_meta_records_the_protocol_and_tokens_per_page(hub_dir, passkey_dir, tmp_path):
+    from ocr_heads.io import read_jsonl
+    from ocr_heads.step2 import main
+
+    for protocol, tokens in (("paper", 13 * 18), ("native", 17 * 23)):  # step1 pages are 635x482
+        out = tmp_path / protocol
+        argv = ["--model_id", str(hub_dir), "--data", str(passkey_dir), "--out", str(out), "--n", "2",
+                "--max_new_tokens", "2", "--protocol", protocol]
+        assert main("image", argv) == 0
+        stem = out / "image" / f"{hub_dir.name}_fg"
+        meta = json.loads(stem.with_suffix(".meta.json").read_text())
+        assert meta["protocol"]["protocol"] == protocol
+        assert meta["protocol"]["max_pixels"] == {"paper": 200704, "native": 12845056}[protocol]
+        pages = [n for record in read_jsonl(stem.with_suffix(".samples.jsonl")) for n in record["image_tokens"]]
+        assert pages and set(pages) == {tokens}
+        assert meta["image_tokens_per_page"] == {"pages": len(pages), "min": tokens, "max": tokens,
+                                                 "mean": float(tokens), "counts": {str(tokens): len(pages)}}
