@@ -274,6 +274,7 @@ def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | Non
         "experiment": cfg.experiment,
         "model": adapter.name,
         "config": asdict(cfg),
+        "protocol": adapter.settings(),
         "metrics": metrics,
         "n": n,
         "n_failed": len(failed),
