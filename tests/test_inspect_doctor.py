@@ -130,11 +130,20 @@ def test_doctor_fails_when_config_and_tokenizer_disagree(tiny_model_dir, tmp_pat
     assert "image_token_id=" in out and "doctor: 2 failed: token ids, load" in out
 
 
-def test_doctor_fails_when_the_budget_is_exceeded(hub_dir, capsys, monkeypatch):
-    """The protocol row compares the page's tokens with what the settings allow."""
-    from ocr_heads.models.qwen2_vl import Qwen2VLAdapter
+def test_doctor_fails_when_the_processor_ignores_the_settings(hub_dir, capsys, monkeypatch):
+    """The protocol row compares the processor's tokens per page with what the settings predict."""
+    from transformers import AutoImageProcessor
 
-    monkeypatch.setattr(Qwen2VLAdapter, "settings", lambda self: {"protocol": "paper", "max_tokens_per_page": 100})
+    import ocr_heads.models.qwen2_vl as qwen2_vl
+
+    original = qwen2_vl.Qwen2VLAdapter.__init__
+
+    def init_then_revert_to_hub_bounds(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.image_processor = AutoImageProcessor.from_pretrained(str(hub_dir))  # 3136 .. 12845056 px
+
+    monkeypatch.setattr(qwen2_vl.Qwen2VLAdapter, "__init__", init_then_revert_to_hub_bounds)
     assert doctor.main(["--model_id", str(hub_dir)]) == 1
     out = capsys.readouterr().out
-    assert rows(out)["protocol"] == "FAIL" and "more than the 100 allowed" in out
+    assert rows(out)["protocol"] == "FAIL" and "tokens per page [391, 391]" in out
+    assert "the settings predict [234, 234]" in out

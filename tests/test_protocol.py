@@ -42,8 +42,8 @@ def test_hub_config_paper_protocol_gives_the_budget(hub_dir):
     # 448x168 (75264 px < 200704) is upscaled: beta = sqrt(200704 / 75264) = 1.6330;
     # ceil(168 * 1.6330 / 28) = 10 rows, ceil(448 * 1.6330 / 28) = 27 cols.
     assert page_tokens(adapter, TOY_PAGE) == 10 * 27
-    assert adapter.settings() == {"protocol": "paper", "min_pixels": 200704, "max_pixels": 200704,
-                                  "max_tokens_per_page": 256}
+    assert adapter.settings() == {"protocol": "paper", "min_pixels": 200704, "max_pixels": 200704}
+    assert [adapter.expected_tokens(size) for size in (STEP1_PAGE, TOY_PAGE)] == [13 * 18, 10 * 27]
 
 
 def test_hub_config_native_protocol_keeps_the_checkpoints_bounds(hub_dir):
@@ -105,8 +105,7 @@ def test_internvl_paper_protocol_is_one_tile_without_thumbnail(internvl_dir):
     page = Image.new("RGB", STEP1_PAGE, "white")
     box = [100.0, 100.0, 110.0, 120.0]  # one character
     paper = load_adapter(str(internvl_dir), weights=False)
-    assert paper.settings() == {"protocol": "paper", "min_patches": 1, "max_patches": 1, "thumbnail": False,
-                                "max_tokens_per_page": 256}
+    assert paper.settings() == {"protocol": "paper", "min_patches": 1, "max_patches": 1, "thumbnail": False}
     inputs = paper.image_inputs([page], "What is the pass key?")
     assert inputs.tensors["pixel_values"].shape[0] == 1
     (tokens,) = inputs.image_tokens
@@ -118,7 +117,7 @@ def test_internvl_paper_protocol_is_one_tile_without_thumbnail(internvl_dir):
     native = load_adapter(str(internvl_dir), protocol="native", weights=False)
     inputs = native.image_inputs([page], "What is the pass key?")
     (tokens,) = inputs.image_tokens
-    assert tokens.count == 7 * 256  # 3 x 2 tiles + thumbnail
+    assert tokens.count == 7 * 256 == native.expected_tokens(STEP1_PAGE)  # 3 x 2 tiles + thumbnail
     # The thumbnail's token over the box is a target too: the paper never has one.
     assert tokens.start + 6 * 256 + 50 in char_targets([{0: [box]}], inputs.image_tokens)[0]
 

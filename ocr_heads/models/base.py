@@ -115,7 +115,15 @@ class ModelAdapter(ABC):
 
     @abstractmethod
     def settings(self) -> dict:
-        """The effective page-to-token settings (protocol, processor values, most tokens a page), for meta files."""
+        """The effective page-to-token settings (protocol and processor values), for meta files."""
+
+    @abstractmethod
+    def expected_tokens(self, page_size: tuple[int, int]) -> int:
+        """Image tokens a ``(width, height)`` page should get, worked out from :meth:`settings` alone.
+
+        Independent of the image processor's run, so a check can catch a processor that does not
+        apply the settings.
+        """
 
     @property
     def shape(self) -> AttentionShape:

@@ -127,10 +127,12 @@ class InternVLAdapter(ModelAdapter):
 
     def settings(self) -> dict:
         # A thumbnail joins the tiles whenever a page is cut into more than one.
-        thumbnail = self.max_patches > 1
         return {"protocol": self.protocol, "min_patches": self.min_patches, "max_patches": self.max_patches,
-                "thumbnail": thumbnail,
-                "max_tokens_per_page": self.tokens_per_tile * (self.max_patches + thumbnail)}
+                "thumbnail": self.max_patches > 1}
+
+    def expected_tokens(self, page_size: tuple[int, int]) -> int:
+        cols, rows = tile_layout(page_size, self.tile_size, self.min_patches, self.max_patches)
+        return self.tokens_per_tile * (cols * rows + (cols * rows > 1))
 
     # -- inputs -------------------------------------------------------------------------------------
 

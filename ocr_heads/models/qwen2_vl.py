@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 from transformers import AutoImageProcessor, Qwen2VLForConditionalGeneration
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
 from ocr_heads.models import register_family
 from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, context_offsets
@@ -77,9 +78,13 @@ class Qwen2VLAdapter(ModelAdapter):
             raise ValueError(f"{model_id}: tokenizer's {IMAGE_PAD} id does not match config.image_token_id")
 
     def settings(self) -> dict:
+        return {"protocol": self.protocol, "min_pixels": self.min_pixels, "max_pixels": self.max_pixels}
+
+    def expected_tokens(self, page_size: tuple[int, int]) -> int:
         tile = self.patch_size * self.merge_size
-        return {"protocol": self.protocol, "min_pixels": self.min_pixels, "max_pixels": self.max_pixels,
-                "max_tokens_per_page": self.max_pixels // tile**2}
+        height, width = smart_resize(page_size[1], page_size[0], factor=tile, min_pixels=self.min_pixels,
+                                     max_pixels=self.max_pixels)
+        return (height // tile) * (width // tile)
 
     # -- inputs -------------------------------------------------------------------------------------
 
