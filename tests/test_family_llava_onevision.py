@@ -165,3 +165,17 @@ def test_sink_equals_eager_reference(adapter, passkey_dir):
 
 def test_step1_to_step3(model_dir, tmp_path):
     check_step1_to_step3(model_dir, tmp_path, num_layers=3, num_heads=4)
+
+
+def test_newline_positions_are_never_targets(adapter):
+    """A box over the whole page covers every token that shows pixels, and no newline position."""
+    from ocr_heads.scoring import char_targets
+
+    inputs = adapter.image_inputs([Image.new("RGB", STEP1_PAGE, "white")], "q?")
+    tokens = inputs.image_tokens[0]
+    newlines = np.flatnonzero(~tokens.shows_pixels)
+    assert len(newlines) > 10 and all(inputs.input_ids[0, tokens.start + n] == adapter.image_token_id
+                                      for n in newlines)  # they are image-token ids in input_ids ...
+    (targets,) = char_targets([{0: [[0, 0, *STEP1_PAGE]]}], inputs.image_tokens, threshold=0.0)
+    # ... but never targets, whatever the threshold.
+    assert targets == {tokens.start + t for t in np.flatnonzero(tokens.shows_pixels)}
