@@ -99,8 +99,13 @@ def check_masking_equals_o_proj_hook(adapter, passkey_dir, heads: list[tuple[int
         assert not torch.allclose(masked, plain, atol=1e-4), "the masked heads changed nothing"
 
 
-def check_sink_equals_eager_reference(adapter, passkey_dir, by_layer: dict[int, list[int]], beta: float = 0.3) -> None:
-    """Sink redistribution (sdpa + edit, with a KV cache) == eager attention edited row by row (no cache)."""
+def check_sink_equals_eager_reference(adapter, passkey_dir, by_layer: dict[int, list[int]], beta: float = 0.3,
+                                      reference: str = REFERENCE, configure=None) -> None:
+    """Sink redistribution (sdpa + edit, with a KV cache) == eager attention edited row by row (no cache).
+
+    ``reference``: the registered attention function computing the reference (heads and beta read from
+    test_interventions' REFERENCE_HEADS / REFERENCE_BETA); ``configure(tensors)`` runs before each of its forwards.
+    """
     heads = [f"l{layer}_h{head}" for layer, hs in by_layer.items() for head in hs]
     for modality in ("image", "text"):
         inputs = sample_inputs(adapter, passkey_dir, 2, modality)
@@ -113,10 +118,15 @@ def check_sink_equals_eager_reference(adapter, passkey_dir, by_layer: dict[int, 
         REFERENCE_HEADS.clear()
         REFERENCE_HEADS.update(by_layer)
         REFERENCE_BETA[0] = beta
-        with text_attention(adapter, REFERENCE), torch.no_grad():
-            reference = adapter.model(**inputs.tensors, use_cache=False).logits
-            full = adapter.model(**with_generated(inputs, generated), use_cache=False).logits
-        torch.testing.assert_close(ours, reference, rtol=0, atol=1e-5)
+        full_tensors = with_generated(inputs, generated)
+        with text_attention(adapter, reference), torch.no_grad():
+            if configure:
+                configure(inputs.tensors)
+            expected = adapter.model(**inputs.tensors, use_cache=False).logits
+            if configure:
+                configure(full_tensors)
+            full = adapter.model(**full_tensors, use_cache=False).logits
+        torch.testing.assert_close(ours, expected, rtol=0, atol=1e-5)
         torch.testing.assert_close(torch.cat(out.logits), full[0, inputs.prompt_length - 1 :], rtol=0, atol=1e-5)
         with torch.no_grad():
             assert not torch.allclose(ours, adapter.model(**inputs.tensors).logits, atol=1e-5)

@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 # family name -> builder(out, seed=..., **config_overrides) -> Path. Families defined elsewhere register with
 # @tiny_builder in their own module, listed in TINY_MODULES so that `--family` finds them.
 BUILDERS: dict[str, Callable[..., Path]] = {}
-TINY_MODULES: tuple[str, ...] = ("ocr_heads.models.tiny_llava",)
+TINY_MODULES: tuple[str, ...] = ("ocr_heads.models.tiny_llava", "ocr_heads.models.tiny_gemma3")
 
 
 def tiny_builder(family: str) -> Callable[[Callable[..., Path]], Callable[..., Path]]:
