@@ -60,9 +60,16 @@ class AttentionRecorder:
         """``probs``: (heads, keys) probabilities of the producing query row."""
         if self.prompt_length is None:
             self.prompt_length = probs.shape[-1]
+        # A sliding-window layer's cache keeps only the last keys: key k is position offset + k (0 otherwise).
+        offset = self.prompt_length + len(self._argmax[layer]) - probs.shape[-1]
+        visible = max(self.prompt_length - offset, 0)
         # Stay on the device: a .cpu() here would synchronise the GPU at every layer of every step.
-        self._argmax[layer].append(probs[:, : self.prompt_length].argmax(dim=-1))
-        self._sink[layer].append(probs[:, 0].float())
+        if visible:
+            self._argmax[layer].append(probs[:, :visible].argmax(dim=-1) + offset)
+        else:  # no prompt key in the window: every prompt probability is 0, and argmax of zeros is 0
+            self._argmax[layer].append(torch.zeros(probs.shape[0], dtype=torch.long, device=probs.device))
+        sink = probs[:, 0].float() if offset == 0 else torch.zeros_like(probs[:, 0], dtype=torch.float)
+        self._sink[layer].append(sink)
 
     def observe_prompt_rows(self, layer: int, argmax: torch.Tensor) -> None:
         """``argmax``: (rows, heads) for ``prompt_rows``."""

@@ -169,3 +169,13 @@ def test_step1_to_step3(model_dir, tmp_path):
 def test_unsupported_arguments_are_refused(model_dir):
     with pytest.raises(ValueError, match="max_patches"):
         Gemma3Adapter(str(model_dir), max_patches=2)
+
+
+def test_capture_applies_the_sliding_window(tmp_path, passkey_dir):
+    """A window far shorter than the prompt (sliding layers then cache only its last keys): captured argmax and
+    sink still equal eager attention, positions counted from the start of the prompt."""
+    from ocr_heads.models.tiny_gemma3 import build_tiny_gemma3
+
+    adapter = load_adapter(str(build_tiny_gemma3(tmp_path / "tiny-gemma3-window", sliding_window=24)))
+    assert adapter.model.config.text_config.layer_types[:2] == ["sliding_attention"] * 2
+    check_capture_equals_eager(adapter, passkey_dir, steps=4)
