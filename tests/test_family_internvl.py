@@ -33,6 +33,12 @@ def adapter(model_dir):
     return load_adapter(str(model_dir))
 
 
+@pytest.fixture(scope="module")
+def paper_adapter(model_dir):
+    """The paper protocol: one 448 px tile per page, no thumbnail (256 tokens: keeps the battery fast)."""
+    return load_adapter(str(model_dir), max_patches=1)
+
+
 def processor_intensity(pixel_values: torch.Tensor, grid: int) -> np.ndarray:
     """Per LLM token (tiles in order, each a row-major grid), the mean intensity of its block of processor pixels."""
     tiles = pixel_values[:, 0] * IMAGENET_STD[0] + IMAGENET_MEAN[0]  # undo the normalisation: 0 black .. 1 white
@@ -57,6 +63,7 @@ def test_language_model_is_qwen3(adapter):
 def test_token_count_equals_the_processor_and_the_vision_features(adapter, max_patches, tiles):
     """Paper protocol: 1 tile = 256 tokens; native (tiny: max 6 tiles): 3x2 tiles + thumbnail = 7 x 256."""
     paper = load_adapter(str(adapter.model.name_or_path), max_patches=max_patches) if max_patches else adapter
+    assert paper.max_patches == (max_patches or 6)
     page = Image.new("RGB", STEP1_PAGE, "white")
     inputs = paper.image_inputs([page], "What is the pass key?")
     ids = inputs.input_ids[0]
@@ -96,16 +103,17 @@ def test_black_square_lands_in_the_tokens_that_show_it(adapter, max_patches):
         adapter.max_patches = 6
 
 
-def test_capture_equals_eager(adapter, passkey_dir):
-    check_capture_equals_eager(adapter, passkey_dir)
+def test_capture_equals_eager(adapter, paper_adapter, passkey_dir):
+    check_capture_equals_eager(paper_adapter, passkey_dir)
+    check_capture_equals_eager(adapter, passkey_dir, steps=2)  # native tiling: 7 tiles a page
 
 
-def test_masking_equals_o_proj_hook(adapter, passkey_dir):
-    check_masking_equals_o_proj_hook(adapter, passkey_dir, [(1, 2), (2, 0)])
+def test_masking_equals_o_proj_hook(paper_adapter, passkey_dir):
+    check_masking_equals_o_proj_hook(paper_adapter, passkey_dir, [(1, 2), (2, 0)])
 
 
-def test_sink_equals_eager_reference(adapter, passkey_dir):
-    check_sink_equals_eager_reference(adapter, passkey_dir, {0: [1], 2: [3, 0]})
+def test_sink_equals_eager_reference(paper_adapter, passkey_dir):
+    check_sink_equals_eager_reference(paper_adapter, passkey_dir, {0: [1], 2: [3, 0]})
 
 
 def test_step1_to_step3(model_dir, tmp_path):
