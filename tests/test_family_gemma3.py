@@ -179,3 +179,24 @@ def test_capture_applies_the_sliding_window(tmp_path, passkey_dir):
     adapter = load_adapter(str(build_tiny_gemma3(tmp_path / "tiny-gemma3-window", sliding_window=24)))
     assert adapter.model.config.text_config.layer_types[:2] == ["sliding_attention"] * 2
     check_capture_equals_eager(adapter, passkey_dir, steps=4)
+
+
+def test_a_character_is_targeted_in_the_page_and_in_its_crop(adapter):
+    """Pan-and-scan: a page has several runs; a character box targets tokens in the whole-page run and in the
+    crop that holds it (scoring unions all runs of a page)."""
+    from ocr_heads.scoring import char_targets
+
+    adapter.image_processor.do_pan_and_scan = True
+    try:
+        inputs = adapter.image_inputs([Image.new("RGB", STEP1_PAGE, "white")], "q?")
+    finally:
+        adapter.image_processor.do_pan_and_scan = False
+    whole, left, right = inputs.image_tokens
+    assert [run.page for run in inputs.image_tokens] == [0, 0, 0]
+    np.testing.assert_allclose(left.tile_boxes[-1, 2:], [318, 482])  # crops: ceil(635 / 2) = 318 px wide
+    np.testing.assert_allclose(right.tile_boxes[0, :2], [318, 0])
+    (targets,) = char_targets([{0: [[100, 100, 110, 115]]}], inputs.image_tokens)
+    in_run = [{t - run.start for t in targets if run.start <= t < run.start + run.count} for run in (whole, left,
+                                                                                                  right)]
+    assert in_run[0] and in_run[1] and not in_run[2]
+    assert sum(map(len, in_run)) == len(targets)
