@@ -16,16 +16,25 @@ from PIL import Image
 
 @dataclass(frozen=True)
 class ImageTokens:
-    """The LLM tokens of one page: a row-major grid of tiles, each a box on the original page."""
+    """The LLM tokens of one page (a contiguous run of image-token positions), each a box on the original page.
+
+    A position that shows no page pixels (LLaVA-OneVision's newline embedding after each row, a cell
+    of pure padding) has a NaN box: no overlap test ever selects it, so it is never a target.
+    """
 
     page: int
     start: int  # position of the first image token in the input ids
-    tile_boxes: np.ndarray  # (count, 4) float boxes [x0, y0, x1, y1] in original page pixels
+    tile_boxes: np.ndarray  # (count, 4) float boxes [x0, y0, x1, y1] in original page pixels, NaN = no pixels
     layout: str = ""  # how the page was cut into tokens, for people (e.g. "13 x 18 tokens ...")
 
     @property
     def count(self) -> int:
         return len(self.tile_boxes)
+
+    @property
+    def shows_pixels(self) -> np.ndarray:
+        """(count,) bool: which positions show page pixels (False for NaN boxes)."""
+        return ~np.isnan(self.tile_boxes).any(axis=1)
 
     @property
     def positions(self) -> range:
