@@ -18,7 +18,7 @@ __all__ = ["AttentionShape", "ImageTokens", "ModelAdapter", "ModelInputs", "load
            "register_family", "supported_model_types"]
 
 # Modules that register a family when imported.
-FAMILY_MODULES = ("ocr_heads.models.qwen2_vl", "ocr_heads.models.internvl")
+FAMILY_MODULES = ("ocr_heads.models.qwen2_vl", "ocr_heads.models.internvl", "ocr_heads.models.qwen_family")
 
 Loader = Callable[..., ModelAdapter]
 _LOADERS: dict[str, Loader] = {}

@@ -18,9 +18,11 @@ from ocr_heads.models import register_family
 from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, context_offsets
 
 IMAGE_PAD = "<|image_pad|>"
-# The paper's pixel budget: at most 256 LLM tokens (28x28 px each) per page.
-MIN_PIXELS = 4 * 28 * 28
-MAX_PIXELS = 256 * 28 * 28
+# The paper's pixel budget: 4 .. 256 LLM tokens per page (Qwen2-VL: 28x28 px each).
+PAPER_MIN_TOKENS = 4
+PAPER_MAX_TOKENS = 256
+MIN_PIXELS = PAPER_MIN_TOKENS * 28 * 28
+MAX_PIXELS = PAPER_MAX_TOKENS * 28 * 28
 # Qwen2-VL's chat format (user turns with images and text): used when a checkpoint ships no chat
 # template, and by the project's own tiny tokenizer.
 QWEN2_VL_CHAT_TEMPLATE = (
@@ -36,27 +38,55 @@ QWEN2_VL_CHAT_TEMPLATE = (
 
 @register_family("qwen2_vl")
 class Qwen2VLAdapter(ModelAdapter):
+    """Qwen2-VL; the later Qwen families (:mod:`ocr_heads.models.qwen_family`) subclass it and change only
+    the model class, the chat template and, through the processor, the tile size."""
+
+    model_class: type = Qwen2VLForConditionalGeneration
+    chat_template: str = QWEN2_VL_CHAT_TEMPLATE
+    chat_template_kwargs: dict = {}  # extra variables for the chat template (e.g. Qwen3.5's enable_thinking)
+    family: str = "Qwen2-VL"
+
     def __init__(
         self,
         model_id: str,
         dtype: torch.dtype | str | None = None,
         device_map: str | None = None,
-        min_pixels: int = MIN_PIXELS,
-        max_pixels: int = MAX_PIXELS,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
         **unsupported: object,
     ) -> None:
         if unsupported:
-            raise ValueError(f"Qwen2-VL resizes pages by min/max pixels, not by {sorted(unsupported)}")
-        self._load(Qwen2VLForConditionalGeneration, model_id, dtype, device_map, QWEN2_VL_CHAT_TEMPLATE)
-        self.image_processor = AutoImageProcessor.from_pretrained(
-            model_id, size={"shortest_edge": min_pixels, "longest_edge": max_pixels}
-        )
+            raise ValueError(f"{self.family} resizes pages by min/max pixels, not by {sorted(unsupported)}")
+        self._load(self.model_class, model_id, dtype, device_map, self.chat_template)
         config = self.model.config
         self.image_token_id = config.image_token_id
         self.merge_size = config.vision_config.spatial_merge_size
         self.patch_size = config.vision_config.patch_size
+        tile = self.tile_size
+        # The paper's budget in this family's tiles: 4 .. 256 LLM tokens a page.
+        min_pixels = min_pixels or PAPER_MIN_TOKENS * tile * tile
+        max_pixels = max_pixels or PAPER_MAX_TOKENS * tile * tile
+        # Published configs carry top-level min_pixels/max_pixels, which override `size`: pass both.
+        self.image_processor = AutoImageProcessor.from_pretrained(
+            model_id, size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
+            min_pixels=min_pixels, max_pixels=max_pixels,
+        )
+        processor = self.image_processor
+        effective = (processor.size["shortest_edge"], processor.size["longest_edge"])
+        if effective != (min_pixels, max_pixels):
+            raise ValueError(f"{model_id}: the image processor resizes to {effective} pixels, not the "
+                             f"requested ({min_pixels}, {max_pixels})")
+        if (processor.patch_size, processor.merge_size) != (self.patch_size, self.merge_size):
+            raise ValueError(f"{model_id}: the image processor's patch/merge size ({processor.patch_size}, "
+                             f"{processor.merge_size}) differ from the vision tower's ({self.patch_size}, "
+                             f"{self.merge_size})")
         if self.tokenizer.convert_tokens_to_ids(IMAGE_PAD) != self.image_token_id:
             raise ValueError(f"{model_id}: tokenizer's {IMAGE_PAD} id does not match config.image_token_id")
+
+    @property
+    def tile_size(self) -> int:
+        """Side in resized-image pixels of the square one LLM image token covers (28 for Qwen2-VL)."""
+        return self.patch_size * self.merge_size
 
     # -- inputs -------------------------------------------------------------------------------------
 
@@ -78,7 +108,8 @@ class Qwen2VLAdapter(ModelAdapter):
 
     def _tokenize(self, content: list[dict], context: str | None, image_token_counts: list[int]) -> ModelInputs:
         prompt = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True,
+            **self.chat_template_kwargs,
         )
         if prompt.count(IMAGE_PAD) != len(image_token_counts):
             raise ValueError(f"chat template produced {prompt.count(IMAGE_PAD)} image placeholders "
@@ -114,7 +145,7 @@ class Qwen2VLAdapter(ModelAdapter):
         """Row-major LLM-token tiles of one page, mapped back from the resized image to page pixels."""
         _, grid_h, grid_w = (int(v) for v in grid_thw)
         rows, cols = grid_h // self.merge_size, grid_w // self.merge_size
-        tile = self.patch_size * self.merge_size  # 28 px on the resized image
+        tile = self.tile_size  # on the resized image
         resized_w, resized_h = grid_w * self.patch_size, grid_h * self.patch_size
         scale_x, scale_y = page_size[0] / resized_w, page_size[1] / resized_h
         r, c = np.divmod(np.arange(rows * cols), cols)

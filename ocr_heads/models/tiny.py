@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 # family name -> builder(out, seed=..., **config_overrides) -> Path. Families defined elsewhere register with
 # @tiny_builder in their own module, listed in TINY_MODULES so that `--family` finds them.
 BUILDERS: dict[str, Callable[..., Path]] = {}
-TINY_MODULES: tuple[str, ...] = ()
+TINY_MODULES: tuple[str, ...] = ("ocr_heads.models.tiny_qwen",)
 
 
 def tiny_builder(family: str) -> Callable[[Callable[..., Path]], Callable[..., Path]]:
@@ -206,23 +206,26 @@ def build_tiny_internvl(out: str | Path, seed: int = 0, **config_overrides: int)
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description="Build a tiny random Qwen2-VL or InternVL checkpoint (model, char tokenizer, image processor) "
+        description="Build a tiny random checkpoint of a model family (model, char tokenizer, image processor) "
         "from configs alone and save it with save_pretrained. No network. Its scores are noise.",
     )
     parser.add_argument("--out", required=True, help="output directory (created)")
     parser.add_argument("--family", default="qwen2_vl", choices=sorted(builders()), help="model family")
     parser.add_argument("--seed", type=int, default=0, help="weight-init seed (same seed, same weights)")
-    parser.add_argument("--layers", type=int, default=3, help="decoder layers")
-    parser.add_argument("--heads", type=int, default=4, help="attention heads per layer")
-    parser.add_argument("--kv-heads", type=int, default=2, help="key/value heads (GQA)")
-    parser.add_argument("--hidden", type=int, default=64, help="hidden size")
+    # Sizes default to each family's own tiny defaults (3 layers, 4 heads, 2 kv heads, hidden 64; Qwen3.5: 8 layers).
+    parser.add_argument("--layers", type=int, default=None, help="decoder layers")
+    parser.add_argument("--heads", type=int, default=None, help="attention heads per layer")
+    parser.add_argument("--kv-heads", type=int, default=None, help="key/value heads (GQA)")
+    parser.add_argument("--hidden", type=int, default=None, help="hidden size")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    builders()[args.family](
-        args.out, seed=args.seed, num_layers=args.layers, num_heads=args.heads,
-        num_kv_heads=args.kv_heads, hidden_size=args.hidden,
-    )
+    sizes = {"num_layers": args.layers, "num_heads": args.heads, "num_kv_heads": args.kv_heads,
+             "hidden_size": args.hidden}
+    builders()[args.family](args.out, seed=args.seed, **{k: v for k, v in sizes.items() if v is not None})
 
 
 if __name__ == "__main__":
-    main()
+    # Run the imported module's main: builders in other modules register with `ocr_heads.models.tiny`, not `__main__`.
+    from ocr_heads.models import tiny
+
+    tiny.main()
