@@ -15,7 +15,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_res
 from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
 
 import step3_extracted_heads
-from ocr_heads.attention import NOT_RECORDED, capture, verify_against_eager
+from ocr_heads.attention import NOT_RECORDED, capture, text_attention, verify_against_eager
 from ocr_heads.data import step1
 from ocr_heads.data.samples import load_samples
 from ocr_heads.interventions import mask_heads, redistribute_sink_heads
@@ -296,3 +296,25 @@ def test_step1_to_step3_end_to_end(family, tmp_path):
     numbers = [entry["not_scoreable_layers"] for entry in report.numbers["files"].values()]
     assert numbers == [not_scoreable, not_scoreable]
     assert ("not scoreable" in report.summary) == bool(not_scoreable)
+
+
+def test_prompt_rows_match_eager_in_the_attention_layers(family, passkey_dir):
+    """The authors' text rule reads prompt rows too: recorded in attention layers, NOT_RECORDED elsewhere."""
+    name, _, adapter = family
+    spec = FAMILIES[name]
+    sample = load_samples(passkey_dir)[1]
+    inputs = adapter.text_inputs(sample.context, sample.question)
+    rows = [5, 17, inputs.prompt_length - 3]
+    with capture(adapter) as recorder:
+        recorder.reset(inputs.prompt_length, rows)
+        adapter.generate(inputs, max_new_tokens=2)
+    ours = recorder.prompt_argmax()
+    with text_attention(adapter, "eager"), torch.no_grad():
+        attentions = adapter.model(**inputs.tensors, output_attentions=True).attentions
+    assert len(attentions) == len(spec.attention)
+    for position in rows:
+        assert ours[position].shape == (spec.layers, 4)
+        reference = torch.stack([a[0, :, position, :].argmax(-1) for a in attentions])
+        assert torch.equal(ours[position][spec.attention], reference)
+        others = [layer for layer in range(spec.layers) if layer not in spec.attention]
+        assert (ours[position][others] == NOT_RECORDED).all()
