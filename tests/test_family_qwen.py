@@ -1,5 +1,5 @@
-"""The later Qwen families (Qwen2.5-VL, Qwen3-VL, hybrid Qwen3.5) on tiny models built from their published hub
-configs: the token layout against the processors' own code, tile geometry against the processor's pixels,
+"""The later Qwen families (Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, hybrid Qwen3.5) on tiny models built from their
+published hub configs: the token layout against the processors' own code, tile geometry against the processor's pixels,
 capture == eager, masking and sink redistribution against hand-written references, and step1 -> step2 -> step3
 end to end (with Qwen3.5's linear-attention layers marked not scoreable)."""
 
@@ -39,6 +39,9 @@ FAMILIES = {
         prompt="<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
                "<|vision_start|><|image_pad|><|vision_end|>q?<|im_end|>\n<|im_start|>assistant\n"),
     "qwen3_vl": SimpleNamespace(
+        processor=Qwen3VLProcessor, tile=32, layers=3, attention=[0, 1, 2],
+        prompt="<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>q?<|im_end|>\n<|im_start|>assistant\n"),
+    "qwen3_vl_moe": SimpleNamespace(
         processor=Qwen3VLProcessor, tile=32, layers=3, attention=[0, 1, 2],
         prompt="<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>q?<|im_end|>\n<|im_start|>assistant\n"),
     "qwen3_5": SimpleNamespace(
@@ -87,8 +90,11 @@ def test_tiny_model_is_the_published_architecture_shrunk(family):
             ["linear_attention"] * 3 + ["full_attention"]
         modules = adapter.attention_modules()
         assert [m is None for m in modules] == [True, True, True, False, True, True, True, False]
-    if name == "qwen3_vl":
+    if name.startswith("qwen3_vl"):
         assert vision["deepstack_visual_indexes"] == [0, 1]
+    if name == "qwen3_vl_moe":
+        text = adapter.model.config.text_config  # saved as num_local_experts (attribute_map)
+        assert text.num_experts == 4 and text.num_experts_per_tok == 2
     if name == "qwen2_5_vl":
         assert vision["fullatt_block_indexes"] == [1] and vision["window_size"] == 112
     processor = json.loads((out / "preprocessor_config.json").read_text())
@@ -99,6 +105,8 @@ def test_tiny_model_is_the_published_architecture_shrunk(family):
     assert prompt == spec.prompt
     for token in ("<|vision_start|>", "<|vision_end|>", IMAGE_PAD, "<|im_end|>"):
         assert len(adapter.tokenizer(token, add_special_tokens=False)["input_ids"]) == 1
+    # A random model must not emit image placeholders (a re-run of prompt + output would count them as images).
+    assert adapter.model.config.image_token_id in adapter.model.generation_config.suppress_tokens
 
 
 @pytest.mark.parametrize("size", PAGE_SIZES)

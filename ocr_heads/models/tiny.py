@@ -80,8 +80,12 @@ def _decoder_config(vocab_size: int, token_ids: dict[str, int], num_layers: int,
 
 
 def _save_random_model(model_class: type, config, tokenizer, image_processor, out: Path, seed: int,
-                       family: str) -> Path:
-    """Initialise ``model_class(config)`` from ``seed`` and save it with its tokenizer and image processor."""
+                       family: str, suppress_tokens: list[int] | None = None) -> Path:
+    """Initialise ``model_class(config)`` from ``seed`` and save it with its tokenizer and image processor.
+
+    ``suppress_tokens`` are never generated (e.g. image placeholders, which a random model would otherwise
+    emit and which a no-cache re-run of prompt + output would then read as image tokens without features).
+    """
     torch.manual_seed(seed)
     model = model_class(config).eval()
     # Saved into config.json so every score computed from this model is labelled as noise.
@@ -89,6 +93,8 @@ def _save_random_model(model_class: type, config, tokenizer, image_processor, ou
     model.generation_config.pad_token_id = config.text_config.pad_token_id
     model.generation_config.eos_token_id = config.text_config.eos_token_id
     model.generation_config.do_sample = False
+    if suppress_tokens:
+        model.generation_config.suppress_tokens = sorted(suppress_tokens)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

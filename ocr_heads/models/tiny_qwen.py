@@ -1,4 +1,4 @@
-"""Tiny random Qwen2.5-VL, Qwen3-VL and Qwen3.5 checkpoints, built from each family's published hub files.
+"""Tiny random Qwen2.5-VL, Qwen3-VL(-MoE) and Qwen3.5 checkpoints, built from each family's published hub files.
 
     python -m ocr_heads.models.tiny --family qwen3_5 --out models/tiny-qwen3_5
 
@@ -28,6 +28,7 @@ from ocr_heads.models.qwen_family import (
     Qwen2_5_VLAdapter,
     Qwen3_5Adapter,
     Qwen3VLAdapter,
+    Qwen3VLMoeAdapter,
 )
 from ocr_heads.models.tiny import _save_random_model, tiny_builder
 
@@ -57,6 +58,8 @@ def shrink_text(text: dict, vocab_size: int, token_ids: dict[str, int], num_laye
         text["head_dim"] = head_dim
     if "layer_types" in text:  # hybrid models: the published pattern, cut to the tiny depth
         text["layer_types"] = text["layer_types"][:num_layers]
+    if "num_experts" in text:  # MoE: a few small experts, each token routed to two
+        text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=hidden_size)
     if "linear_num_key_heads" in text:
         text.update(linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
                     linear_value_head_dim=16)
@@ -97,7 +100,9 @@ def build_from_hub(checkpoint: str, family: str, out: str | Path, seed: int, tok
         hf_config = AutoConfig.from_pretrained(scratch)
     image_processor = Qwen2VLImageProcessorPil(**{k: published_processor[k] for k in PROCESSOR_FIELDS
                                                   if k in published_processor})
-    return _save_random_model(model_class, hf_config, tokenizer, image_processor, Path(out), seed, family)
+    vision_tokens = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
+    return _save_random_model(model_class, hf_config, tokenizer, image_processor, Path(out), seed, family,
+                              suppress_tokens=[token_ids[t] for t in vision_tokens])
 
 
 @tiny_builder("qwen2_5_vl")
@@ -115,6 +120,15 @@ def build_tiny_qwen3_vl(out: str | Path, seed: int = 0, **sizes: int) -> Path:
     tokenizer = build_char_tokenizer(specials, QWEN3_VL_CHAT_TEMPLATE)
     return build_from_hub("Qwen3-VL-4B-Instruct", "Qwen3-VL", out, seed, tokenizer, specials,
                           Qwen3VLAdapter.model_class, **sizes)
+
+
+@tiny_builder("qwen3_vl_moe")
+def build_tiny_qwen3_vl_moe(out: str | Path, seed: int = 0, **sizes: int) -> Path:
+    """Tiny random Qwen3-VL-MoE (4 experts, top-2) from Qwen3-VL-30B-A3B-Instruct's published config."""
+    specials = SPECIAL_TOKENS + THINK_TOKENS
+    tokenizer = build_char_tokenizer(specials, QWEN3_VL_CHAT_TEMPLATE)
+    return build_from_hub("Qwen3-VL-30B-A3B-Instruct", "Qwen3-VL-MoE", out, seed, tokenizer, specials,
+                          Qwen3VLMoeAdapter.model_class, **sizes)
 
 
 @tiny_builder("qwen3_5")
