@@ -21,6 +21,7 @@ from ocr_heads.data.samples import load_samples
 from ocr_heads.interventions import mask_heads, redistribute_sink_heads
 from ocr_heads.models import load_adapter, model_type
 from ocr_heads.models.qwen2_vl import IMAGE_PAD
+from ocr_heads.models.tiny_qwen import HUB_CONFIGS
 from ocr_heads.report import build_report
 from ocr_heads.step2 import main as step2_main
 from tests.test_interventions import (
@@ -98,7 +99,14 @@ def test_tiny_model_is_the_published_architecture_shrunk(family):
     if name == "qwen2_5_vl":
         assert vision["fullatt_block_indexes"] == [1] and vision["window_size"] == 112
     processor = json.loads((out / "preprocessor_config.json").read_text())
+    published = {"qwen2_5_vl": "Qwen2.5-VL-7B-Instruct", "qwen3_vl": "Qwen3-VL-4B-Instruct",
+                 "qwen3_vl_moe": "Qwen3-VL-30B-A3B-Instruct", "qwen3_5": "Qwen3.5-0.8B"}[name]
+    assert processor == json.loads((HUB_CONFIGS / published / "preprocessor_config.json").read_text())
     assert processor["patch_size"] == vision["patch_size"]
+    # The paper's budget is what the processor applies, even where the published file's top-level
+    # min_pixels/max_pixels (Qwen2.5-VL) would override a `size` argument.
+    size = adapter.image_processor.size
+    assert (size["shortest_edge"], size["longest_edge"]) == (4 * spec.tile**2, 256 * spec.tile**2)
     prompt = adapter.tokenizer.apply_chat_template(
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "q?"}]}], tokenize=False,
         add_generation_prompt=True, **adapter.chat_template_kwargs)

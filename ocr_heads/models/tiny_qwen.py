@@ -7,13 +7,14 @@ loaded as they are, with only sizes shrunk and token ids pointed at the project'
 tokenizer (which carries the family's special-token strings and chat format). The shrunk config is
 then read back through ``AutoConfig``, so the format quirks of each release (Qwen2.5-VL's flat text
 fields and ``rope_scaling: {"type": "mrope"}``, Qwen3.5's ``layer_types`` and vision ``model_type``)
-go through transformers' own loading code. The image processor keeps the published settings (the
+go through transformers' own loading code. ``preprocessor_config.json`` is copied verbatim (the
 adapter applies the paper's pixel budget when it loads). Weights are random: scores are noise.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -101,8 +102,12 @@ def build_from_hub(checkpoint: str, family: str, out: str | Path, seed: int, tok
     image_processor = Qwen2VLImageProcessorPil(**{k: published_processor[k] for k in PROCESSOR_FIELDS
                                                   if k in published_processor})
     vision_tokens = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
-    return _save_random_model(model_class, hf_config, tokenizer, image_processor, Path(out), seed, family,
-                              suppress_tokens=[token_ids[t] for t in vision_tokens])
+    out = _save_random_model(model_class, hf_config, tokenizer, image_processor, Path(out), seed, family,
+                             suppress_tokens=[token_ids[t] for t in vision_tokens])
+    # The processor file as published, not as re-saved: its quirks (Qwen2.5-VL's top-level min/max_pixels, which
+    # override `size`; a torchvision processor type) must meet the adapter's loading code.
+    shutil.copyfile(source / "preprocessor_config.json", out / "preprocessor_config.json")
+    return out
 
 
 @tiny_builder("qwen2_5_vl")
