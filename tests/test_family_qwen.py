@@ -307,8 +307,8 @@ def test_step1_to_step3_end_to_end(family, tmp_path):
         assert selected <= set(heads) and not any(int(h[1:].split("_")[0]) in not_scoreable for h in selected)
         score_files.append(score_file)
     report = build_report(score_files, tmp_path / "report")
-    assert (tmp_path / "report" / f"heatmap_{out.name}_fg.png").is_file() or any(
-        p.name.startswith("heatmap_") for p in report.figures)
+    heatmaps = [p for p in report.figures if p.name.startswith("heatmap_")]
+    assert len(heatmaps) == 2 and all(p.stat().st_size > 0 for p in heatmaps)
     numbers = [entry["not_scoreable_layers"] for entry in report.numbers["files"].values()]
     assert numbers == [not_scoreable, not_scoreable]
     assert ("not scoreable" in report.summary) == bool(not_scoreable)
@@ -334,3 +334,27 @@ def test_prompt_rows_match_eager_in_the_attention_layers(family, passkey_dir):
         assert torch.equal(ours[position][spec.attention], reference)
         others = [layer for layer in range(spec.layers) if layer not in spec.attention]
         assert (ours[position][others] == NOT_RECORDED).all()
+
+
+def test_heatmap_draws_not_scoreable_layers_hatched_not_as_zeros(tmp_path, monkeypatch):
+    """A hybrid model's score file: layers 0-2 have no events; the map masks them and hatches them."""
+    from ocr_heads.report import figures
+    from ocr_heads.scorefile import load_scores, save_scores
+
+    per_head = {f"l{layer}_h{head}": ([] if layer < 3 else [0.5, 0.1 * head]) for layer in range(4)
+                for head in range(2)}
+    meta = {"kind": "ocr", "model": "hybrid", "num_layers": 4, "num_heads": 2, "not_scoreable_layers": [0, 1, 2]}
+    save_scores(tmp_path / "hybrid_fg.json", per_head, meta)
+    scores = load_scores(tmp_path / "hybrid_fg.json")
+    assert scores.not_scoreable_layers == [0, 1, 2] and scores.means["l0_h0"] == 0.0
+    drawn = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    figures.heatmap(scores, ["l3_h1"], tmp_path / "map.png")
+    ax = drawn["fig"].axes[0]
+    grid = ax.images[0].get_array()
+    assert grid.mask[:3].all() and not grid.mask[3].any()  # masked (drawn in the 'bad' grey), not 0
+    assert grid[3].tolist() == [0.25, 0.3]
+    hatched = [p for p in ax.patches if p.get_hatch() == "///"]
+    assert sorted(round(p.get_y() + 0.5) for p in hatched) == [0, 1, 2]
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert any("not scoreable" in label for label in labels)
