@@ -10,6 +10,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
+
+# The same module object pytest collects (tests/ is on sys.path): its eager sink reference is registered once
+# under one name, with one set of globals (importing it as tests.test_interventions would register a second copy).
+from test_interventions import (
+    full_sequence_inputs,
+    greedy_with_scores,
+    logits,
+    o_proj_zeroing_hooks,
+    reference_logits,
+)
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
@@ -24,13 +34,6 @@ from ocr_heads.models.qwen2_vl import IMAGE_PAD
 from ocr_heads.models.tiny_qwen import HUB_CONFIGS
 from ocr_heads.report import build_report
 from ocr_heads.step2 import main as step2_main
-from tests.test_interventions import (
-    full_sequence_inputs,
-    greedy_with_scores,
-    logits,
-    o_proj_zeroing_hooks,
-    reference_logits,
-)
 
 # family -> what the published config fixes: processor class (as the published preprocessor_config names it),
 # px per LLM token, decoder layers of the tiny model, layers with softmax attention, the prompt of one user turn.
