@@ -96,6 +96,13 @@ def test_tiny_model_is_the_published_architecture_shrunk(family):
         assert [m is None for m in modules] == [True, True, True, False, True, True, True, False]
     if name.startswith("qwen3_vl"):
         assert vision["deepstack_visual_indexes"] == [0, 1]
+        # DeepStack is live: two extra feature maps, one row per image token, to add after decoder layers 0 and 1.
+        inputs = adapter.image_inputs([Image.new("RGB", (300, 200), "white")], "q?")
+        with torch.no_grad():
+            features = adapter.model.model.get_image_features(inputs.tensors["pixel_values"],
+                                                              inputs.tensors["image_grid_thw"])
+        count = inputs.image_tokens[0].count
+        assert [level[0].shape for level in features.deepstack_features] == [(count, 64)] * 2
     if name == "qwen3_vl_moe":
         text = adapter.model.config.text_config  # saved as num_local_experts (attribute_map)
         assert text.num_experts == 4 and text.num_experts_per_tok == 2
