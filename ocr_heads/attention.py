@@ -28,12 +28,15 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from ocr_heads.models.base import ModelAdapter
 
 IMPLEMENTATION = "ocr_heads"
+# Argmax of a layer without attention rows (sink: NaN): never a prompt position, so never a hit.
+NOT_RECORDED = -1
 AttentionEdit = Callable[..., torch.Tensor]
 
 
 @dataclass
 class StepRecord:
-    """Per (step, layer, head): argmax prompt position and sink probability of the producing row."""
+    """Per (step, layer, head): argmax prompt position and sink probability of the producing row
+    (:data:`NOT_RECORDED` and NaN in layers without attention rows)."""
 
     argmax: torch.Tensor  # (steps, layers, heads) int64
     sink: torch.Tensor  # (steps, layers, heads) float32
@@ -48,6 +51,9 @@ class AttentionRecorder:
     prompt_rows: list[int] = field(default_factory=list)
     # The released OCR code takes the argmax over all prompt positions but the last (see ``reset``).
     exclude_last_prompt: bool = False
+    # Layers that have attention rows (default: all). The others (the linear-attention layers of a hybrid
+    # model) never call the attention function; their entries in the result are NOT_RECORDED.
+    layers: list[int] | None = None
     _prompt_argmax: list[torch.Tensor] = field(default_factory=list)
     _argmax: list[list[torch.Tensor]] = field(default_factory=list)
     _sink: list[list[torch.Tensor]] = field(default_factory=list)
@@ -63,6 +69,10 @@ class AttentionRecorder:
         self._prompt_argmax = [None] * self.num_layers
         self._argmax = [[] for _ in range(self.num_layers)]
         self._sink = [[] for _ in range(self.num_layers)]
+
+    @property
+    def recorded_layers(self) -> list[int]:
+        return list(range(self.num_layers)) if self.layers is None else list(self.layers)
 
     def observe(self, layer: int, probs: torch.Tensor) -> None:
         """``probs``: (heads, keys) probabilities of the producing query row."""
@@ -87,20 +97,33 @@ class AttentionRecorder:
         self._prompt_argmax[layer] = argmax
 
     def prompt_argmax(self) -> dict[int, torch.Tensor]:
-        """Prompt position -> (layers, heads) argmax of its own row."""
+        """Prompt position -> (layers, heads) argmax of its own row (NOT_RECORDED in layers without attention)."""
         if not self.prompt_rows:
             return {}
-        stacked = torch.stack(self._prompt_argmax, dim=1).cpu()  # (rows, layers, heads)
+        recorded = [t for t in self._prompt_argmax if t is not None]
+        if not recorded:
+            raise RuntimeError("no prompt rows were recorded: was generate called inside the capture context?")
+        blank = torch.full_like(recorded[0], NOT_RECORDED)
+        per_layer = [blank if t is None else t for t in self._prompt_argmax]
+        stacked = torch.stack(per_layer, dim=1).cpu()  # (rows, layers, heads)
         return {position: stacked[i] for i, position in enumerate(self.prompt_rows)}
 
     def result(self) -> StepRecord:
-        steps = {len(per_layer) for per_layer in self._argmax}
+        layers = self.recorded_layers
+        steps = {len(self._argmax[layer]) for layer in layers}
         if len(steps) != 1:
             raise RuntimeError(f"layers recorded different numbers of steps: {sorted(steps)}")
         if steps == {0}:
             raise RuntimeError("nothing was recorded: was generate called inside the capture context?")
-        argmax = torch.stack([torch.stack(per_layer) for per_layer in self._argmax], dim=1).cpu()
-        sink = torch.stack([torch.stack(per_layer) for per_layer in self._sink], dim=1).cpu()
+        stray = [layer for layer in range(self.num_layers) if layer not in layers and self._argmax[layer]]
+        if stray:
+            raise RuntimeError(f"layers {stray} recorded attention but were declared without attention rows")
+        first = self._argmax[layers[0]]
+        argmax = torch.full((len(first), self.num_layers, first[0].shape[0]), NOT_RECORDED, dtype=torch.int64)
+        sink = torch.full(argmax.shape, float("nan"), dtype=torch.float32)
+        for layer in layers:
+            argmax[:, layer] = torch.stack(self._argmax[layer]).cpu()
+            sink[:, layer] = torch.stack(self._sink[layer]).cpu()
         return StepRecord(argmax=argmax, sink=sink, keys=self._argmax_keys() if self.exclude_last_prompt else None)
 
 
@@ -212,7 +235,7 @@ def capture(adapter: ModelAdapter) -> Iterator[AttentionRecorder]:
 
     Call ``recorder.reset()`` before each generate (or use one block per sample).
     """
-    recorder = AttentionRecorder(num_layers=adapter.shape.num_layers)
+    recorder = AttentionRecorder(num_layers=adapter.shape.num_layers, layers=adapter.scoreable_layers)
     recorder.reset()
     with text_attention(adapter, IMPLEMENTATION):
         _ACTIVE.append(recorder)
@@ -233,10 +256,11 @@ def edited(adapter: ModelAdapter, edit: AttentionEdit) -> Iterator[None]:
             _EDITS.remove(edit)
 
 
-def eager_attention_rows(adapter: ModelAdapter, inputs, generated: list[int]) -> list[torch.Tensor]:
+def eager_attention_rows(adapter: ModelAdapter, inputs, generated: list[int]) -> dict[int, torch.Tensor]:
     """Reference: eager attention with ``output_attentions`` over prompt + generated tokens, one forward.
 
-    Returns per layer the (heads, steps, keys) probabilities of the producing rows P-1 .. P+G-2.
+    Returns, for each layer with attention rows (``adapter.scoreable_layers``), the (heads, steps, keys)
+    probabilities of the producing rows P-1 .. P+G-2.
     Memory is O(layers x heads x seq^2): for verification on a few samples only.
     """
     prompt_length = inputs.prompt_length
@@ -250,7 +274,12 @@ def eager_attention_rows(adapter: ModelAdapter, inputs, generated: list[int]) ->
     tensors = {k: v.to(adapter.device) for k, v in tensors.items()}
     with text_attention(adapter, "eager"), torch.no_grad():
         output = adapter.model(**tensors, output_attentions=True, use_cache=False)
-    return [layer[0, :, prompt_length - 1 :, :].float().cpu() for layer in output.attentions]
+    layers = adapter.scoreable_layers
+    if len(output.attentions) != len(layers):
+        raise RuntimeError(f"eager attention returned {len(output.attentions)} layers of rows, the adapter "
+                           f"declares {len(layers)} layers with attention")
+    return {layer: rows[0, :, prompt_length - 1 :, :].float().cpu()
+            for layer, rows in zip(layers, output.attentions, strict=True)}
 
 
 # How far two attention probabilities may differ and still count as the same maximum (a tie): float32
@@ -269,7 +298,7 @@ def verify_against_eager(adapter: ModelAdapter, inputs, generated: list[int], re
     atol, rtol = TIE_TOLERANCE.get(adapter.model.dtype, (1e-6, 0.0))
     prompt_length = record.keys if record.keys is not None else inputs.prompt_length
     mismatches = []
-    for layer, probs in enumerate(eager_attention_rows(adapter, inputs, generated)):
+    for layer, probs in eager_attention_rows(adapter, inputs, generated).items():
         steps = min(probs.shape[1], record.argmax.shape[0])
         prompt_probs = probs[:, :steps, :prompt_length]
         reference = prompt_probs.argmax(dim=-1).T  # (steps, heads)

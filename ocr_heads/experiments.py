@@ -95,8 +95,10 @@ def load_head_ranking(path: str | Path) -> list[str]:
     return names
 
 
-def select_heads(head_set: str, k: int, ranking: list[str], num_layers: int, num_heads: int, seed: int) -> list[str]:
-    """The heads of one head set.
+def select_heads(head_set: str, k: int, ranking: list[str], num_layers: int, num_heads: int, seed: int,
+                 layers: list[int] | None = None) -> list[str]:
+    """The heads of one head set (random draws only from ``layers``, default all: a hybrid model's
+    linear-attention layers have no heads to mask).
 
     ``top``: the first k of ``ranking``. ``random``: k of all heads, seeded. ``random_disjoint``: k of
     the heads not in ``ranking`` (the whole list, not only its top k, as the paper's control),
@@ -113,6 +115,8 @@ def select_heads(head_set: str, k: int, ranking: list[str], num_layers: int, num
             logger.warning("the head list has only %d heads; using all of them instead of %d", len(ranking), k)
         return ranking[:k]
     pool = all_heads(num_layers, num_heads)
+    if layers is not None:
+        pool = [name for name in pool if parse_head(name)[0] in layers]
     if head_set == "random_disjoint":
         excluded = set(ranking)
         pool = sorted((name for name in pool if name not in excluded), key=parse_head)
@@ -419,7 +423,8 @@ def _configs(args: argparse.Namespace, experiment: str, adapter: ModelAdapter,
         ranking = load_head_ranking(heads_path)
         check_heads_exist(ranking, adapter.shape.num_layers, adapter.shape.num_heads)
     k = 0 if head_set == "none" else args.num_of_masking_head
-    heads = select_heads(head_set, k, ranking, adapter.shape.num_layers, adapter.shape.num_heads, args.seed)
+    heads = select_heads(head_set, k, ranking, adapter.shape.num_layers, adapter.shape.num_heads, args.seed,
+                         adapter.scoreable_layers)
     logger.info("head set %s (k=%d): %s", head_set, k, ", ".join(heads) or "none")
     beta = args.beta if experiment == "sink" and head_set != "none" else None
     for dataset in args.datasets:

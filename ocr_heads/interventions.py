@@ -24,7 +24,7 @@ from contextlib import contextmanager
 import torch
 
 from ocr_heads.attention import check_supported, edited
-from ocr_heads.heads import check_heads_exist, heads_by_layer
+from ocr_heads.heads import check_heads_exist, heads_by_layer, parse_head
 from ocr_heads.models.base import ModelAdapter
 
 __all__ = [
@@ -44,7 +44,14 @@ def _heads_of_model(adapter: ModelAdapter, heads: Iterable[str]) -> dict[int, li
     heads = list(heads)
     shape = adapter.shape
     check_heads_exist(heads, shape.num_layers, shape.num_heads)
-    return {layer: sorted(set(hs)) for layer, hs in heads_by_layer(heads).items()}
+    by_layer = heads_by_layer(heads)
+    scoreable = adapter.scoreable_layers
+    without = sorted(layer for layer in by_layer if layer not in scoreable)
+    if without:
+        named = [h for h in heads if parse_head(h)[0] in without]
+        raise ValueError(f"{', '.join(named)}: layer(s) {without} have no attention heads (linear attention); "
+                         f"only heads in layers {scoreable} can be masked or edited")
+    return {layer: sorted(set(hs)) for layer, hs in by_layer.items()}
 
 
 # ---------------------------------------------------------------- masking

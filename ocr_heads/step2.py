@@ -22,7 +22,7 @@ from ocr_heads import scoring
 from ocr_heads.attention import AttentionRecorder, capture, verify_against_eager
 from ocr_heads.data.samples import Sample, load_samples
 from ocr_heads.geometry import AUTHORS_OVERLAP, DEFAULT_OVERLAP
-from ocr_heads.heads import all_heads
+from ocr_heads.heads import all_heads, parse_head
 from ocr_heads.io import ensure_writable_dir
 from ocr_heads.models import ModelAdapter, ModelInputs, load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args
@@ -136,11 +136,16 @@ def score_text_sample(adapter: ModelAdapter, recorder: AttentionRecorder, sample
 SCORERS = {"image": score_image_sample, "text": score_text_sample}
 
 
-def per_head_lists(records: list[dict], heads: list[str]) -> dict[str, list[float]]:
-    """Concatenate every sample's rows (events for OCR, one row for retrieval) into per-head lists."""
+def per_head_lists(records: list[dict], heads: list[str], not_scoreable: list[int] = ()) -> dict[str, list[float]]:
+    """Concatenate every sample's rows (events for OCR, one row for retrieval) into per-head lists.
+
+    Heads of ``not_scoreable`` layers (no attention rows, e.g. linear attention) get an empty list: they
+    have no events, which is not the same as scoring 0 on every event.
+    """
     rows = [row for record in records for row in record["values"]]
     matrix = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(heads))
-    return {head: matrix[:, i].tolist() for i, head in enumerate(heads)}
+    return {head: [] if parse_head(head)[0] in not_scoreable else matrix[:, i].tolist()
+            for i, head in enumerate(heads)}
 
 
 def image_token_summary(records: list[dict]) -> dict | None:
@@ -185,7 +190,8 @@ def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config,
         "git_sha": _git_sha(),
     }
     if records:
-        save_scores(out_dir / f"{stem}.json", per_head_lists(records, heads), meta)
+        save_scores(out_dir / f"{stem}.json",
+                    per_head_lists(records, heads, adapter_info.get("not_scoreable_layers", [])), meta)
     return len(records), len(failed)
 
 
@@ -235,7 +241,10 @@ def main(kind: str, argv: list[str] | None = None) -> int:
     cfg = Step2Config(kind, args.max_new_tokens, args.alignment, getattr(args, "overlap", None))
     stem = f"{adapter.name}_{KINDS[kind][1]}"
     info = {"model": adapter.name, "model_id": args.model_id, "num_layers": adapter.shape.num_layers,
-            "num_heads": adapter.shape.num_heads, "num_kv_heads": adapter.shape.num_kv_heads}
+            "num_heads": adapter.shape.num_heads, "num_kv_heads": adapter.shape.num_kv_heads,
+            # Layers without attention rows (linear attention): their heads have no events in the score file.
+            "not_scoreable_layers": [layer for layer in range(adapter.shape.num_layers)
+                                     if layer not in adapter.scoreable_layers]}
     if kind == "image":
         info["protocol"] = adapter.settings()
     if getattr(adapter.model.config, "ocr_heads_random_weights", False):

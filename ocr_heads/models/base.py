@@ -156,9 +156,15 @@ class ModelAdapter(ABC):
         """Route the language model's attention (not the vision tower's) through ``implementation``."""
         self.model.set_attn_implementation({"text_config": implementation, "vision_config": "sdpa"})
 
-    def attention_modules(self) -> list[torch.nn.Module]:
-        """The language model's self-attention modules, in layer order."""
-        return [layer.self_attn for layer in self.model.model.language_model.layers]
+    def attention_modules(self) -> list[torch.nn.Module | None]:
+        """The language model's self-attention modules, in layer order; ``None`` for a layer without softmax
+        attention (the linear-attention layers of a hybrid model such as Qwen3.5)."""
+        return [getattr(layer, "self_attn", None) for layer in self.model.model.language_model.layers]
+
+    @property
+    def scoreable_layers(self) -> list[int]:
+        """Layers with attention probabilities to read (and heads to mask): those with a self-attention module."""
+        return [i for i, module in enumerate(self.attention_modules()) if module is not None]
 
     @property
     def device(self) -> torch.device:
