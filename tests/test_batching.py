@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from ocr_heads.attention import capture
 from ocr_heads.experiments import run_main
+from ocr_heads.interventions import sink_probabilities
 from ocr_heads.models import load_adapter
 from ocr_heads.models.base import collate, left_padding
 from ocr_heads.runner import run_batches
@@ -159,9 +161,10 @@ def _experiment(experiment: str, data: Path, out: Path, batch_size: int, heads: 
 
 @pytest.fixture
 def heads_file(tmp_path) -> Path:
-    # The toy model reads the key with layer-1 heads (docs/toy_model.md).
+    # The toy model's top OCR heads (docs/toy_model.md): masking the first three costs it about half its keys.
     path = tmp_path / "heads.json"
-    path.write_text(json.dumps({"heads": [{"head": f"l1_h{h}", "score": 1.0 - h / 10} for h in range(8)]}))
+    ranking = ["l1_h4", "l1_h5", "l1_h6", "l1_h7", "l1_h2", "l1_h3"]
+    path.write_text(json.dumps({"heads": [{"head": h, "score": 1.0 - i / 10} for i, h in enumerate(ranking)]}))
     return path
 
 
@@ -173,6 +176,28 @@ def test_experiment_metrics_equal_at_batch_8(experiment, extra, toy_data, heads_
     assert one["n"] == eight["n"] == N
     assert eight["metrics"] == one["metrics"]
     assert eight["predictions"] == one["predictions"]
+    if experiment == "masking":
+        assert one["metrics"]["em"] < 1.0  # the masked heads matter: equality is not of an untouched model
+
+
+def test_sink_edit_on_a_left_padded_sample_equals_the_sample_alone():
+    """The sink of a padded sample is its first real token: its redistributed rows equal the unpadded ones."""
+    torch.manual_seed(3)
+    module = SimpleNamespace(layer_idx=0, is_causal=True)
+    length, pad = 5, 3
+    query, key = torch.randn(1, 4, length, 8), torch.randn(1, 2, length, 8)
+    alone = sink_probabilities(module, query, key, None, [0, 3], 0.4)
+    padded_q = torch.cat([torch.randn(1, 4, pad, 8), query], dim=2)
+    padded_k = torch.cat([torch.randn(1, 2, pad, 8), key], dim=2)
+    real = torch.arange(length + pad) >= pad
+    mask = (torch.tril(torch.ones(length + pad, length + pad, dtype=torch.bool)) & real[None, :])[None, None]
+    padded = sink_probabilities(module, padded_q, padded_k, mask, [0, 3], 0.4)
+    torch.testing.assert_close(padded[..., pad:, pad:], alone)
+    assert torch.all(padded[..., pad:, :pad] == 0)  # nothing moves onto the pads
+    # The sink keeps beta of its own probability: hand-check one row against the plain softmax.
+    scores = query[0, 3, -1] @ key[0, 1].T / 8**0.5
+    p0 = torch.softmax(scores, dim=-1)[0]
+    torch.testing.assert_close(padded[0, 1, -1, pad], 0.4 * p0)
 
 
 def test_a_failing_batch_is_retried_sample_by_sample(tmp_path):
