@@ -71,15 +71,15 @@ class AttentionRecorder:
         self._sink = [[] for _ in range(self.num_layers)]
         self._pads = {}
 
-    def pad_tensor(self, batch: int, device: torch.device) -> torch.Tensor:
-        """(batch,) left padding of each sample, cached per device."""
-        pads = self._pads.get(device)
-        if pads is None:
-            pads = torch.tensor(self.pads or [0] * batch, device=device)
-            if len(pads) != batch:
-                raise RuntimeError(f"recorder was reset for {len(pads)} samples, the model runs {batch}")
-            self._pads[device] = pads
-        return pads
+    def pad_tensor(self, batch: int, device: torch.device) -> torch.Tensor | None:
+        """(batch,) left padding of each sample, cached per device; None when nothing is padded."""
+        if self.pads is not None and len(self.pads) != batch:
+            raise RuntimeError(f"recorder was reset for {len(self.pads)} samples, the model runs {batch}")
+        if not any(self.pads or []):
+            return None
+        if device not in self._pads:
+            self._pads[device] = torch.tensor(self.pads, device=device)
+        return self._pads[device]
 
     def rows_per_sample(self) -> list[list[int]]:
         """``prompt_rows`` as one list per sample."""
@@ -155,18 +155,20 @@ def last_row_scores(query: torch.Tensor, key: torch.Tensor, attention_mask: torc
 
 def producing_row_statistics(query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None,
                              scaling: float | None, prompt_length: int,
-                             pads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                             pads: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per sample and head, of the last query row: the argmax key over the sample's own prompt (in its
     own coordinates) and the probability on its first real key (the sink); both (batch, heads).
 
-    The argmax is taken on the logits (softmax is monotonic, and the left pads are -inf there), so
-    only the sink needs the normaliser: one logsumexp, no probability row.
+    ``pads``: (batch,) left padding, or None when no sample is padded. Few kernels on purpose: at
+    small sizes each costs more than the decode step's sdpa call (see README, capture overhead).
     """
-    scores = last_row_scores(query, key, attention_mask, scaling).float()
-    argmax = scores[:, :, :prompt_length].argmax(dim=-1) - pads[:, None]
-    first = scores.gather(2, pads[:, None, None].expand(-1, scores.shape[1], 1)).squeeze(2)
-    sink = torch.exp(first - torch.logsumexp(scores, dim=-1))
-    return argmax, sink
+    probs = torch.softmax(last_row_scores(query, key, attention_mask, scaling), dim=-1, dtype=torch.float32)
+    argmax = probs[:, :, :prompt_length].argmax(dim=-1)  # left pads have probability 0: never the maximum
+    if pads is None:
+        # A copy, not a view: a view would keep the whole probability row alive in the recorder.
+        return argmax, probs[:, :, 0].clone()
+    sink = probs.gather(2, pads[:, None, None].expand(-1, probs.shape[1], 1)).squeeze(2)
+    return argmax - pads[:, None], sink
 
 
 def prompt_rows_argmax(
