@@ -25,7 +25,7 @@ from ocr_heads.io import ensure_writable_dir, read_json, write_json_atomic
 from ocr_heads.metrics import aggregate
 from ocr_heads.models import ModelAdapter, ModelInputs, load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args
-from ocr_heads.runner import Shard, collect, run_samples, shard_logs
+from ocr_heads.runner import SAMPLE_ERRORS, Shard, collect, run_batches, shard_logs
 from ocr_heads.tasks import DEFAULT_N, TASKS, Example, Task, get_task
 from ocr_heads.tasks.base import example_rng
 
@@ -242,8 +242,10 @@ def _check_resume(path: Path, cfg: RunConfig) -> None:
 
 
 def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | None = None,
-            merge_only: bool = False) -> dict | None:
+            merge_only: bool = False, batch_size: int = 1) -> dict | None:
     """Evaluate one dataset under one intervention; returns the summary written to ``{stem}.json``.
+
+    ``batch_size`` samples are generated together (left-padded); the results do not depend on it.
 
     With a shard, only its samples are run; the summary is written by a single run, by ``merge_only``,
     or (under ``accelerate launch``) by the first process once all are done; others return None.
@@ -257,16 +259,31 @@ def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | Non
     refs = example_refs(task, rows, cfg.n)
     log = run_dir / shard.log_name(cfg.stem)
 
-    def process(ref: tuple[int, str]) -> dict:
-        index, example_id = ref
-        example = task.to_example(rows[index], index, rows, example_rng(task.name, cfg.data_seed, example_id))
-        generated = adapter.generate(example_inputs(adapter, example), cfg.max_new_tokens)
-        prediction = adapter.decode(generated).strip()
-        return {"prediction": prediction, "golds": example.golds, "scores": task.score(prediction, example)}
+    def process(batch: list[tuple[int, str]]) -> list[dict | Exception]:
+        # Examples are built one by one (a bad row fails alone), then generated together.
+        outcomes: list[dict | Exception] = []
+        ready: list[tuple[int, Example, ModelInputs]] = []
+        for index, example_id in batch:
+            try:
+                example = task.to_example(rows[index], index, rows, example_rng(task.name, cfg.data_seed, example_id))
+                ready.append((len(outcomes), example, example_inputs(adapter, example)))
+                outcomes.append({})
+            except SAMPLE_ERRORS as err:
+                outcomes.append(err)
+        generated = adapter.generate_batch([inputs for _, _, inputs in ready], cfg.max_new_tokens)
+        for (slot, example, _), tokens in zip(ready, generated, strict=True):
+            prediction = adapter.decode(tokens).strip()
+            try:
+                outcomes[slot] = {"prediction": prediction, "golds": example.golds,
+                                  "scores": task.score(prediction, example)}
+            except SAMPLE_ERRORS as err:
+                outcomes[slot] = err
+        return outcomes
 
     if not merge_only:
         with intervention(adapter, cfg):
-            run_samples(shard.select(refs), lambda ref: ref[1], process, log, f"{cfg.experiment} {cfg.stem}")
+            run_batches(shard.select(refs), lambda ref: ref[1], process, log, f"{cfg.experiment} {cfg.stem}",
+                        batch_size)
         if shard.launched:
             shard.wait_for_all()
         if shard.index != 0 or (shard.count > 1 and not shard.launched):
@@ -358,6 +375,8 @@ def _common_parser(description: str, epilog: str, default_datasets: list[str],
     parser.add_argument("--shard", default=None, help="i/n: run every n-th sample starting at i (0-based); "
                         "under `accelerate launch` each process takes its own shard and the first one merges")
     parser.add_argument("--merge", action="store_true", help="only merge existing shard logs into the results")
+    parser.add_argument("--batch_size", type=int, default=1,
+                        help="samples generated together (left-padded; results equal --batch_size 1; default 1)")
     return parser
 
 
@@ -440,6 +459,8 @@ def run_main(experiment: str, argv: list[str] | None = None) -> int:
     try:
         if experiment == "sink" and not 0.0 <= args.beta <= 1.0:
             raise ValueError(f"--beta must be in [0, 1], got {args.beta}")
+        if args.batch_size < 1:
+            raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
         ensure_writable_dir(args.out)
         shard = Shard.parse(args.shard)
         sources = resolve_sources(args.datasets, args.data)
@@ -457,7 +478,7 @@ def run_main(experiment: str, argv: list[str] | None = None) -> int:
     scored = 0
     for cfg in configs:
         try:
-            summary = run_one(adapter, cfg, args.out, shard, args.merge)
+            summary = run_one(adapter, cfg, args.out, shard, args.merge, args.batch_size)
             # None: this shard's share is logged and the merge writes the results.
             scored += 1 if summary is None else summary["n"]
         except (FileNotFoundError, ValueError, KeyError) as err:

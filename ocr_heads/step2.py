@@ -1,7 +1,8 @@
 """Step 2: score every decoder head by OCR (image) or retrieval (text) behaviour.
 
-``score_image_sample`` / ``score_text_sample`` turn one step1 sample into per-head values; ``main``
-is the command line shared by ``step2_ocr_retrieval_head.py`` and ``step2_text_retrieval_head.py``.
+``score_batch`` turns step1 samples, generated together, into per-head values
+(``score_image_sample`` / ``score_text_sample``: one sample); ``main`` is the command line shared
+by ``step2_ocr_retrieval_head.py`` and ``step2_text_retrieval_head.py``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import logging
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +20,15 @@ import transformers
 
 import ocr_heads
 from ocr_heads import scoring
-from ocr_heads.attention import AttentionRecorder, capture, verify_against_eager
+from ocr_heads.attention import AttentionRecorder, StepRecord, capture, verify_against_eager
 from ocr_heads.data.samples import Sample, load_samples
 from ocr_heads.geometry import AUTHORS_OVERLAP, DEFAULT_OVERLAP
 from ocr_heads.heads import all_heads, parse_head
 from ocr_heads.io import ensure_writable_dir
 from ocr_heads.models import ModelAdapter, ModelInputs, load_adapter
+from ocr_heads.models.base import left_padding
 from ocr_heads.models.options import adapter_kwargs, add_model_args
-from ocr_heads.runner import Shard, collect, run_samples, shard_logs
+from ocr_heads.runner import SAMPLE_ERRORS, Shard, collect, run_batches, shard_logs
 from ocr_heads.scorefile import save_scores
 
 logger = logging.getLogger(__name__)
@@ -67,22 +69,50 @@ def answer_recall(adapter: ModelAdapter, answer: str, generated: list[int], alig
     return scoring.best_recall(scoring.answer_id_variants(encode, answer, adapter.decode(generated)), generated)
 
 
-def _generate(adapter: ModelAdapter, recorder: AttentionRecorder, inputs: ModelInputs, cfg: Step2Config,
-              prompt_rows: list[int] | None = None,
-              exclude_last_prompt: bool = False) -> tuple[list[int], torch.Tensor]:
-    recorder.reset(inputs.prompt_length, prompt_rows, exclude_last_prompt)
-    generated = adapter.generate(inputs, cfg.max_new_tokens)
-    return generated, recorder.result().argmax
+@dataclass
+class Prepared:
+    """One sample's prompt, before generation."""
+
+    sample: Sample
+    inputs: ModelInputs
+    answer_ids: list[int]
+    prompt_rows: list[int]  # prompt positions whose own rows are recorded (authors' text rule), else []
 
 
-def score_image_sample(adapter: ModelAdapter, recorder: AttentionRecorder, sample: Sample, cfg: Step2Config) -> dict:
-    inputs = adapter.image_inputs(sample.load_pages(), sample.question)
-    authors = cfg.alignment == "authors"
-    # The released code's argmax leaves out the prompt's last position (see AttentionRecorder.reset).
-    generated, argmax = _generate(adapter, recorder, inputs, cfg, exclude_last_prompt=authors)
+def prepare(adapter: ModelAdapter, sample: Sample, cfg: Step2Config) -> Prepared:
+    if cfg.kind == "image":
+        inputs = adapter.image_inputs(sample.load_pages(), sample.question)
+    else:
+        if cfg.alignment != "authors" and sample.needle_span is None:
+            raise ValueError(f"sample {sample.id} has no needle_span (needed for the retrieval score)")
+        inputs = adapter.text_inputs(sample.context, sample.question)
     answer_ids = adapter.tokenizer(sample.answer, add_special_tokens=False)["input_ids"]
+    rows = []
+    if cfg.kind == "text" and cfg.alignment == "authors":
+        answer_set = set(answer_ids)
+        rows = [p for p, t in enumerate(inputs.input_ids[0].tolist()) if t in answer_set]
+    return Prepared(sample, inputs, answer_ids, rows)
+
+
+def generate_recorded(adapter: ModelAdapter, recorder: AttentionRecorder, batch: list[Prepared],
+                      cfg: Step2Config) -> list[tuple[list[int], StepRecord]]:
+    """Generate the batch's prompts together; per sample its new ids and its own attention record."""
+    inputs = [p.inputs for p in batch]
+    pads = left_padding(inputs)
+    rows = [p.prompt_rows for p in batch] if any(p.prompt_rows for p in batch) else None
+    # The released OCR code's argmax leaves out the prompt's last position (see AttentionRecorder.reset).
+    exclude_last = cfg.kind == "image" and cfg.alignment == "authors"
+    recorder.reset(max(i.prompt_length for i in inputs), rows, pads, exclude_last_prompt=exclude_last)
+    generated = adapter.generate_batch(inputs, cfg.max_new_tokens)
+    return list(zip(generated, recorder.results([len(g) for g in generated]), strict=True))
+
+
+def finish_image(adapter: ModelAdapter, prepared: Prepared, generated: list[int], record: StepRecord,
+                 cfg: Step2Config) -> dict:
+    sample, inputs, answer_ids = prepared.sample, prepared.inputs, prepared.answer_ids
+    argmax = record.argmax
     sample_recall = answer_recall(adapter, sample.answer, generated, cfg.alignment)
-    if authors:
+    if cfg.alignment == "authors":
         # Released rule: any generated token whose id is in the answer is an event, paired in order with the
         # answer characters.
         answer_set = set(answer_ids)
@@ -100,27 +130,20 @@ def score_image_sample(adapter: ModelAdapter, recorder: AttentionRecorder, sampl
         "events": len(values),
         "hits": int((values > 0).sum()),
         "values": values.reshape(len(values), argmax.shape[1] * argmax.shape[2]).round(6).tolist(),
-        "_inputs": inputs,
-        "_generated_ids": generated,
     }
 
 
-def score_text_sample(adapter: ModelAdapter, recorder: AttentionRecorder, sample: Sample, cfg: Step2Config) -> dict:
-    inputs = adapter.text_inputs(sample.context, sample.question)
+def finish_text(adapter: ModelAdapter, prepared: Prepared, generated: list[int], record: StepRecord,
+                cfg: Step2Config, prompt_argmax: dict[int, torch.Tensor]) -> dict:
+    sample, inputs, answer_ids = prepared.sample, prepared.inputs, prepared.answer_ids
     prompt_ids = inputs.input_ids[0].tolist()
-    answer_ids = adapter.tokenizer(sample.answer, add_special_tokens=False)["input_ids"]
     if cfg.alignment == "authors":
-        rows = [p for p, t in enumerate(prompt_ids) if t in set(answer_ids)]
-        generated, argmax = _generate(adapter, recorder, inputs, cfg, prompt_rows=rows)
-        value = scoring.retrieval_value_authors(recorder.prompt_argmax(), argmax, prompt_ids, generated, answer_ids)
-        events = len(rows) + sum(t in set(answer_ids) for t in generated[:-1])
+        value = scoring.retrieval_value_authors(prompt_argmax, record.argmax, prompt_ids, generated, answer_ids)
+        events = len(prepared.prompt_rows) + sum(t in set(answer_ids) for t in generated[:-1])
     else:
-        if sample.needle_span is None:
-            raise ValueError(f"sample {sample.id} has no needle_span (needed for the retrieval score)")
-        generated, argmax = _generate(adapter, recorder, inputs, cfg)
         answer_tokens = scoring.align_answer_tokens(generated_pieces(adapter, generated), sample.answer)
         needle = set(inputs.context_tokens(*sample.needle_span))
-        value = scoring.retrieval_value(argmax, prompt_ids, generated, answer_tokens, needle)
+        value = scoring.retrieval_value(record.argmax, prompt_ids, generated, answer_tokens, needle)
         events = len(answer_tokens)
     return {
         "generated": adapter.decode(generated),
@@ -128,9 +151,53 @@ def score_text_sample(adapter: ModelAdapter, recorder: AttentionRecorder, sample
         "events": events,
         "hits": int((value > 0).sum()),
         "values": [value.reshape(-1).round(6).tolist()],
-        "_inputs": inputs,
-        "_generated_ids": generated,
     }
+
+
+def score_batch(adapter: ModelAdapter, recorder: AttentionRecorder, samples: list[Sample],
+                cfg: Step2Config) -> list[dict | Exception]:
+    """Score samples generated together; per sample its record (with ``_inputs``, ``_generated_ids`` and
+    ``_record`` for verification) or the error it failed with. Values equal scoring each one alone."""
+    outcomes: list[dict | Exception] = []
+    prepared: list[Prepared] = []
+    for sample in samples:
+        try:
+            prepared.append(prepare(adapter, sample, cfg))
+            outcomes.append({})
+        except SAMPLE_ERRORS as err:
+            outcomes.append(err)
+    results = iter(generate_recorded(adapter, recorder, prepared, cfg) if prepared else [])
+    ready = iter(enumerate(prepared))
+    for slot, outcome in enumerate(outcomes):
+        if isinstance(outcome, Exception):
+            continue
+        index, item = next(ready)
+        generated, record = next(results)
+        try:
+            if cfg.kind == "image":
+                outcome = finish_image(adapter, item, generated, record, cfg)
+            else:
+                outcome = finish_text(adapter, item, generated, record, cfg, recorder.prompt_argmax(index))
+        except SAMPLE_ERRORS as err:
+            outcomes[slot] = err
+            continue
+        outcomes[slot] = {**outcome, "_inputs": item.inputs, "_generated_ids": generated, "_record": record}
+    return outcomes
+
+
+def _score_one(adapter: ModelAdapter, recorder: AttentionRecorder, sample: Sample, cfg: Step2Config) -> dict:
+    outcome = score_batch(adapter, recorder, [sample], cfg)[0]
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def score_image_sample(adapter: ModelAdapter, recorder: AttentionRecorder, sample: Sample, cfg: Step2Config) -> dict:
+    return _score_one(adapter, recorder, sample, replace(cfg, kind="image"))
+
+
+def score_text_sample(adapter: ModelAdapter, recorder: AttentionRecorder, sample: Sample, cfg: Step2Config) -> dict:
+    return _score_one(adapter, recorder, sample, replace(cfg, kind="text"))
 
 
 SCORERS = {"image": score_image_sample, "text": score_text_sample}
@@ -218,6 +285,8 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
     parser.add_argument("--verify-eager", action="store_true",
                         help="re-run the first scored sample with eager attention + output_attentions and fail "
                         "if any recorded argmax differs")
+    parser.add_argument("--batch_size", type=int, default=1,
+                        help="samples generated together (left-padded; scores equal --batch_size 1; default 1)")
     if kind == "image":
         parser.add_argument("--overlap", type=float, default=None,
                             help="a tile covers a character when it holds more than this fraction of its box "
@@ -232,6 +301,8 @@ def main(kind: str, argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         shard = Shard.parse(args.shard)
+        if args.batch_size < 1:
+            raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
         out_dir = ensure_writable_dir(args.out / kind)
         samples = load_samples(args.data, args.n)
         adapter = load_adapter(args.model_id, **adapter_kwargs(args, shard.device_map()))
@@ -252,7 +323,8 @@ def main(kind: str, argv: list[str] | None = None) -> int:
         logger.warning("%s has random weights: its scores are noise, not findings", args.model_id)
     order = [s.id for s in samples]
     if not args.merge:
-        failed = _score(adapter, samples, shard, cfg, out_dir / shard.log_name(stem), args.verify_eager)
+        failed = _score(adapter, samples, shard, cfg, out_dir / shard.log_name(stem), args.verify_eager,
+                        args.batch_size)
         if shard.launched:
             # accelerate/torchrun: every process scored its share; the main one merges once all are done.
             shard.wait_for_all()
@@ -269,23 +341,26 @@ def main(kind: str, argv: list[str] | None = None) -> int:
 
 
 def _score(adapter: ModelAdapter, samples: list[Sample], shard: Shard, cfg: Step2Config, log: Path,
-           verify: bool) -> int:
-    scorer = SCORERS[cfg.kind]
+           verify: bool, batch_size: int = 1) -> int:
     verified = not verify
     with capture(adapter) as recorder:
-        def process(sample: Sample) -> dict:
+        def process(batch: list[Sample]) -> list[dict | Exception]:
             nonlocal verified
-            record = scorer(adapter, recorder, sample, cfg)
-            inputs, generated = record.pop("_inputs"), record.pop("_generated_ids")
-            if not verified:
-                mismatches = verify_against_eager(adapter, inputs, generated, recorder.result())
-                if mismatches:
-                    raise SystemExit(f"--verify-eager: {len(mismatches)} argmax differ from eager, first: "
-                                     f"{mismatches[0]}")
-                logger.info("--verify-eager: sample %s matches eager attention on every head and step (%s, ties "
-                            "within its rounding tolerance allowed)", sample.id, adapter.model.dtype)
-                verified = True
-            return record
+            outcomes = score_batch(adapter, recorder, batch, cfg)
+            for sample, outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, Exception):
+                    continue
+                inputs, generated = outcome.pop("_inputs"), outcome.pop("_generated_ids")
+                record = outcome.pop("_record")
+                if not verified:
+                    mismatches = verify_against_eager(adapter, inputs, generated, record)
+                    if mismatches:
+                        raise SystemExit(f"--verify-eager: {len(mismatches)} argmax differ from eager, first: "
+                                         f"{mismatches[0]}")
+                    logger.info("--verify-eager: sample %s matches eager attention on every head and step (%s, "
+                                "ties within its rounding tolerance allowed)", sample.id, adapter.model.dtype)
+                    verified = True
+            return outcomes
 
-        _, failed = run_samples(shard.select(samples), lambda s: s.id, process, log, f"step2 {cfg.kind}")
+        _, failed = run_batches(shard.select(samples), lambda s: s.id, process, log, f"step2 {cfg.kind}", batch_size)
     return failed
