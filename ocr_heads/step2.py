@@ -75,11 +75,15 @@ def score_image_sample(adapter: ModelAdapter, recorder: AttentionRecorder, sampl
         answer_tokens = scoring.align_answer_tokens(generated_pieces(adapter, generated), sample.answer)
     targets = scoring.char_targets(sample.all_evidence(), inputs.image_tokens, cfg.overlap)
     values = scoring.ocr_values(argmax, answer_tokens, targets, sample_recall, cfg.alignment)
+    # The answer characters each event's token spells: lets the case study group any run's events by character.
+    event_chars = [sample.answer[slice(*token.chars)]
+                   for token, _ in scoring.event_rows(answer_tokens, argmax.shape[0], cfg.alignment)]
     return {
         "generated": adapter.decode(generated),
         "recall": sample_recall,
         "events": len(values),
         "hits": int((values > 0).sum()),
+        "event_chars": event_chars,
         "values": values.reshape(len(values), argmax.shape[1] * argmax.shape[2]).round(6).tolist(),
         "_inputs": inputs,
         "_generated_ids": generated,

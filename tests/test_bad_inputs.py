@@ -89,11 +89,12 @@ def test_bad_shard_and_unwritable_output(tiny_model_dir, tmp_path, capsys):
         ({}, "empty"),
     ],
 )
-def test_bad_score_files(tmp_path, content, message):
+def test_bad_score_files(tmp_path, content, message, capsys):
     path = tmp_path / "scores.json"
     path.write_text(json.dumps(content))
-    with pytest.raises(SystemExit, match=message):
-        step3_extracted_heads.main(["--scores", str(path), "--out", str(tmp_path / "heads.json")])
+    assert step3_extracted_heads.main(["--scores", str(path), "--out", str(tmp_path / "heads.json")]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: ") and message in line
     assert not (tmp_path / "heads.json").exists()
 
 

@@ -11,7 +11,6 @@ findings.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from transformers import (
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+from ocr_heads.cli import Parser, positive_int, run_cli, setup_logging
 from ocr_heads.models.charset import UNK, build_char_tokenizer
 from ocr_heads.models.internvl import (
     CONTEXT_IMAGE,
@@ -204,25 +204,25 @@ def build_tiny_internvl(out: str | Path, seed: int = 0, **config_overrides: int)
                               "InternVL")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+def main(argv: list[str] | None = None) -> int:
+    parser = Parser(
         description="Build a tiny random Qwen2-VL or InternVL checkpoint (model, char tokenizer, image processor) "
         "from configs alone and save it with save_pretrained. No network. Its scores are noise.",
     )
     parser.add_argument("--out", required=True, help="output directory (created)")
     parser.add_argument("--family", default="qwen2_vl", choices=sorted(builders()), help="model family")
     parser.add_argument("--seed", type=int, default=0, help="weight-init seed (same seed, same weights)")
-    parser.add_argument("--layers", type=int, default=3, help="decoder layers")
-    parser.add_argument("--heads", type=int, default=4, help="attention heads per layer")
-    parser.add_argument("--kv-heads", type=int, default=2, help="key/value heads (GQA)")
-    parser.add_argument("--hidden", type=int, default=64, help="hidden size")
+    parser.add_argument("--layers", type=positive_int, default=3, help="decoder layers")
+    parser.add_argument("--heads", type=positive_int, default=4, help="attention heads per layer")
+    parser.add_argument("--kv-heads", type=positive_int, default=2, help="key/value heads (GQA)")
+    parser.add_argument("--hidden", type=positive_int, default=64, help="hidden size")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    builders()[args.family](
+    setup_logging()
+    return run_cli(lambda: builders()[args.family](
         args.out, seed=args.seed, num_layers=args.layers, num_heads=args.heads,
         num_kv_heads=args.kv_heads, hidden_size=args.hidden,
-    )
+    ) and 0)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
