@@ -62,7 +62,7 @@ def _check_legacy(out: Path, wanted: dict) -> None:
         return
     found = {key: first[key] for key in ("seed", "source") if key in first}
     if wanted["task"] == "passkey" and not wanted["single_char"] and str(first.get("id", "")).startswith("passkey_"):
-        found["digits"] = len(first["answer"])
+        found["digits"] = len(str(first.get("answer", "")))
     changed = [f"{key}={value!r} (now {wanted[key]!r})" for key, value in found.items() if wanted[key] != value]
     if changed:
         raise UserError(f"{out} holds samples made with other settings: {'; '.join(changed)}. Nothing was written; "

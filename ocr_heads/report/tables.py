@@ -31,7 +31,8 @@ def load_results(path: Path) -> pd.DataFrame | None:
         logger.warning("%s has no model column (an older file): its rows are shown as model '(unknown)'", path)
     defaults = {"model": "(unknown)", "protocol": "", "note": ""}
     for column, default in defaults.items():
-        frame[column] = frame[column].fillna(default).astype(str) if column in frame.columns else default
+        present = column in frame.columns
+        frame[column] = frame[column].astype("string").fillna(default).astype(str) if present else default
     return frame
 
 
