@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     scores = load_scores(args.scores)
-    if all(not values for values in scores.per_head.values()):
+    # Retrieval files hold one (all-zero) value per sample even when nothing was scored: the meta says so.
+    if all(not values for values in scores.per_head.values()) or scores.meta.get("n_events") == 0:
         raise UserError(f"{args.scores} holds no events (its step2 run never scored an answer token): "
                         "no heads can be selected from it")
     expected = (args.num_layers, args.num_heads)

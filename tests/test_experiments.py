@@ -253,4 +253,6 @@ def test_exp_case_end_to_end(tiny_adapter, tiny_model_dir, single_char_dir, tmp_
     assert len(log.read_text().splitlines()) == 3
     assert case_main(argv) == 0  # resumes: nothing new to score
     assert len(log.read_text().splitlines()) == 3
-    assert case_main([*argv[:-2], "--out", str(tmp_path / "x"), "--n", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        case_main([*argv[:-2], "--out", str(tmp_path / "x"), "--n", "0"])
+    assert exit_info.value.code == 2

@@ -222,3 +222,27 @@ def test_item8_flag_spellings_file_modes_notebook_path_and_readme(tmp_path):
     assert "results/demo/results/case/toy-qwen2-vl_case.json" in source and "toy model" in source
     readme = (ROOT / "README.md").read_text()
     assert "design notes" not in readme and "about a minute" not in readme
+
+
+# ---------------------------------------------------------------- case study from any step2 run
+
+
+def test_case_study_from_step2_events_groups_them_by_the_character_read(tmp_path):
+    from ocr_heads.case_study import main as case_main
+
+    scores = tmp_path / "scores" / "image"
+    scores.mkdir(parents=True)
+    # Two samples, 1 layer x 2 heads. Events: "4" -> [1, 0] and [0, 0]; "7" -> [0.5, 1]; "47" (one token
+    # spelling two characters) counts for both.
+    records = [{"id": "a", "event_chars": ["4", "7"], "values": [[1.0, 0.0], [0.5, 1.0]]},
+               {"id": "b", "event_chars": ["4", "47"], "values": [[0.0, 0.0], [0.5, 0.0]]},
+               {"id": "c", "error": "RuntimeError: boom"}]
+    (scores / "m_fg.samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_json_atomic(scores / "m_fg.meta.json", {"kind": "ocr", "model": "m", "num_layers": 1, "num_heads": 2,
+                                                  "warning": RANDOM_NOTE, "alignment": "produce"})
+    assert case_main(["--from_step2", str(scores / "m_fg.samples.jsonl"), "--out", str(tmp_path / "r")]) == 0
+    case = json.loads((tmp_path / "r" / "case" / "m_case.json").read_text())
+    assert case == {"model": "m", "chars": {"4": {"l0_h0": 0.5, "l0_h1": 0.0}, "7": {"l0_h0": 0.5, "l0_h1": 0.5}}}
+    meta = json.loads((tmp_path / "r" / "case" / "m_case.meta.json").read_text())
+    assert meta["events_per_char"] == {"4": 3, "7": 2} and meta["samples_per_char"] == {"4": 2, "7": 2}
+    assert meta["warning"] == RANDOM_NOTE and len(meta["chars_without_events"]) == 34
