@@ -143,6 +143,12 @@ def headline_text(h: dict) -> str:
         if row:
             lines.append(f"{label.format(k=t['k']):<34}{row['image_em']:>10.3f}{row['text_em']:>10.3f}"
                          f"{100 * row['image_drop']:>+11.0f}p{100 * row['text_drop']:>+10.0f}p")
+    if t.get("random_k"):
+        # The control's spread, not only its mean: one line per seed.
+        lines.append("random heads per seed (image EM / text EM): " + ", ".join(
+            f"seed {r['seed']} {r['image_em']:.2f}/{r['text_em']:.2f}" for r in t["random_k"]["seeds"]))
+    lines.append(f"every EM is over the same {h['n_eval']} held-out samples (one sample = {100 / h['n_eval']:.0f} "
+                 f"points); heads were scored on {h['n_scored']} other samples")
     lines += ["", "k sweep (top OCR heads, image EM): "
               + ", ".join(f"k={r['k']} {r['image_em']:.2f}" for r in t["ocr_sweep"])]
     if (s := h["sink"]) is not None:
