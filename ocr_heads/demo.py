@@ -11,7 +11,8 @@ retrieval heads are real. The demo runs the commands a user runs (printed as the
 4. masking on image and text passkeys: top-k OCR heads, with k the smallest that cuts image accuracy
    by at least 40 points, against k random heads (5 seeds) and the top-k retrieval heads;
 5. sink redistribution on the top-2 OCR heads;
-6. a one-sample-per-character case-study run (a command check: the toy model knows 5-digit keys only);
+6. the case study from step2's own events, grouped by the digit each event reads (``exp_case.py
+   --from_step2``): real per-digit head maps of the toy model;
 7. the report (figures, tables) and ``OUT/headline.json`` with the table printed at the end.
 
 Masking and sink runs go through the library that ``exp_masking.py`` / ``exp_sink.py`` call, in one
@@ -20,7 +21,6 @@ process (the equivalent command of each run is logged), so the model loads once.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import shlex
 import statistics
@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+from ocr_heads.cli import Parser, count_help, positive_int, setup_logging
 from ocr_heads.experiments import RunConfig, load_head_ranking, run_one, select_heads
 from ocr_heads.io import read_json, write_json_atomic
 from ocr_heads.models import ModelAdapter, load_adapter
@@ -143,6 +144,12 @@ def headline_text(h: dict) -> str:
         if row:
             lines.append(f"{label.format(k=t['k']):<34}{row['image_em']:>10.3f}{row['text_em']:>10.3f}"
                          f"{100 * row['image_drop']:>+11.0f}p{100 * row['text_drop']:>+10.0f}p")
+    if t.get("random_k"):
+        # The control's spread, not only its mean: one line per seed.
+        lines.append("random heads per seed (image EM / text EM): " + ", ".join(
+            f"seed {r['seed']} {r['image_em']:.2f}/{r['text_em']:.2f}" for r in t["random_k"]["seeds"]))
+    lines.append(f"every EM is over the same {h['n_eval']} held-out samples (one sample = {100 / h['n_eval']:.0f} "
+                 f"points); heads were scored on {h['n_scored']} other samples")
     lines += ["", "k sweep (top OCR heads, image EM): "
               + ", ".join(f"k={r['k']} {r['image_em']:.2f}" for r in t["ocr_sweep"])]
     if (s := h["sink"]) is not None:
@@ -165,14 +172,16 @@ def targets(h: dict) -> dict[str, bool]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results/demo"), help="output folder (default results/demo)")
-    parser.add_argument("--model", type=Path, default=TOY_MODEL, help="model dir (default models/toy-qwen2-vl)")
-    parser.add_argument("--n", type=int, default=40, help="step1 samples to score heads on (default 40)")
-    parser.add_argument("--n-eval", type=int, default=50, help="held-out samples for masking/sink (default 50)")
+    parser.add_argument("--model_id", type=Path, default=TOY_MODEL, help="model dir (default models/toy-qwen2-vl)")
+    parser.add_argument("--n", type=positive_int, default=40,
+                        help=count_help("in total, to score heads on (step2)", 40))
+    parser.add_argument("--n-eval", type=positive_int, default=50,
+                        help="held-out samples for masking/sink (an integer >= 1; default 50)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    out, model = args.out.resolve(), str(args.model.resolve())
+    setup_logging()
+    out, model = args.out.resolve(), str(args.model_id.resolve())
     start = time.perf_counter()
     data, eval_data = out / "data" / "passkey", out / "data" / "passkey_eval"
     run("-m", "ocr_heads.toy.data", "--out", str(data), "--n", str(args.n), "--seed", "1000")
@@ -192,12 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     masking = Masking(load_adapter(model, protocol=TOY_PROTOCOL), model, eval_data, args.n_eval, results)
     table = masking_table(masking, ocr_path, retrieval_path)
     sink = sink_rows(masking, ocr_path)
-    # Case study: a command check only. The toy model was trained on 5-digit keys in its own page layout,
-    # so its per-character maps on step1 pages are not findings (the report says which model made them).
-    chars = out / "data" / "chars"
-    run("step1_passkey.py", "--single-char", "--n", "1", "--lengths", "64", "--out", str(chars))
-    run("exp_case.py", "--model_id", model, "--protocol", TOY_PROTOCOL, "--data", str(chars), "--n", "1",
-        "--max_new_tokens", "4", "--out", str(results))
+    # Case study from step2's events: the toy model reads 5-digit keys in its own page layout, not the
+    # single-character step1 pages, so its per-digit maps come from the run that found its heads.
+    run("exp_case.py", "--from_step2", str(scores / "image" / f"{name}_fg.samples.jsonl"), "--out", str(results))
     run("-m", "ocr_heads.report", "--scores", str(scores / "image" / f"{name}_fg.json"),
         str(scores / "text" / f"{name}_te.json"), "--results", str(results), "--case",
         str(results / "case" / f"{name}_case.json"), "--out", str(out / "report"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import logging
 import subprocess
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,9 +20,12 @@ import transformers
 import ocr_heads
 from ocr_heads import scoring
 from ocr_heads.attention import AttentionRecorder, StepRecord, capture, verify_against_eager
+from ocr_heads.caveats import model_note
+from ocr_heads.cli import EmptyRunError, Parser, count_help, positive_int, run_cli, setup_logging
 from ocr_heads.data.samples import Sample, load_samples
 from ocr_heads.geometry import AUTHORS_OVERLAP, DEFAULT_OVERLAP
 from ocr_heads.heads import all_heads, parse_head
+from ocr_heads.identity import claim, data_fingerprint
 from ocr_heads.io import ensure_writable_dir
 from ocr_heads.models import ModelAdapter, ModelInputs, load_adapter
 from ocr_heads.models.base import left_padding
@@ -123,12 +125,16 @@ def finish_image(adapter: ModelAdapter, prepared: Prepared, generated: list[int]
     evidence = scoring.scored_occurrences(sample.all_evidence(), cfg.alignment)
     targets = scoring.char_targets(evidence, inputs.image_tokens, cfg.overlap_threshold, rule=cfg.alignment)
     values = scoring.ocr_values(argmax, answer_tokens, targets, sample_recall, cfg.alignment)
+    # The answer characters each event's token spells: lets the case study group any run's events by character.
+    event_chars = [sample.answer[slice(*token.chars)]
+                   for token, _ in scoring.event_rows(answer_tokens, argmax.shape[0], cfg.alignment)]
     return {
         "generated": adapter.decode(generated),
         "recall": sample_recall,
         "image_tokens": [page.count for page in inputs.image_tokens],
         "events": len(values),
         "hits": int((values > 0).sum()),
+        "event_chars": event_chars,
         "values": values.reshape(len(values), argmax.shape[1] * argmax.shape[2]).round(6).tolist(),
     }
 
@@ -244,6 +250,7 @@ def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config,
         "kind": kind,
         **adapter_info,
         "data": str(data),
+        "data_fingerprint": data_fingerprint(data),
         "n_samples": len(records),
         "n_failed": len(failed),
         "n_events": sum(r["events"] for r in records),
@@ -259,25 +266,31 @@ def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config,
     if records:
         save_scores(out_dir / f"{stem}.json",
                     per_head_lists(records, heads, adapter_info.get("not_scoreable_layers", [])), meta)
-    return len(records), len(failed)
+    return len(records), len(failed), meta["n_events"]
 
 
 def build_parser(kind: str) -> argparse.ArgumentParser:
     label, suffix = KINDS[kind]
     what = "page images" if kind == "image" else "the context as plain text (no image)"
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description=f"Step 2: {label} score of every decoder head. Feeds each step1 sample as {what} plus the "
         "question, decodes greedily, and records per head the argmax of the attention row that produced each "
         "answer token (no output_attentions, memory flat in sequence length).",
         epilog=f"Writes OUT/{kind}/NAME_{suffix}.json ({{\"l0_h0\": [values...]}}), NAME_{suffix}_mean.json, "
         f"NAME_{suffix}.meta.json and the per-sample log NAME_{suffix}.samples.jsonl (generated text, recall, "
-        "hits). NAME is the last component of --model_id. Rerunning the same command resumes.",
+        "hits). NAME is the last component of --model_id (NAME-TAG with --tag). Rerunning the same command resumes; "
+        "writing into scores made from other data or settings is refused (use --tag or another --out). Exit "
+        "status 3: the run wrote its files but no answer token was ever scored.",
     )
     add_model_args(parser)
     parser.add_argument("--data", required=True, type=Path, help="step1 output dir (holding samples.jsonl)")
     parser.add_argument("--out", default=Path("scores"), type=Path, help="scores root (default: scores)")
-    parser.add_argument("--n", type=int, default=None, help="score only the first N samples")
-    parser.add_argument("--max_new_tokens", type=int, default=32, help="greedy decoding length (default 32)")
+    parser.add_argument("--n", type=positive_int, default=None,
+                        help=count_help("in total (the first N of DATA/samples.jsonl)", None))
+    parser.add_argument("--max_new_tokens", type=positive_int, default=32,
+                        help="greedy decoding length (default 32)")
+    parser.add_argument("--tag", default=None,
+                        help="name these scores NAME-TAG: keeps runs on other data or settings apart")
     parser.add_argument("--alignment", choices=scoring.ALIGNMENTS, default="produce",
                         help="produce: the row that produced each token (default); authors: the released rule")
     parser.add_argument("--shard", default=None, help="i/n: score every n-th sample starting at i (0-based)")
@@ -285,7 +298,7 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
     parser.add_argument("--verify-eager", action="store_true",
                         help="re-run the first scored sample with eager attention + output_attentions and fail "
                         "if any recorded argmax differs")
-    parser.add_argument("--batch_size", type=int, default=1,
+    parser.add_argument("--batch_size", type=positive_int, default=1,
                         help="samples generated together (left-padded; scores equal --batch_size 1; default 1)")
     if kind == "image":
         parser.add_argument("--overlap", type=float, default=None,
@@ -298,19 +311,31 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
 
 def main(kind: str, argv: list[str] | None = None) -> int:
     args = build_parser(kind).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        shard = Shard.parse(args.shard)
-        if args.batch_size < 1:
-            raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
-        out_dir = ensure_writable_dir(args.out / kind)
-        samples = load_samples(args.data, args.n)
-        adapter = load_adapter(args.model_id, **adapter_kwargs(args, shard.device_map()))
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    setup_logging()
+    return run_cli(_main, kind, args)
+
+
+def run_identity(kind: str, args: argparse.Namespace, model: str, cfg: Step2Config) -> dict:
+    """What the scores of one output stem are made from; a resumed run must match it."""
+    identity = {"kind": kind, "model": model, "data": Path(args.data).resolve().name,
+                "data_fingerprint": data_fingerprint(args.data), "alignment": cfg.alignment,
+                "max_new_tokens": cfg.max_new_tokens}
+    for key in ("overlap", "min_pixels", "max_pixels", "max_patches", "protocol"):
+        if getattr(args, key, None) is not None:
+            identity[key] = getattr(args, key)
+    return identity
+
+
+def _main(kind: str, args: argparse.Namespace) -> int:
+    shard = Shard.parse(args.shard)
+    out_dir = ensure_writable_dir(args.out / kind)
+    samples = load_samples(args.data, args.n)
+    adapter = load_adapter(args.model_id, **adapter_kwargs(args, shard.device_map()))
     cfg = Step2Config(kind, args.max_new_tokens, args.alignment, getattr(args, "overlap", None))
-    stem = f"{adapter.name}_{KINDS[kind][1]}"
+    name = f"{adapter.name}-{args.tag}" if args.tag else adapter.name
+    stem = f"{name}_{KINDS[kind][1]}"
+    claim(out_dir / f"{stem}.run.json", run_identity(kind, args, adapter.name, cfg), str(out_dir / stem),
+          "pass --tag NAME (scores NAME-TAG) or another --out to keep both")
     info = {"model": adapter.name, "model_id": args.model_id, "num_layers": adapter.shape.num_layers,
             "num_heads": adapter.shape.num_heads, "num_kv_heads": adapter.shape.num_kv_heads,
             # Layers without attention rows (linear attention): their heads have no events in the score file.
@@ -318,9 +343,12 @@ def main(kind: str, argv: list[str] | None = None) -> int:
                                      if layer not in adapter.scoreable_layers]}
     if kind == "image":
         info["protocol"] = adapter.settings()
-    if getattr(adapter.model.config, "ocr_heads_random_weights", False):
-        info["warning"] = "random weights: these scores are noise, not findings"
-        logger.warning("%s has random weights: its scores are noise, not findings", args.model_id)
+    if args.tag:
+        info["tag"] = args.tag
+    note = model_note(adapter.model.config, args.model_id)
+    if note:
+        info["warning"] = note
+        logger.warning("%s: %s", args.model_id, note)
     order = [s.id for s in samples]
     if not args.merge:
         failed = _score(adapter, samples, shard, cfg, out_dir / shard.log_name(stem), args.verify_eager,
@@ -333,11 +361,19 @@ def main(kind: str, argv: list[str] | None = None) -> int:
         elif shard.count > 1:
             logger.info("shard %d/%d done; merge with the same command plus --merge", shard.index, shard.count)
             return 1 if failed == len(shard.select(samples)) else 0
-    scored, failed = write_scores(out_dir, stem, info, cfg, args.data, order)
-    logger.info("%d samples scored, %d failed -> %s", scored, failed, out_dir / f"{stem}.json")
+    scored, failed, events = write_scores(out_dir, stem, info, cfg, args.data, order)
+    logger.info("%d samples scored, %d failed, %d answer-token events -> %s", scored, failed, events,
+                out_dir / f"{stem}.json")
     if failed:
         logger.warning("%d samples failed; their errors are in %s", failed, out_dir / f"{stem}.samples.jsonl")
-    return 1 if scored == 0 else 0
+    if scored == 0:
+        return 1
+    if events == 0:
+        raise EmptyRunError(
+            f"{out_dir / stem}.json holds no answer-token events: the model never wrote the answer in {scored} "
+            f"samples (see 'generated' in {stem}.samples.jsonl). Likely causes: a wrong chat template, "
+            f"--max_new_tokens too small ({cfg.max_new_tokens}), or a model that does not answer")
+    return 0
 
 
 def _score(adapter: ModelAdapter, samples: list[Sample], shard: Shard, cfg: Step2Config, log: Path,
@@ -355,7 +391,7 @@ def _score(adapter: ModelAdapter, samples: list[Sample], shard: Shard, cfg: Step
                 if not verified:
                     mismatches = verify_against_eager(adapter, inputs, generated, record)
                     if mismatches:
-                        raise SystemExit(f"--verify-eager: {len(mismatches)} argmax differ from eager, first: "
+                        raise SystemExit(f"error: --verify-eager: {len(mismatches)} argmax differ from eager, first: "
                                          f"{mismatches[0]}")
                     logger.info("--verify-eager: sample %s matches eager attention on every head and step (%s, "
                                 "ties within its rounding tolerance allowed)", sample.id, adapter.model.dtype)

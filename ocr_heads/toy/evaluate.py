@@ -17,6 +17,7 @@ from contextlib import nullcontext
 
 from tqdm import tqdm
 
+from ocr_heads.cli import Parser, count_help, positive_int, run_cli, setup_logging
 from ocr_heads.interventions import mask_heads
 from ocr_heads.models import ModelAdapter, load_adapter
 from ocr_heads.toy.data import QUESTION, TOY_PROTOCOL, make_sample, sample_rng
@@ -46,24 +47,24 @@ def evaluate(adapter: ModelAdapter, n: int, seed: int, heads: list[str] | None =
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description="Held-out exact match of a toy Qwen2-VL on image and text passkeys (fresh samples from "
         "--seed; reads only the model directory).",
     )
-    parser.add_argument("--model", required=True, help="model directory (e.g. models/toy-qwen2-vl)")
-    parser.add_argument("--n", type=int, default=100, help="samples per task (default 100)")
+    parser.add_argument("--model_id", required=True, help="model directory (e.g. models/toy-qwen2-vl)")
+    parser.add_argument("--n", type=positive_int, default=100, help=count_help("per task (image and text)", 100))
     parser.add_argument("--seed", type=int, default=12345, help="sample seed (default 12345)")
     parser.add_argument("--mask-heads", default="", help="comma-separated heads to mask, e.g. l3_h1,l2_h0")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line (last line)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
+    return run_cli(_run, args)
+
+
+def _run(args: argparse.Namespace) -> int:
     heads = [h.strip() for h in args.mask_heads.split(",") if h.strip()]
-    try:
-        adapter = load_adapter(args.model, protocol=TOY_PROTOCOL)
-        result = evaluate(adapter, args.n, args.seed, heads)
-    except (FileNotFoundError, ValueError) as err:
-        logger.error("%s", err)
-        return 2
+    adapter = load_adapter(args.model_id, protocol=TOY_PROTOCOL)
+    result = evaluate(adapter, args.n, args.seed, heads)
     if args.json:
         print(json.dumps(result))
     else:
