@@ -22,7 +22,8 @@ import torch
 
 from ocr_heads import scoring
 from ocr_heads.attention import capture
-from ocr_heads.data.samples import Sample, load_samples
+from ocr_heads.data import step1
+from ocr_heads.data.samples import SAMPLES_FILE, Sample, load_samples
 from ocr_heads.geometry import DEFAULT_OVERLAP
 from ocr_heads.heads import all_heads
 from ocr_heads.io import write_json_atomic
@@ -33,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 CHARS = string.digits + string.ascii_lowercase
 DEFAULT_PER_CHAR = 100
+# The authors' case study draws its haystacks from the 1k-token passkey contexts (seed 42).
+CASE_LENGTHS = (1024,)
 
 
 def samples_by_char(samples: list[Sample], per_char: int | None) -> dict[str, list[Sample]]:
@@ -73,23 +76,28 @@ def char_maps(records: list[dict], chars: dict[str, list[Sample]], heads: list[s
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(
         description="Case study: OCR score of every decoder head per passkey character (0-9a-z), scored as "
         "step2 does, to see whether the same heads read every character.",
-        epilog="Reads DATA/samples.jsonl from `step1_passkey.py --single-char --n N --out DATA`. Writes "
+        epilog="Reads DATA/samples.jsonl from `step1_passkey.py --single-char --n N --out DATA`; without --data, "
+        f"{step1.DEFAULT_OUT['chars']} is used and generated first when absent (N haystacks of "
+        f"{CASE_LENGTHS[0]} tokens per character, --seed), as the authors' exp_case.py generates its data. Writes "
         'OUT/case/NAME_case.json ({"model": NAME, "chars": {"0": {"l0_h0": score, ...}, ...}}), '
         "NAME_case.meta.json (samples and events per character) and the per-sample log "
         "NAME_case.samples.jsonl; rerunning resumes. NAME is the last component of --model_id.",
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     parser.add_argument("--model_id", default="Qwen/Qwen2-VL-2B-Instruct", help="hub id or local dir")
-    parser.add_argument("--data", required=True, type=Path, help="step1 --single-char output dir")
+    parser.add_argument("--data", type=Path, default=None,
+                        help=f"step1 --single-char output dir (default {step1.DEFAULT_OUT['chars']}, generated "
+                        "when absent)")
     parser.add_argument("--out", type=Path, default=Path("results"), help="results root (default results/)")
     parser.add_argument("--n", type=int, default=DEFAULT_PER_CHAR,
                         help=f"haystacks per character (default {DEFAULT_PER_CHAR})")
+    parser.add_argument("--seed", type=int, default=42,
+                        help="seed of the haystacks when the default data is generated (default 42, the authors')")
+    parser.add_argument("--fine_grained", action="store_true",
+                        help="accepted for the authors' command (their exp_case.py then stores the boxes per "
+                        "page); boxes are always stored per page here, so it changes nothing")
     parser.add_argument("--max_new_tokens", type=int, default=32, help="greedy decoding length (default 32)")
     parser.add_argument("--alignment", choices=scoring.ALIGNMENTS, default="produce",
                         help="which attention row is an event (see step2 --help)")
@@ -97,6 +105,25 @@ def main(argv: list[str] | None = None) -> int:
                         help="a tile covers a character when it holds more than this fraction of its box")
     parser.add_argument("--dtype", default=None, help="torch dtype (default: auto on GPU, float32 on CPU)")
     parser.add_argument("--device_map", default=None, help='e.g. "auto" to spread a large model over GPUs')
+    return parser
+
+
+def case_data(data: Path | None, per_char: int, seed: int, lengths: tuple[int, ...] = CASE_LENGTHS) -> Path:
+    """``--data``, or the default folder, generated first when it holds no samples (a given --data is never
+    generated into: a mistyped path should fail, not start a long rendering job)."""
+    if data is not None:
+        return data
+    data = step1.DEFAULT_OUT["chars"]
+    if not (data / SAMPLES_FILE).is_file():
+        logger.info("no case-study data at %s: generating it (%d haystacks per character)", data, per_char)
+        argv = ["--single-char", "--n", str(per_char), "--seed", str(seed), "--out", str(data),
+                "--lengths", *map(str, lengths)]
+        step1.run("passkey", step1.build_parser("passkey", "case-study data").parse_args(argv))
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # step2 is imported here: it pulls in the score-file module, needed only for this experiment.
@@ -105,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.n < 1:
             raise ValueError(f"--n must be at least 1, got {args.n}")
+        args.data = case_data(args.data, args.n, args.seed)
         chars = samples_by_char(load_samples(args.data), args.n)
         adapter = load_adapter(args.model_id, dtype=getattr(torch, args.dtype) if args.dtype else None,
                                device_map=args.device_map)

@@ -62,7 +62,7 @@ class Masking:
         cfg = RunConfig(experiment, self.model_id, dataset, task, head_set, len(heads), seed, heads,
                         str(heads_path) if heads_path else None, beta, str(self.data), self.n, 0, MAX_NEW_TOKENS)
         flags = {"none": "", "top": " --do_masking", "random": " --do_masking --is_all_random",
-                 "sink_top": " --unmasking"}[head_set]
+                 "sink_top": " --do_masking --unmasking"}[head_set]
         script = "exp_sink.py" if experiment == "sink" else "exp_masking.py"
         logger.info("= %s --datasets %s --task %s --num_of_masking_head %d --seed %d%s  [heads: %s]", script,
                     dataset, task, len(heads), seed, flags, ", ".join(heads) or "none")

@@ -20,7 +20,8 @@ import transformers
 import ocr_heads
 from ocr_heads import scoring
 from ocr_heads.attention import AttentionRecorder, capture, verify_against_eager
-from ocr_heads.data.samples import Sample, load_samples
+from ocr_heads.data.samples import Sample, load_sample_dirs
+from ocr_heads.data.step1 import DEFAULT_OUT
 from ocr_heads.geometry import DEFAULT_OVERLAP
 from ocr_heads.heads import all_heads
 from ocr_heads.io import ensure_writable_dir
@@ -131,7 +132,7 @@ def _git_sha() -> str | None:
     return out.stdout.strip()
 
 
-def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config, data: Path,
+def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config, data: list[Path],
                  order: list[str]) -> tuple[int, int]:
     """Merge every log of the run (single or shards) into the score files; returns (scored, failed)."""
     records, failed = collect(shard_logs(out_dir, stem), order)
@@ -140,7 +141,7 @@ def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config,
     meta = {
         "kind": kind,
         **adapter_info,
-        "data": str(data),
+        "data": str(data[0]) if len(data) == 1 else [str(path) for path in data],
         "n_samples": len(records),
         "n_failed": len(failed),
         "n_events": sum(r["events"] for r in records),
@@ -169,9 +170,13 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
         "hits). NAME is the last component of --model_id. Rerunning the same command resumes.",
     )
     parser.add_argument("--model_id", required=True, help="hub id (e.g. Qwen/Qwen2-VL-2B-Instruct) or local dir")
-    parser.add_argument("--data", required=True, type=Path, help="step1 output dir (holding samples.jsonl)")
+    default_data = [DEFAULT_OUT["passkey"], DEFAULT_OUT["niah"]]
+    parser.add_argument("--data", nargs="+", type=Path, default=default_data, metavar="DIR",
+                        help="step1 output dir(s) holding samples.jsonl; several are scored as one run (default: "
+                        f"{' '.join(map(str, default_data))}, step1's default outputs: passkey and NIAH, as the "
+                        "authors' step2 scores both)")
     parser.add_argument("--out", default=Path("scores"), type=Path, help="scores root (default: scores)")
-    parser.add_argument("--n", type=int, default=None, help="score only the first N samples")
+    parser.add_argument("--n", type=int, default=None, help="score only the first N samples of each --data dir")
     parser.add_argument("--max_new_tokens", type=int, default=32, help="greedy decoding length (default 32)")
     parser.add_argument("--alignment", choices=scoring.ALIGNMENTS, default="produce",
                         help="produce: the row that produced each token (default); authors: the released rule")
@@ -185,7 +190,9 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
     if kind == "image":
         parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
                             help="a tile covers a character when it holds more than this fraction of its box")
-        parser.add_argument("--fine_grained", action="store_true", help="accepted for compatibility (always on)")
+        parser.add_argument("--fine_grained", action="store_true",
+                            help="accepted for the authors' commands: one event per answer character against "
+                            "that character's tiles, their fine-grained mode, is the only mode here (always on)")
         parser.add_argument("--min_pixels", type=int, default=None, help="image processor min pixels")
         parser.add_argument("--max_pixels", type=int, default=None, help="image processor max pixels")
         parser.add_argument("--max_patches", type=int, default=None,
@@ -199,7 +206,7 @@ def main(kind: str, argv: list[str] | None = None) -> int:
     try:
         shard = Shard.parse(args.shard)
         out_dir = ensure_writable_dir(args.out / kind)
-        samples = load_samples(args.data, args.n)
+        samples = load_sample_dirs(args.data, args.n)
         adapter_kwargs = {"dtype": getattr(torch, args.dtype) if args.dtype else None,
                           "device_map": args.device_map or shard.device_map()}
         for key in ("min_pixels", "max_pixels", "max_patches"):

@@ -15,6 +15,10 @@ from ocr_heads.data.samples import SAMPLES_FILE, generate_from_contexts, generat
 
 NeedleMaker = Callable[[random.Random], Needle]
 
+# Where step1 writes when --out is not given, and so where step2 and exp_case read by default: the
+# authors' scripts take no paths (they write fixed folders), so their bare commands must chain here too.
+DEFAULT_OUT = {"passkey": Path("dataset/passkey"), "niah": Path("dataset/niah"), "chars": Path("dataset/chars")}
+
 
 def build_parser(task: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -26,7 +30,10 @@ def build_parser(task: str, description: str) -> argparse.ArgumentParser:
             "a line, 15 lines a page, DejaVu Sans Mono. Rerunning keeps samples already written."
         ),
     )
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    chars = " (--single-char: " + str(DEFAULT_OUT["chars"]) + ")" if task == "passkey" else ""
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"output directory (default {DEFAULT_OUT[task]}{chars}, where step2 and exp_case "
+                        "read by default)")
     parser.add_argument("--n", type=int, default=150, help="samples per context length (default 150)")
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192],
                         help="context lengths in tokens, ~4 characters each (default 1024 2048 4096 8192)")
@@ -41,8 +48,16 @@ def build_parser(task: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def output_dir(task: str, args: argparse.Namespace) -> Path:
+    """--out, or the default folder of this generator."""
+    if args.out is not None:
+        return args.out
+    return DEFAULT_OUT["chars" if getattr(args, "single_char", False) else task]
+
+
 def run(task: str, args: argparse.Namespace) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args.out = output_dir(task, args)
     if args.n < 1:
         raise SystemExit("error: --n must be at least 1")
     if any(length < 16 for length in args.lengths):
