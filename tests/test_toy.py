@@ -136,19 +136,22 @@ TOY_OCR_HEADS = ["l1_h4", "l1_h5", "l1_h6", "l1_h7", "l1_h2", "l1_h3", "l2_h0", 
 
 @needs_toy
 def test_ocr_heads_matter_causally(toy_adapter):
-    """Masking the top-3 OCR heads breaks reading; 3 heads drawn at random from outside the OCR list, with the
-    demo's seeds, do not (on average over the seeds, the demo's criterion)."""
-    from ocr_heads.demo import RANDOM_LIMIT, RANDOM_SEEDS
+    """Masking the top-3 OCR heads breaks reading.
+
+    No claim is made about "other" heads: with control heads drawn by the demo's seeds from outside this
+    OCR list (select_heads("random_disjoint", 3, TOY_OCR_HEADS, 6, 8, seed), seeds 0-4), image EM on these 20
+    samples (baseline 0.95) was 0.95, 0.40, 0.00, 0.95 for seeds 0-3: some heads the OCR score does not
+    select (e.g. l0_h5, l0_h7, l4_h5 together) are needed for reading too, so the former hand-picked
+    "harmless" controls do not generalise."""
+    from ocr_heads.demo import RANDOM_SEEDS
     from ocr_heads.experiments import select_heads
     from ocr_heads.toy.evaluate import evaluate
 
-    shape = toy_adapter.shape
-    base = evaluate(toy_adapter, 20, 4242)
-    ocr = evaluate(toy_adapter, 20, 4242, TOY_OCR_HEADS[:3])
+    base = evaluate(toy_adapter, 20, 4242, tasks=("image",))
+    ocr = evaluate(toy_adapter, 20, 4242, TOY_OCR_HEADS[:3], tasks=("image",))
     assert base["image_em"] - ocr["image_em"] >= 0.3
-    drops = []
-    for seed in RANDOM_SEEDS:
-        control = select_heads("random_disjoint", 3, TOY_OCR_HEADS, shape.num_layers, shape.num_heads, seed)
-        assert not set(control) & set(TOY_OCR_HEADS)
-        drops.append(base["image_em"] - evaluate(toy_adapter, 20, 4242, control, tasks=("image",))["image_em"])
-    assert sum(drops) / len(drops) <= RANDOM_LIMIT, drops
+    shape = toy_adapter.shape
+    controls = [select_heads("random_disjoint", 3, TOY_OCR_HEADS, shape.num_layers, shape.num_heads, seed)
+                for seed in RANDOM_SEEDS]
+    assert all(len(c) == 3 and not set(c) & set(TOY_OCR_HEADS) for c in controls)
+    assert len({tuple(c) for c in controls}) == len(RANDOM_SEEDS)
