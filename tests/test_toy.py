@@ -140,7 +140,7 @@ def test_ocr_heads_matter_causally(toy_adapter):
 
     No claim is made about "other" heads: with control heads drawn by the demo's seeds from outside this
     OCR list (select_heads("random_disjoint", 3, TOY_OCR_HEADS, 6, 8, seed), seeds 0-4), image EM on these 20
-    samples (baseline 0.95) was 0.95, 0.40, 0.00, 0.95 for seeds 0-3: some heads the OCR score does not
+    samples (baseline 0.95) was 0.95, 0.40, 0.00, 0.95, 0.95 for seeds 0-4: some heads the OCR score does not
     select (e.g. l0_h5, l0_h7, l4_h5 together) are needed for reading too, so the former hand-picked
     "harmless" controls do not generalise."""
     from ocr_heads.demo import RANDOM_SEEDS
