@@ -24,7 +24,8 @@ from ocr_heads import scoring
 from ocr_heads.attention import capture
 from ocr_heads.caveats import model_note, note_of
 from ocr_heads.cli import EmptyRunError, Parser, UserError, count_help, positive_int, run_cli, setup_logging
-from ocr_heads.data.samples import Sample, load_samples
+from ocr_heads.data import step1
+from ocr_heads.data.samples import SAMPLES_FILE, Sample, load_samples
 from ocr_heads.geometry import DEFAULT_OVERLAP
 from ocr_heads.heads import all_heads
 from ocr_heads.io import read_json, read_jsonl, write_json_atomic
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 CHARS = string.digits + string.ascii_lowercase
 DEFAULT_PER_CHAR = 100
+# The authors' case study draws its haystacks from the 1k-token passkey contexts (seed 42).
+CASE_LENGTHS = (1024,)
 
 
 def samples_by_char(samples: list[Sample], per_char: int | None) -> dict[str, list[Sample]]:
@@ -106,20 +109,29 @@ def build_parser() -> Parser:
         "step2 does, to see whether the same heads read every character. Either runs the model on "
         "single-character passkeys (--data), or groups the events of an existing step2 image run by the "
         "character each event reads (--from_step2; no model needed).",
-        epilog="--data reads DATA/samples.jsonl from `step1_passkey.py --single-char --n N --out DATA`. Writes "
+        epilog="--data reads DATA/samples.jsonl from `step1_passkey.py --single-char --n N --out DATA`; without "
+        f"--data or --from_step2, {step1.DEFAULT_OUT['chars']} is used and generated first when absent (N haystacks "
+        f"of {CASE_LENGTHS[0]} tokens per character, --seed), as the authors' exp_case.py generates its data. Writes "
         'OUT/case/NAME_case.json ({"model": NAME, "chars": {"0": {"l0_h0": score, ...}, ...}}), '
         "NAME_case.meta.json (samples and events per character) and, with --data, the per-sample log "
         "NAME_case.samples.jsonl; rerunning resumes. NAME is the last component of --model_id (or the "
         "step2 run's model).",
     )
     add_model_args(parser, "Qwen/Qwen2-VL-2B-Instruct")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", type=Path, help="step1 --single-char output dir")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--data", type=Path, default=None,
+                        help=f"step1 --single-char output dir (default {step1.DEFAULT_OUT['chars']}, generated "
+                        "when absent)")
     source.add_argument("--from_step2", type=Path, metavar="LOG",
                         help="a step2 image run's per-sample log (scores/image/NAME_fg.samples.jsonl)")
     parser.add_argument("--out", type=Path, default=Path("results"), help="results root (default results/)")
     parser.add_argument("--n", type=positive_int, default=DEFAULT_PER_CHAR,
                         help=count_help("per character (haystacks; with --data)", DEFAULT_PER_CHAR))
+    parser.add_argument("--seed", type=int, default=42,
+                        help="seed of the haystacks when the default data is generated (default 42, the authors')")
+    parser.add_argument("--fine_grained", action="store_true",
+                        help="accepted for the authors' command (their exp_case.py then stores the boxes per "
+                        "page); boxes are always stored per page here, so it changes nothing")
     parser.add_argument("--max_new_tokens", type=positive_int, default=32, help="greedy decoding length (default 32)")
     parser.add_argument("--alignment", choices=scoring.ALIGNMENTS, default="produce",
                         help="which attention row is an event (see step2 --help)")
@@ -129,6 +141,20 @@ def build_parser() -> Parser:
     parser.add_argument("--batch_size", type=positive_int, default=1,
                         help="samples generated together (left-padded; maps equal --batch_size 1; default 1)")
     return parser
+
+
+def case_data(data: Path | None, per_char: int, seed: int, lengths: tuple[int, ...] = CASE_LENGTHS) -> Path:
+    """``--data``, or the default folder, generated first when it holds no samples (a given --data is never
+    generated into: a mistyped path should fail, not start a long rendering job)."""
+    if data is not None:
+        return data
+    data = step1.DEFAULT_OUT["chars"]
+    if not (data / SAMPLES_FILE).is_file():
+        logger.info("no case-study data at %s: generating it (%d haystacks per character)", data, per_char)
+        argv = ["--single-char", "--n", str(per_char), "--seed", str(seed), "--out", str(data),
+                "--lengths", *map(str, lengths)]
+        step1.run("passkey", step1.build_parser("passkey", "case-study data").parse_args(argv))
+    return data
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,6 +196,7 @@ def _run(args: argparse.Namespace) -> int:
     # step2 is imported here: it pulls in the score-file module, needed only for this experiment.
     from ocr_heads.step2 import Step2Config, score_batch
 
+    args.data = case_data(args.data, args.n, args.seed)
     chars = samples_by_char(load_samples(args.data), args.n)
     adapter = load_adapter(args.model_id, **adapter_kwargs(args))
     cfg = Step2Config("image", args.max_new_tokens, args.alignment, args.overlap)

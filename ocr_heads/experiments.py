@@ -233,9 +233,11 @@ class RunConfig:
 
 
 def intervention(adapter: ModelAdapter, cfg: RunConfig) -> AbstractContextManager:
+    # The head set, not the experiment, picks the edit: exp_sink --do_masking without --unmasking masks
+    # its top-k heads, as the authors' exp_sink.py does.
     if cfg.head_set == "none":
         return nullcontext()
-    if cfg.experiment == "sink":
+    if cfg.head_set == "sink_top":
         return redistribute_sink_heads(adapter, cfg.heads, cfg.beta if cfg.beta is not None else 0.4)
     return mask_heads(adapter, cfg.heads)
 
@@ -333,7 +335,7 @@ def csv_rows(cfg: RunConfig, metrics: dict[str, float], n: int, model: str, note
             for metric, value in metrics.items()]
     if cfg.experiment == "sink":
         for row in rows:
-            row["beta"] = "" if cfg.beta is None or cfg.head_set == "none" else f"{cfg.beta:g}"
+            row["beta"] = "" if cfg.beta is None or cfg.head_set != "sink_top" else f"{cfg.beta:g}"
     return rows
 
 
@@ -397,6 +399,9 @@ def _common_parser(description: str, epilog: str, default_datasets: list[str],
     parser.add_argument("--merge", action="store_true", help="only merge existing shard logs into the results")
     parser.add_argument("--batch_size", type=positive_int, default=1,
                         help="samples generated together (left-padded; results equal --batch_size 1; default 1)")
+    parser.add_argument("--tmp", type=int, default=1, metavar="N",
+                        help="accepted for the authors' commands (their scratch folder tmpN/ for page images); "
+                        "no effect here: pages are passed in memory")
     return parser
 
 
@@ -427,21 +432,33 @@ def masking_parser() -> argparse.ArgumentParser:
 
 def sink_parser() -> argparse.ArgumentParser:
     parser = _common_parser(
-        "Sink experiment: answer quality when the top-k OCR heads move part of their attention off the sink "
-        "(key 0): p0 -> beta*p0, the rest spread over the other keys in proportion (mass preserved). With "
-        "--unmasking the edit is applied (head_set sink_top); without it the unmodified model is evaluated "
-        "(head_set none).",
+        "Sink experiment: answer quality when the top-k OCR (--task image) or retrieval (--task text) heads move "
+        "part of their attention off the sink (key 0): p0 -> beta*p0, the rest spread over the other keys in "
+        "proportion (mass preserved). The flags mean what they mean in the authors' exp_sink.py: "
+        "--do_masking --unmasking applies the edit (head_set sink_top); --do_masking alone masks the top-k heads "
+        "instead (head_set top); without --do_masking the unmodified model is evaluated (head_set none), "
+        "with or without --unmasking.",
         OUTPUTS.format(exp="sink", extra="_betaB", columns=", ".join([*CSV_COLUMNS, "beta"])),
         ["doc", "mdocs"], 2)
+    parser.add_argument("--do_masking", action="store_true",
+                        help="intervene on the top-k heads: the sink edit with --unmasking, else masking "
+                        "(without it: baseline, no edit)")
     parser.add_argument("--unmasking", action="store_true",
-                        help="apply the sink redistribution to the top-k heads (else: baseline, no edit)")
+                        help="with --do_masking: redistribute the sink instead of masking (alone: no effect)")
+    parser.add_argument("--fine_grained", action="store_true",
+                        help="accepted for the authors' commands; OCR head lists are always the fine-grained ones")
     parser.add_argument("--beta", type=float, default=0.4, help="fraction of the sink probability kept (default 0.4)")
     return parser
 
 
 def _head_set(args: argparse.Namespace, experiment: str) -> str:
     if experiment == "sink":
-        return "sink_top" if args.unmasking else "none"
+        if not args.do_masking:
+            if args.unmasking:
+                logger.warning("--unmasking has no effect without --do_masking (as in the authors' exp_sink.py): "
+                               "evaluating the unmodified model")
+            return "none"
+        return "sink_top" if args.unmasking else "top"
     if not args.do_masking:
         if args.is_all_random or args.no_intersection:
             logger.warning("--is_all_random/--no_intersection have no effect without --do_masking")
@@ -467,7 +484,7 @@ def _configs(args: argparse.Namespace, experiment: str, adapter: ModelAdapter,
                          adapter.scoreable_layers)
     k = len(heads)  # what is masked: a head list shorter than --num_of_masking_head gives fewer heads
     logger.info("head set %s (k=%d): %s", head_set, k, ", ".join(heads) or "none")
-    beta = args.beta if experiment == "sink" and head_set != "none" else None
+    beta = args.beta if head_set == "sink_top" else None
     for dataset in args.datasets:
         yield RunConfig(experiment, args.model_id, dataset, args.task, head_set, k, args.seed, heads,
                         str(heads_path) if heads_path else None, beta, sources[dataset], args.n, args.data_seed,

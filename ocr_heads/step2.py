@@ -22,7 +22,8 @@ from ocr_heads import scoring
 from ocr_heads.attention import AttentionRecorder, StepRecord, capture, verify_against_eager
 from ocr_heads.caveats import model_note
 from ocr_heads.cli import EmptyRunError, Parser, count_help, positive_int, run_cli, setup_logging
-from ocr_heads.data.samples import Sample, load_samples
+from ocr_heads.data.samples import Sample, load_sample_dirs
+from ocr_heads.data.step1 import DEFAULT_OUT
 from ocr_heads.geometry import AUTHORS_OVERLAP, DEFAULT_OVERLAP
 from ocr_heads.heads import all_heads, parse_head
 from ocr_heads.identity import claim, data_fingerprint
@@ -240,17 +241,17 @@ def _git_sha() -> str | None:
     return out.stdout.strip()
 
 
-def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config, data: Path,
-                 order: list[str]) -> tuple[int, int]:
-    """Merge every log of the run (single or shards) into the score files; returns (scored, failed)."""
+def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config, data: list[Path],
+                 order: list[str]) -> tuple[int, int, int]:
+    """Merge every log of the run (single or shards) into the score files; returns (scored, failed, events)."""
     records, failed = collect(shard_logs(out_dir, stem), order)
     heads = all_heads(adapter_info["num_layers"], adapter_info["num_heads"])
     kind, _ = KINDS[cfg.kind]
     meta = {
         "kind": kind,
         **adapter_info,
-        "data": str(data),
-        "data_fingerprint": data_fingerprint(data),
+        "data": str(data[0]) if len(data) == 1 else [str(path) for path in data],
+        "data_fingerprint": data_fingerprints(data),
         "n_samples": len(records),
         "n_failed": len(failed),
         "n_events": sum(r["events"] for r in records),
@@ -283,10 +284,14 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
         "status 3: the run wrote its files but no answer token was ever scored.",
     )
     add_model_args(parser)
-    parser.add_argument("--data", required=True, type=Path, help="step1 output dir (holding samples.jsonl)")
+    default_data = [DEFAULT_OUT["passkey"], DEFAULT_OUT["niah"]]
+    parser.add_argument("--data", nargs="+", type=Path, default=default_data, metavar="DIR",
+                        help="step1 output dir(s) holding samples.jsonl; several are scored as one run (default: "
+                        f"{' '.join(map(str, default_data))}, step1's default outputs: passkey and NIAH, as the "
+                        "authors' step2 scores both)")
     parser.add_argument("--out", default=Path("scores"), type=Path, help="scores root (default: scores)")
     parser.add_argument("--n", type=positive_int, default=None,
-                        help=count_help("in total (the first N of DATA/samples.jsonl)", None))
+                        help=count_help("per --data dir (the first N of DIR/samples.jsonl)", None))
     parser.add_argument("--max_new_tokens", type=positive_int, default=32,
                         help="greedy decoding length (default 32)")
     parser.add_argument("--tag", default=None,
@@ -305,7 +310,9 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
                             help="a tile covers a character when it holds more than this fraction of its box "
                             f"(default {DEFAULT_OVERLAP}; with --alignment authors the released {AUTHORS_OVERLAP}, "
                             "i.e. 0.1 percent, on int-truncated resized coordinates)")
-        parser.add_argument("--fine_grained", action="store_true", help="accepted for compatibility (always on)")
+        parser.add_argument("--fine_grained", action="store_true",
+                            help="accepted for the authors' commands: one event per answer character against "
+                            "that character's tiles, their fine-grained mode, is the only mode here (always on)")
     return parser
 
 
@@ -315,10 +322,16 @@ def main(kind: str, argv: list[str] | None = None) -> int:
     return run_cli(_main, kind, args)
 
 
+def data_fingerprints(data: list[Path]) -> str | list[str | None] | None:
+    """The content fingerprint of one step1 folder, or one per folder of a run over several."""
+    fingerprints = [data_fingerprint(path) for path in data]
+    return fingerprints[0] if len(fingerprints) == 1 else fingerprints
+
+
 def run_identity(kind: str, args: argparse.Namespace, model: str, cfg: Step2Config) -> dict:
     """What the scores of one output stem are made from; a resumed run must match it."""
-    identity = {"kind": kind, "model": model, "data": Path(args.data).resolve().name,
-                "data_fingerprint": data_fingerprint(args.data), "alignment": cfg.alignment,
+    identity = {"kind": kind, "model": model, "data": "+".join(Path(d).resolve().name for d in args.data),
+                "data_fingerprint": data_fingerprints(args.data), "alignment": cfg.alignment,
                 "max_new_tokens": cfg.max_new_tokens}
     for key in ("overlap", "min_pixels", "max_pixels", "max_patches", "protocol"):
         if getattr(args, key, None) is not None:
@@ -329,7 +342,7 @@ def run_identity(kind: str, args: argparse.Namespace, model: str, cfg: Step2Conf
 def _main(kind: str, args: argparse.Namespace) -> int:
     shard = Shard.parse(args.shard)
     out_dir = ensure_writable_dir(args.out / kind)
-    samples = load_samples(args.data, args.n)
+    samples = load_sample_dirs(args.data, args.n)
     adapter = load_adapter(args.model_id, **adapter_kwargs(args, shard.device_map()))
     cfg = Step2Config(kind, args.max_new_tokens, args.alignment, getattr(args, "overlap", None))
     name = f"{adapter.name}-{args.tag}" if args.tag else adapter.name

@@ -190,7 +190,7 @@ def test_sink_baseline_and_redistribution(tiny_adapter, tiny_model_dir, passkey_
     common = ["--datasets", "passkey", "--model_id", str(tiny_model_dir), "--data", str(passkey_dir), "--n", "2",
               "--max_new_tokens", "4", "--out", str(out), "--heads", str(heads_file)]
     assert sink_main(common) == 0
-    assert sink_main([*common, "--unmasking", "--beta", "0.3", "--num_of_masking_head", "2"]) == 0
+    assert sink_main([*common, "--do_masking", "--unmasking", "--beta", "0.3", "--num_of_masking_head", "2"]) == 0
     rows = read_csv(out / "sink.csv")
     assert list(rows[0]) == [*CSV_COLUMNS, "beta"]
     expected = [("none", "0", "")] * 2 + [("sink_top", "2", "0.3")] * 2
@@ -201,7 +201,7 @@ def test_sink_baseline_and_redistribution(tiny_adapter, tiny_model_dir, passkey_
     with redistribute_sink_heads(tiny_adapter, ["l0_h3", "l2_h1"], 0.3):
         generated = tiny_adapter.generate(example_inputs(tiny_adapter, example), 4)
     assert summary["predictions"][0]["prediction"] == tiny_adapter.decode(generated).strip()
-    assert sink_main([*common, "--unmasking", "--beta", "1.5"]) == 2
+    assert sink_main([*common, "--do_masking", "--unmasking", "--beta", "1.5"]) == 2
 
 
 # ---------------------------------------------------------------- case study

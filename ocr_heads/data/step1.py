@@ -17,6 +17,10 @@ from ocr_heads.io import read_jsonl
 
 NeedleMaker = Callable[[random.Random], Needle]
 
+# Where step1 writes when --out is not given, and so where step2 and exp_case read by default: the
+# authors' scripts take no paths (they write fixed folders), so their bare commands must chain here too.
+DEFAULT_OUT = {"passkey": Path("dataset/passkey"), "niah": Path("dataset/niah"), "chars": Path("dataset/chars")}
+
 
 def build_parser(task: str, description: str) -> argparse.ArgumentParser:
     parser = Parser(
@@ -31,7 +35,10 @@ def build_parser(task: str, description: str) -> argparse.ArgumentParser:
             "refused."
         ),
     )
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    chars = " (--single-char: " + str(DEFAULT_OUT["chars"]) + ")" if task == "passkey" else ""
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"output directory (default {DEFAULT_OUT[task]}{chars}, where step2 and exp_case "
+                        "read by default)")
     parser.add_argument("--n", type=positive_int, default=150,
                         help=count_help("per context length (per character with --single-char)", 150))
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192],
@@ -69,8 +76,16 @@ def _check_legacy(out: Path, wanted: dict) -> None:
                         "use another --out")
 
 
+def output_dir(task: str, args: argparse.Namespace) -> Path:
+    """--out, or the default folder of this generator."""
+    if args.out is not None:
+        return args.out
+    return DEFAULT_OUT["chars" if getattr(args, "single_char", False) else task]
+
+
 def run(task: str, args: argparse.Namespace) -> Path:
     setup_logging()
+    args.out = output_dir(task, args)
     if any(length < 16 for length in args.lengths):
         raise UserError("--lengths must be at least 16 tokens")
     out = Path(args.out)

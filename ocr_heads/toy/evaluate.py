@@ -30,19 +30,20 @@ MAX_NEW_TOKENS = 8
 
 
 def evaluate(adapter: ModelAdapter, n: int, seed: int, heads: list[str] | None = None,
-             question: str = QUESTION) -> dict:
-    """Exact match on ``n`` fresh samples of each task, optionally with ``heads`` masked."""
+             question: str = QUESTION, tasks: tuple[str, ...] = ("image", "text")) -> dict:
+    """Exact match on ``n`` fresh samples of each task in ``tasks``, optionally with ``heads`` masked."""
     if n < 1:
         raise ValueError(f"--n must be >= 1, got {n}")
-    correct = {"image": 0, "text": 0}
+    correct = dict.fromkeys(tasks, 0)
     with mask_heads(adapter, heads) if heads else nullcontext():
         for i in tqdm(range(n), desc="toy evaluate", unit="sample"):
             sample = make_sample(sample_rng(seed, EVAL_SPLIT, i))
             for task, inputs in (("image", lambda s=sample: adapter.image_inputs(s.layout.render(), question)),
                                  ("text", lambda s=sample: adapter.text_inputs(s.context, question))):
-                prediction = adapter.decode(adapter.generate(inputs(), MAX_NEW_TOKENS)).strip()
-                correct[task] += prediction == sample.answer
-    return {"image_em": correct["image"] / n, "text_em": correct["text"] / n, "n": n, "seed": seed,
+                if task in correct:
+                    prediction = adapter.decode(adapter.generate(inputs(), MAX_NEW_TOKENS)).strip()
+                    correct[task] += prediction == sample.answer
+    return {**{f"{task}_em": hits / n for task, hits in correct.items()}, "n": n, "seed": seed,
             "masked_heads": list(heads or [])}
 
 
