@@ -35,6 +35,7 @@ from transformers.models.llava_onevision.modeling_llava_onevision import get_any
 
 from ocr_heads.models import register_family
 from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, context_offsets
+from ocr_heads.models.protocol import DEFAULT_PROTOCOL, check_protocol
 
 IMAGE_TOKEN = "<image>"
 # LLaVA-OneVision's chat format (images first, then the text, after "<|im_start|>user "): used when a
@@ -121,14 +122,20 @@ class LlavaOnevisionAdapter(ModelAdapter):
         model_id: str,
         dtype: torch.dtype | str | None = None,
         device_map: str | None = None,
+        protocol: str = DEFAULT_PROTOCOL,
+        weights: bool = True,
         **unsupported: object,
     ) -> None:
         if unsupported:
             raise ValueError(f"LLaVA-OneVision tiles pages by its grid pinpoints, not by {sorted(unsupported)}")
+        # `paper` = `native` here: the paper has no LLaVA-OneVision setting, and the model itself chooses anyres
+        # for a one-image prompt (its crop count follows config.image_grid_pinpoints, which the processor must
+        # match), so there is no budget to set without leaving the model's own layout (docs/protocol.md).
+        self.protocol = check_protocol(protocol)
         self._load(LlavaOnevisionForConditionalGeneration, model_id, dtype, device_map,
-                   LLAVA_ONEVISION_CHAT_TEMPLATE)
+                   LLAVA_ONEVISION_CHAT_TEMPLATE, weights)
         self.image_processor = AutoImageProcessor.from_pretrained(model_id)
-        config = self.model.config
+        config = self.config
         if config.vision_feature_select_strategy != "full":
             raise ValueError(f"{model_id}: vision_feature_select_strategy {config.vision_feature_select_strategy!r} "
                              "is not supported (LLaVA-OneVision's SigLIP tower uses 'full')")
@@ -141,8 +148,29 @@ class LlavaOnevisionAdapter(ModelAdapter):
         crop = self.image_processor.size
         if (crop.get("height"), crop.get("width")) != (self.side, self.side):
             raise ValueError(f"{model_id}: image processor size {crop} does not match the vision tower's {self.side}")
+        if [list(p) for p in self.image_processor.image_grid_pinpoints] != self.pinpoints:
+            raise ValueError(f"{model_id}: the image processor's grid pinpoints differ from the model config's")
         if self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) != self.image_token_id:
             raise ValueError(f"{model_id}: tokenizer's {IMAGE_TOKEN} id does not match config.image_token_id")
+
+    def settings(self) -> dict:
+        return {"protocol": self.protocol, "image_size": self.side, "patch_size": self.patch,
+                "grid_pinpoints": len(self.pinpoints), "vision_aspect_ratio": f"anyres_max_{self.max_crops}"}
+
+    def expected_tokens(self, page_size: tuple[int, int]) -> int:
+        """A one-page prompt: the base image's g x g, plus the unpadded (and, past anyres_max, shrunk) crop
+        canvas with one newline per row; plain arithmetic on the settings, as the processor counts them."""
+        width, height = page_size
+        best_h, best_w = select_best_resolution((height, width), self.pinpoints)
+        rows, cols = self.grid * (best_h // self.side), self.grid * (best_w // self.side)
+        if width / height > cols / rows:  # wider than the canvas: padding rows above and below are dropped
+            rows -= (rows - int(round(height * cols / width, 7))) // 2 * 2
+        else:
+            cols -= (cols - int(round(width * rows / height, 7))) // 2 * 2
+        ratio = math.sqrt(rows * cols / (self.max_crops * self.grid**2))
+        if ratio > 1.1:
+            rows, cols = int(rows // ratio), int(cols // ratio)
+        return self.grid**2 + rows * (cols + 1)
 
     def page_boxes(self, page_size: tuple[int, int], pages_in_prompt: int) -> np.ndarray:
         """Boxes of one page's image tokens, in prompt order (NaN where a token shows no page pixels)."""
