@@ -92,3 +92,22 @@ def test_inspect_gemma3_pan_and_scan_crops_follow_the_page(family_dirs, page_png
     assert view.image_tokens == 3 * 256
     np.testing.assert_allclose(view.tiles[255], [635 * 15 / 16, 482 * 15 / 16, 635, 482])  # page's last token
     np.testing.assert_allclose(view.tiles[256], [0, 0, 318 / 16, 482 / 16])  # first crop's first token
+
+
+@pytest.mark.parametrize(("family", "keys"), [("llava_onevision", ["image_token_index", "video_token_index"]),
+                                              ("gemma3", ["image_token_index", "boi_token_index",
+                                                          "eoi_token_index"])])
+def test_doctor_checks_the_hub_token_index_keys(family_dirs, tmp_path, family, keys):
+    """These families' config.json name their tokens *_index (as published); doctor compares each with the
+    tokenizer, and a wrong one fails."""
+    import shutil
+
+    from ocr_heads.doctor import FAIL, OK, check_token_ids
+
+    check = check_token_ids(str(family_dirs(family)))
+    assert check.status == OK and [part.split("=")[0] for part in check.detail.split(", ")] == keys
+    broken = tmp_path / family
+    shutil.copytree(family_dirs(family), broken)
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, keys[0]: config[keys[0]] + 1}))
+    assert check_token_ids(str(broken)).status == FAIL

@@ -81,6 +81,9 @@ def region_token_boxes(region: tuple[float, float, float, float], side: int) -> 
 
 @register_family("gemma3")
 class Gemma3Adapter(ModelAdapter):
+    CONFIG_TOKENS = {"image_token_index": IMAGE_TOKEN, "boi_token_index": BOI, "eoi_token_index": EOI,
+                     "image_token_id": IMAGE_TOKEN}  # hub files use *_index
+
     def __init__(
         self,
         model_id: str,
@@ -146,9 +149,17 @@ class Gemma3Adapter(ModelAdapter):
         inputs.tensors["pixel_values"] = vision["pixel_values"]
         starts = self._run_starts(inputs.input_ids[0], sum(len(r) for r in regions))
         runs = iter(starts)
-        inputs.image_tokens = [ImageTokens(page=i, start=next(runs), tile_boxes=region_token_boxes(region, self.side))
-                               for i, page_regions in enumerate(regions) for region in page_regions]
+        inputs.image_tokens = [ImageTokens(page=i, start=next(runs), tile_boxes=region_token_boxes(region, self.side),
+                                           layout=self._layout(region, k))
+                               for i, page_regions in enumerate(regions) for k, region in enumerate(page_regions)]
         return inputs
+
+    def _layout(self, region: tuple[float, float, float, float], index: int) -> str:
+        size = self.config.vision_config.image_size
+        if index == 0:
+            return f"{self.side} x {self.side} tokens over the page stretched to {size} px"
+        x0, y0, x1, y1 = (int(v) for v in region)
+        return f"crop {index}: {self.side} x {self.side} tokens over page x {x0}..{x1}, y {y0}..{y1}"
 
     def _image_sequence(self, crops: int) -> str:
         """One page's text as Gemma3Processor expands it (the page, then its pan-and-scan crops)."""

@@ -117,6 +117,9 @@ def anyres_page_boxes(page_size: tuple[int, int], grid: int, patch: int, side: i
 
 @register_family("llava_onevision")
 class LlavaOnevisionAdapter(ModelAdapter):
+    CONFIG_TOKENS = {"image_token_index": IMAGE_TOKEN, "video_token_index": "<video>",
+                     "image_token_id": IMAGE_TOKEN, "video_token_id": "<video>"}  # hub files use *_index
+
     def __init__(
         self,
         model_id: str,
@@ -185,15 +188,25 @@ class LlavaOnevisionAdapter(ModelAdapter):
         # One sample holding all pages: the processor (and the model) switch off anyres for several images.
         vision = self.image_processor(images=[pages], return_tensors="pt")
         boxes = [self.page_boxes(page.size, len(pages)) for page in pages]
+        layouts = [self._layout(b, len(pages)) for b in boxes]
         counts = [len(b) for b in boxes]
         content = [{"type": "image"} for _ in pages] + [{"type": "text", "text": question}]
         inputs = self._tokenize(content, context=None, image_token_counts=counts)
         inputs.tensors.update(pixel_values=vision["pixel_values"], image_sizes=vision["image_sizes"],
                               batch_num_images=torch.as_tensor(vision["batch_num_images"]))
         starts = self._image_starts(inputs.input_ids[0], counts)
-        inputs.image_tokens = [ImageTokens(page=i, start=s, tile_boxes=b)
-                               for i, (s, b) in enumerate(zip(starts, boxes, strict=True))]
+        inputs.image_tokens = [ImageTokens(page=i, start=s, tile_boxes=b, layout=layout)
+                               for i, (s, b, layout) in enumerate(zip(starts, boxes, layouts, strict=True))]
         return inputs
+
+    def _layout(self, boxes: np.ndarray, pages_in_prompt: int) -> str:
+        g = self.grid
+        if pages_in_prompt > 1:
+            return f"{g} x {g} features of the page padded to a square, {self.side} px, + 1 newline"
+        rows = int(np.isnan(boxes[g * g:]).all(axis=1).sum())  # crop-canvas newlines: one per row
+        cols = (len(boxes) - g * g) // rows - 1
+        return (f"{g} x {g} base features of the page stretched to {self.side} px, then {rows} x {cols} crop-canvas "
+                f"cells + {rows} newlines")
 
     def _tokenize(self, content: list[dict], context: str | None, image_token_counts: list[int]) -> ModelInputs:
         prompt = self.tokenizer.apply_chat_template(
