@@ -54,6 +54,14 @@ FAMILIES = {
                "<think>\n\n</think>\n\n"),
 }
 PAGE_SIZES = [(635, 482), (300, 900), (1200, 400), (40, 40)]
+# (rows, cols) of each page (and its transpose, cols x rows) under the paper's min = max = 256 t^2 pixels, by hand
+# with smart_resize's rule: round each side to a multiple of t; if the area is above the budget, scale by
+# beta = sqrt(area / budget) and floor, if below, scale by sqrt(budget / area) and ceil. E.g. t = 32, 300 x 900:
+# 896 x 288 = 258048 < 262144, so beta = 0.98534: ceil(900 * beta / 32) = 28 rows, ceil(300 * beta / 32) = 10
+# columns (280 tokens: the upscaling branch rounds up). t = 28, 635 x 482: 476 x 644 > 200704, beta = 1.2353:
+# floor(482 / beta / 28) = 13 rows, floor(635 / beta / 28) = 18 columns.
+PAPER_GRID = {28: {(635, 482): (13, 18), (300, 900): (27, 9), (1200, 400): (9, 27), (40, 40): (16, 16)},
+              32: {(635, 482): (13, 18), (300, 900): (28, 10), (1200, 400): (9, 27), (40, 40): (16, 16)}}
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
@@ -116,7 +124,9 @@ def test_tiny_model_is_the_published_architecture_shrunk(family):
     # The paper's budget is what the processor applies, even where the published file's top-level
     # min_pixels/max_pixels (Qwen2.5-VL) would override a `size` argument.
     size = adapter.image_processor.size
-    assert (size["shortest_edge"], size["longest_edge"]) == (4 * spec.tile**2, 256 * spec.tile**2)
+    assert (size["shortest_edge"], size["longest_edge"]) == (256 * spec.tile**2, 256 * spec.tile**2)
+    assert adapter.settings() == {"protocol": "paper", "min_pixels": 256 * spec.tile**2,
+                                  "max_pixels": 256 * spec.tile**2}
     prompt = adapter.tokenizer.apply_chat_template(
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "q?"}]}], tokenize=False,
         add_generation_prompt=True, **adapter.chat_template_kwargs)
@@ -141,10 +151,12 @@ def test_image_tokens_match_the_processor_and_tiles_partition_each_grid(family, 
     grids = inputs.tensors["image_grid_thw"].tolist()
     for tokens, image, grid in zip(inputs.image_tokens, (page, other), grids, strict=True):
         width, height = image.size
-        resized_h, resized_w = smart_resize(height, width, factor=tile, min_pixels=4 * tile**2,
+        resized_h, resized_w = smart_resize(height, width, factor=tile, min_pixels=256 * tile**2,
                                             max_pixels=256 * tile**2)
         rows, cols = resized_h // tile, resized_w // tile
-        assert grid == [1, 2 * rows, 2 * cols] and tokens.count == rows * cols <= 256
+        hand = PAPER_GRID[tile][size]
+        assert (rows, cols) == (hand if image is page else hand[::-1])
+        assert grid == [1, 2 * rows, 2 * cols] and tokens.count == rows * cols == adapter.expected_tokens(image.size)
         assert adapter.image_processor.get_number_of_image_patches(height, width) // 4 == tokens.count
         assert ids[tokens.start - 1] == adapter.model.config.vision_start_token_id
         assert ids[tokens.start + tokens.count] == adapter.model.config.vision_end_token_id
