@@ -33,6 +33,7 @@ from ocr_heads.models import load_adapter, model_type
 from ocr_heads.models.qwen2_vl import IMAGE_PAD
 from ocr_heads.models.tiny_qwen import HUB_CONFIGS
 from ocr_heads.report import build_report
+from ocr_heads.scorefile import load_scores
 from ocr_heads.step2 import main as step2_main
 
 # family -> what the published config fixes: processor class (as the published preprocessor_config names it),
@@ -322,6 +323,11 @@ def test_step1_to_step3_end_to_end(family, tmp_path):
         for head, values in scores.items():
             layer = int(head[1:].split("_")[0])
             assert len(values) == (0 if layer in not_scoreable else events), head  # absent, not zeros
+        if meta["n_events"] == 0:
+            # A random model need not write the answer: step3 then refuses the file in one line.
+            assert step3_extracted_heads.main(["--scores", str(score_file), "--out", str(tmp_path / "h.json")]) == 2
+            score_files.append(score_file)
+            continue
         heads_out = tmp_path / f"heads_{suffix}.json"
         assert step3_extracted_heads.main(["--scores", str(score_file), "--min_score", "0", "--min_frequency",
                                            "0", "--out", str(heads_out)]) == 0
@@ -330,7 +336,10 @@ def test_step1_to_step3_end_to_end(family, tmp_path):
         score_files.append(score_file)
     report = build_report(score_files, tmp_path / "report")
     heatmaps = [p for p in report.figures if p.name.startswith("heatmap_")]
-    assert len(heatmaps) == 2 and all(p.stat().st_size > 0 for p in heatmaps)
+    # A file without signal (no events, or every head the same) has no heatmap, and the report says why;
+    # test_heatmap_draws_not_scoreable_layers_hatched_not_as_zeros draws one whatever the model does.
+    drawable = [f for f in score_files if len(set(load_scores(f).means.values())) > 1]
+    assert len(heatmaps) == len(drawable) and all(p.stat().st_size > 0 for p in heatmaps)
     numbers = [entry["not_scoreable_layers"] for entry in report.numbers["files"].values()]
     assert numbers == [not_scoreable, not_scoreable]
     assert ("not scoreable" in report.summary) == bool(not_scoreable)
