@@ -25,6 +25,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from ocr_heads.attention_core import key_mass
 from ocr_heads.models.base import ModelAdapter
 
 IMPLEMENTATION = "ocr_heads"
@@ -48,19 +49,26 @@ class AttentionRecorder:
     prompt_rows: list[int] = field(default_factory=list)
     # The released OCR code takes the argmax over all prompt positions but the last (see ``reset``).
     exclude_last_prompt: bool = False
+    # Prefill rows whose probabilities on ``mass_keys`` are recorded (prompt positions; the prefill score).
+    mass_rows: list[int] = field(default_factory=list)
+    mass_keys: list[int] = field(default_factory=list)
     _prompt_argmax: list[torch.Tensor] = field(default_factory=list)
+    _mass: list[torch.Tensor | None] = field(default_factory=list)
     _argmax: list[list[torch.Tensor]] = field(default_factory=list)
     _sink: list[list[torch.Tensor]] = field(default_factory=list)
 
     def reset(self, prompt_length: int | None = None, prompt_rows: list[int] | None = None,
-              exclude_last_prompt: bool = False) -> None:
+              exclude_last_prompt: bool = False, mass_rows: list[int] | None = None,
+              mass_keys: list[int] | None = None) -> None:
         """Start a new sample. ``exclude_last_prompt`` restricts the argmax to positions [0, P-1): the
         released OCR code slices ``attn[row, :-len(generated)]`` out of a matrix one column shorter than
         prompt + output, which drops the prompt's last position."""
         self.prompt_length = prompt_length
         self.prompt_rows = list(prompt_rows or [])
         self.exclude_last_prompt = exclude_last_prompt
+        self.mass_rows, self.mass_keys = list(mass_rows or []), list(mass_keys or [])
         self._prompt_argmax = [None] * self.num_layers
+        self._mass = [None] * self.num_layers
         self._argmax = [[] for _ in range(self.num_layers)]
         self._sink = [[] for _ in range(self.num_layers)]
 
@@ -78,6 +86,16 @@ class AttentionRecorder:
     def observe_prompt_rows(self, layer: int, argmax: torch.Tensor) -> None:
         """``argmax``: (rows, heads) for ``prompt_rows``."""
         self._prompt_argmax[layer] = argmax
+
+    def observe_key_mass(self, layer: int, mass: torch.Tensor) -> None:
+        """``mass``: (heads, rows, keys) probabilities of ``mass_rows`` on ``mass_keys``."""
+        self._mass[layer] = mass
+
+    def key_mass(self) -> torch.Tensor:
+        """(layers, heads, rows, keys) probabilities of ``mass_rows`` on ``mass_keys`` at prefill."""
+        if any(mass is None for mass in self._mass):
+            raise RuntimeError("no prefill key mass was recorded: reset with mass_rows/mass_keys before generate")
+        return torch.stack(self._mass).cpu()
 
     def prompt_argmax(self) -> dict[int, torch.Tensor]:
         """Prompt position -> (layers, heads) argmax of its own row."""
@@ -178,6 +196,9 @@ def ocr_heads_attention_forward(module, query, key, value, attention_mask, **kwa
         if recorder.prompt_rows and query.shape[2] > 1:
             argmax = prompt_rows_argmax(query, key, recorder.prompt_rows, kwargs.get("scaling"))
             recorder.observe_prompt_rows(module.layer_idx, argmax)
+        if recorder.mass_rows and query.shape[2] > 1:
+            mass = key_mass(query, key, attention_mask, recorder.mass_rows, recorder.mass_keys, kwargs.get("scaling"))
+            recorder.observe_key_mass(module.layer_idx, mass)
     return output, weights
 
 

@@ -1,0 +1,106 @@
+"""Score one step1 sample with a registered head score: build the inputs the score's modality needs,
+record what it asks for while generating greedily, and apply its pure rule (:mod:`ocr_heads.scores`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ocr_heads import scoring
+from ocr_heads.attention import AttentionRecorder, StepRecord
+from ocr_heads.data.samples import Sample
+from ocr_heads.models import ModelAdapter, ModelInputs
+from ocr_heads.scores import HeadScore, Observed, Recording, SampleValues, Settings
+
+
+def generated_pieces(adapter: ModelAdapter, generated: list[int]) -> list[str]:
+    """The text each generated token adds (incremental decoding keeps multi-byte characters whole)."""
+    pieces, previous = [], ""
+    for k in range(len(generated)):
+        text = adapter.decode(generated[: k + 1])
+        pieces.append(text[len(previous) :] if text.startswith(previous) else text)
+        previous = text
+    return pieces
+
+
+def answer_recall(adapter: ModelAdapter, answer: str, generated: list[int], alignment: str) -> float:
+    """Recall of the answer in the output. ``authors`` keeps the released rule (the bare answer's ids);
+    otherwise the answer counts in whichever tokenization the output has it (leading space or not)."""
+    def encode(text: str) -> list[int]:
+        return adapter.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    if alignment == "authors":
+        return scoring.recall(encode(answer), generated)
+    return scoring.best_recall(scoring.answer_id_variants(encode, answer, adapter.decode(generated)), generated)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One sample's prompt and what to record for it, before generation."""
+
+    sample: Sample
+    inputs: ModelInputs
+    answer_ids: list[int]
+    recording: Recording
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """One scored sample: what is logged, plus what a verification rerun needs."""
+
+    text: str  # the decoded output
+    recall: float
+    scored: SampleValues
+    inputs: ModelInputs
+    generated: list[int]
+    record: StepRecord
+
+    def log_record(self) -> dict:
+        """The per-sample JSONL record: output, recall, events, hits and the value rows (layer-major heads)."""
+        values = self.scored.values
+        record = {"generated": self.text, "recall": self.recall, "events": self.scored.events,
+                  "hits": int((values > 0).sum())}
+        if self.scored.event_chars:
+            record["event_chars"] = self.scored.event_chars
+        record["values"] = values.reshape(len(values), -1).round(6).tolist()
+        return record
+
+
+def check_settings(score: HeadScore, settings: Settings) -> None:
+    if settings.alignment not in score.alignments:
+        raise ValueError(f"score {score.name} implements --alignment {' or '.join(score.alignments)}, "
+                         f"not {settings.alignment!r}")
+
+
+def prepare(adapter: ModelAdapter, sample: Sample, score: HeadScore, settings: Settings) -> Prepared:
+    if score.modality == "image":
+        inputs = adapter.image_inputs(sample.load_pages(), sample.question)
+    else:
+        inputs = adapter.text_inputs(sample.context, sample.question)
+    answer_ids = adapter.tokenizer(sample.answer, add_special_tokens=False)["input_ids"]
+    return Prepared(sample, inputs, answer_ids, score.recording(sample, inputs, answer_ids, settings))
+
+
+def finish(adapter: ModelAdapter, prepared: Prepared, generated: list[int], observed: dict, score: HeadScore,
+           settings: Settings) -> SampleResult:
+    """Apply the score's rule to one generated sample; ``observed``: the recorder's record, prompt_argmax,
+    key_mass for this sample."""
+    recall = answer_recall(adapter, prepared.sample.answer, generated, settings.alignment)
+    seen = Observed(prepared.sample, prepared.inputs, generated, generated_pieces(adapter, generated),
+                    prepared.answer_ids, recall, recording=prepared.recording, **observed)
+    return SampleResult(adapter.decode(generated), recall, score.values(seen, settings), prepared.inputs, generated,
+                        observed["record"])
+
+
+def score_sample(adapter: ModelAdapter, recorder: AttentionRecorder, sample: Sample, score: HeadScore,
+                 settings: Settings, max_new_tokens: int = 32) -> SampleResult:
+    """Generate one sample under ``recorder`` (an active :func:`ocr_heads.attention.capture`) and score it."""
+    check_settings(score, settings)
+    prepared = prepare(adapter, sample, score, settings)
+    rec = prepared.recording
+    recorder.reset(prepared.inputs.prompt_length, list(rec.prompt_rows), rec.exclude_last_prompt,
+                   mass_rows=list(rec.mass_rows), mass_keys=list(rec.mass_keys))
+    generated = adapter.generate(prepared.inputs, max_new_tokens)
+    observed = {"record": recorder.result(), "prompt_argmax": recorder.prompt_argmax(),
+                "key_mass": recorder.key_mass() if rec.mass_rows else None}
+    return finish(adapter, prepared, generated, observed, score, settings)
+
