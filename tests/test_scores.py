@@ -56,3 +56,15 @@ def test_prefill_values_hand_built():
     np.testing.assert_allclose(prefill_values(mass, keys, events, targets, 1.0, threshold=0.55)[:, 1, 0], [0, 0])
     assert not prefill_values(mass, keys, events, [set(), set()], 1.0).any()
     assert prefill_values(np.zeros((2, 2, 0, 0)), [], events, [set(), set()], 1.0).shape == (2, 2, 2)
+
+
+def test_score_files_know_every_registered_tag(tmp_path):
+    from ocr_heads.scorefile import KINDS, infer_from_name, load_scores, save_scores
+
+    assert set(KINDS) == set(scores.all_scores())
+    assert infer_from_name("toy-qwen2-vl_prefill.json") == ("prefill", "toy-qwen2-vl")
+    assert infer_from_name("toy-qwen2-vl_prefill_mean.json") == ("prefill", "toy-qwen2-vl")
+    meta = {"kind": "prefill", "model": "toy", "num_layers": 1, "num_heads": 2}
+    save_scores(tmp_path / "toy_prefill.json", {"l0_h0": [0.5, 0.0], "l0_h1": [1.0, 1.0]}, meta)
+    loaded = load_scores(tmp_path / "toy_prefill.json")
+    assert (loaded.kind, loaded.means) == ("prefill", {"l0_h0": 0.25, "l0_h1": 1.0})

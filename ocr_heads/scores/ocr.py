@@ -5,10 +5,14 @@ event's value is ``hit * recall``. ``--alignment authors`` applies the released 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ocr_heads import scoring
-from ocr_heads.data.samples import Sample
-from ocr_heads.models.base import ModelInputs
 from ocr_heads.scores.base import HeadScore, Observed, Recording, SampleValues, Settings
+
+if TYPE_CHECKING:
+    from ocr_heads.data.samples import Sample
+    from ocr_heads.models.base import ModelInputs
 
 
 def answer_events(observed: Observed, alignment: str) -> list[scoring.AnswerToken]:

@@ -21,15 +21,19 @@ answer characters' tiles, (heads, rows, tiles), computed in row chunks
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ocr_heads import scoring
-from ocr_heads.data.samples import Sample
-from ocr_heads.models.base import ModelInputs
 from ocr_heads.scores.base import HeadScore, Observed, Recording, SampleValues, Settings
 from ocr_heads.scores.ocr import answer_events, answer_targets
+
+if TYPE_CHECKING:
+    import torch
+
+    from ocr_heads.data.samples import Sample
+    from ocr_heads.models.base import ModelInputs
 
 THRESHOLD = 0.5
 

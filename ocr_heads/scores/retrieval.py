@@ -5,12 +5,16 @@ answer-token position, prompt or output, read at its own row)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ocr_heads import scoring
-from ocr_heads.data.samples import Sample
-from ocr_heads.models.base import ModelInputs
 from ocr_heads.scores.base import HeadScore, Observed, Recording, SampleValues, Settings
+
+if TYPE_CHECKING:
+    from ocr_heads.data.samples import Sample
+    from ocr_heads.models.base import ModelInputs
 
 
 def recording(sample: Sample, inputs: ModelInputs, answer_ids: list[int], settings: Settings) -> Recording:
