@@ -1,5 +1,7 @@
 """The score registry and the prefill score's rule, on hand-built cases with values computed by hand."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -68,3 +70,35 @@ def test_score_files_know_every_registered_tag(tmp_path):
     save_scores(tmp_path / "toy_prefill.json", {"l0_h0": [0.5, 0.0], "l0_h1": [1.0, 1.0]}, meta)
     loaded = load_scores(tmp_path / "toy_prefill.json")
     assert (loaded.kind, loaded.means) == ("prefill", {"l0_h0": 0.25, "l0_h1": 1.0})
+
+
+TOY_MODEL = Path(__file__).resolve().parents[1] / "models" / "toy-qwen2-vl"
+
+
+@pytest.mark.skipif(not (TOY_MODEL / "config.json").is_file(), reason="toy checkpoint not present")
+def test_prefill_score_finds_the_toy_models_layer0_readers(tmp_path):
+    """The toy model reads digits 3-5 into the question with layer-0 heads at prefill (docs/toy_model.md):
+    the prefill score ranks layer-0 heads first; the OCR score ranks the layer-1 heads that read at the
+    producing rows first. Both through the registry, on the same generations."""
+    from ocr_heads.attention import capture
+    from ocr_heads.data.samples import load_samples
+    from ocr_heads.models import load_adapter
+    from ocr_heads.sample_scoring import score_sample
+    from ocr_heads.toy.data import write_samples
+
+    write_samples(tmp_path, 3, seed=11)
+    adapter = load_adapter(str(TOY_MODEL))
+    rows = {"ocr": [], "prefill": []}
+    with capture(adapter) as recorder:
+        for sample in load_samples(tmp_path):
+            for name, found in rows.items():
+                result = score_sample(adapter, recorder, sample, scores.get_score(name), scores.Settings(), 6)
+                assert result.recall == 1.0 and result.scored.events == 5
+                found.append(result.scored.values)
+    top = {}
+    for name, found in rows.items():
+        means = np.concatenate(found).mean(axis=0)  # (layers, heads)
+        order = np.argsort(-means, axis=None, kind="stable")[:5]
+        top[name] = [divmod(int(i), means.shape[1]) for i in order]
+    assert {layer for layer, _ in top["prefill"]} == {0}, top
+    assert {layer for layer, _ in top["ocr"]} == {1}, top
