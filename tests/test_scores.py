@@ -102,3 +102,15 @@ def test_prefill_score_finds_the_toy_models_layer0_readers(tmp_path):
         top[name] = [divmod(int(i), means.shape[1]) for i in order]
     assert {layer for layer, _ in top["prefill"]} == {0}, top
     assert {layer for layer, _ in top["ocr"]} == {1}, top
+
+
+def test_paths_follow_the_registry():
+    from ocr_heads.paths import heads_file, model_name, score_file
+
+    assert model_name("Qwen/Qwen2-VL-2B-Instruct") == model_name("/m/Qwen2-VL-2B-Instruct/") == "Qwen2-VL-2B-Instruct"
+    assert score_file("scores", "M", "ocr") == score_file("scores", "M", "fg") == Path("scores/image/M_fg.json")
+    assert score_file("s", "M", scores.get_score("retrieval")) == Path("s/text/M_te.json")
+    assert score_file("s", "M", "prefill") == Path("s/image/M_prefill.json")
+    assert heads_file("s", "M", "te", "authors") == Path("s/heads/M_te_authors.json")
+    with pytest.raises(ValueError, match="unknown score"):
+        score_file("s", "M", "xx")
