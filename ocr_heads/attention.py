@@ -198,7 +198,7 @@ def ocr_heads_attention_forward(module, query, key, value, attention_mask, **kwa
             recorder.observe_prompt_rows(module.layer_idx, argmax)
         if recorder.mass_rows and query.shape[2] > 1:
             mass = key_mass(query, key, attention_mask, recorder.mass_rows, recorder.mass_keys, kwargs.get("scaling"))
-            recorder.observe_key_mass(module.layer_idx, mass)
+            recorder.observe_key_mass(module.layer_idx, mass[0])
     return output, weights
 
 

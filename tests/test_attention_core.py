@@ -4,57 +4,83 @@ import torch
 
 from ocr_heads import attention_core
 from ocr_heads.attention import capture
-from ocr_heads.attention_core import key_mass, row_probabilities
+from ocr_heads.attention_core import attention_logits, attention_probabilities, key_mass
 from ocr_heads.data.samples import load_samples
 from ocr_heads.scores.prefill import post_image_rows
 
 
 def plain_attention(query, key, mask):
-    """Eager attention the textbook way: repeat kv heads, scaled dot product, mask, softmax; (b, h, q, k)."""
+    """Eager attention the textbook way: repeat kv heads, scaled dot product, add mask, softmax; (b, h, q, k)."""
     groups = query.shape[1] // key.shape[1]
     key = key.repeat_interleave(groups, dim=1)
     scores = query @ key.transpose(-1, -2) / query.shape[-1] ** 0.5
     return (scores + mask).softmax(-1)
 
 
-def test_row_probabilities_gqa_masks_and_chunks():
+def random_qk(q_len=5, k_len=7):
     generator = torch.Generator().manual_seed(0)
-    query = torch.randn(2, 6, 5, 8, generator=generator)  # batch 2, 6 heads on 2 kv heads, 5 queries
-    key = torch.randn(2, 2, 7, 8, generator=generator)  # 7 keys: 2 cached + 5 new
-    causal = torch.full((5, 7), float("-inf")).triu(3)  # query i sits at key position i + 2
+    # batch 2, 6 query heads on 2 kv heads
+    return torch.randn(2, 6, q_len, 8, generator=generator), torch.randn(2, 2, k_len, 8, generator=generator)
+
+
+def test_probabilities_gqa_masks_rows_and_heads():
+    query, key = random_qk()
+    causal = torch.full((5, 7), float("-inf")).triu(3)  # a cache of 2 keys: query i sits at key position i + 2
+    expected = plain_attention(query, key, causal)
     rows = [4, 0, 2]
-    for sample in (0, 1):
-        expected = plain_attention(query, key, causal)[sample][:, rows]
-        # No mask: causal from the call's shapes; boolean and additive masks: applied as given.
-        torch.testing.assert_close(row_probabilities(query, key, None, rows, None, sample), expected)
-        boolean = (causal == 0)[None, None].expand(2, 1, 5, 7)
-        torch.testing.assert_close(row_probabilities(query, key, boolean, rows, None, sample), expected)
-        torch.testing.assert_close(row_probabilities(query, key, causal[None, None], rows, None, sample), expected)
-        # Padding in the mask (sample 1 may not see key 0): the row renormalises over the rest.
-        padded = boolean.clone()
-        padded[1, :, :, 0] = False
-        masked = causal.clone()
-        if sample == 1:
-            masked[:, 0] = float("-inf")
-        torch.testing.assert_close(row_probabilities(query, key, padded, rows, None, sample),
-                                   plain_attention(query, key, masked)[sample][:, rows])
-    expected = plain_attention(query, key, causal)[0][:, rows][:, :, [1, 5]]
+    boolean = (causal == 0)[None, None].expand(2, 1, 5, 7)
+    for mask in (boolean, causal[None, None]):  # boolean and additive masks apply as given
+        torch.testing.assert_close(attention_probabilities(query, key, mask, rows), expected[:, :, rows])
+        torch.testing.assert_close(attention_probabilities(query, key, mask, slice(1, 3)), expected[:, :, 1:3])
+        # A subset of heads, in any order: head 5 reads kv head 1, head 0 kv head 0.
+        torch.testing.assert_close(attention_probabilities(query, key, mask, rows, heads=[5, 0]),
+                                   expected[:, [5, 0]][:, :, rows])
+    torch.testing.assert_close(attention_logits(query, key, boolean, rows).softmax(-1), expected[:, :, rows])
+    # Padding in the mask (sample 1 may not see key 0): its rows renormalise over the rest.
+    padded = boolean.clone()
+    padded[1, :, :, 0] = False
+    masked = causal.clone().expand(2, 1, 5, 7).clone()
+    masked[1, :, :, 0] = float("-inf")
+    torch.testing.assert_close(attention_probabilities(query, key, padded, rows),
+                               plain_attention(query, key, masked)[:, :, rows])
+    # A row that may see nothing (a padding query) is all zeros, not NaN.
+    padded[0, :, 2] = False
+    assert attention_probabilities(query, key, padded, [2])[0].abs().sum() == 0
+
+
+def test_probabilities_without_a_mask_follow_sdpa():
+    # No mask, several rows: sdpa's causal upper-left alignment (query i sees keys 0..i).
+    query, key = random_qk(q_len=4, k_len=6)
+    upper_left = torch.full((4, 6), float("-inf")).triu(1)
+    torch.testing.assert_close(attention_probabilities(query, key, None), plain_attention(query, key, upper_left))
+    # sdpa itself, with the identity as values so that its output is the probabilities.
+    identity = torch.eye(6).expand(2, 6, 6, 6)
+    sdpa = torch.nn.functional.scaled_dot_product_attention(query, key.repeat_interleave(3, dim=1), identity,
+                                                            is_causal=True)
+    torch.testing.assert_close(attention_probabilities(query, key, None), sdpa)
+    # One row, or a non-causal layer: every key.
+    last = query[:, :, -1:]
+    torch.testing.assert_close(attention_probabilities(last, key, None), plain_attention(last, key, 0))
+    torch.testing.assert_close(attention_probabilities(query, key, None, causal=False), plain_attention(query, key, 0))
+
+
+def test_key_mass_in_chunks(monkeypatch):
+    query, key = random_qk()
+    causal = torch.full((5, 7), float("-inf")).triu(3)[None, None]
+    rows = [4, 0, 2]
+    expected = plain_attention(query, key, causal)[:, :, rows][..., [1, 5]]
     for chunk in (1, 2, 64):
-        torch.testing.assert_close(key_mass(query, key, None, rows, [1, 5], None, chunk=chunk), expected)
-
-
-def test_key_mass_computes_at_most_a_chunk_of_rows_at_once(monkeypatch):
+        torch.testing.assert_close(key_mass(query, key, causal, rows, [1, 5], None, chunk=chunk), expected)
     seen = []
-    original = attention_core.row_probabilities
+    original = attention_core.attention_probabilities
 
-    def spy(query, key, mask, rows, scaling, sample=0):
+    def spy(query, key, mask, rows, *args):
         seen.append(len(rows))
-        return original(query, key, mask, rows, scaling, sample)
+        return original(query, key, mask, rows, *args)
 
-    monkeypatch.setattr(attention_core, "row_probabilities", spy)
-    query, key = torch.randn(1, 4, 9, 8), torch.randn(1, 2, 9, 8)
-    assert key_mass(query, key, None, list(range(9)), [0, 3], None, chunk=4).shape == (4, 9, 2)
-    assert seen == [4, 4, 1]
+    monkeypatch.setattr(attention_core, "attention_probabilities", spy)
+    assert key_mass(query, key, None, list(range(5)), [0, 3], None, chunk=2).shape == (2, 6, 5, 2)
+    assert seen == [2, 2, 1]
 
 
 def test_recorded_prefill_mass_equals_eager(tiny_adapter, passkey_dir):
