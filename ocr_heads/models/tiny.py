@@ -2,6 +2,7 @@
 
     python -m ocr_heads.models.tiny --out models/tiny-qwen2-vl
     python -m ocr_heads.models.tiny --family internvl --out models/tiny-internvl
+    python -m ocr_heads.models.tiny --out models/tiny-qwen2-vl-bpe --vocab qwen2   # the real Qwen2 vocabulary
 
 The result is saved with ``save_pretrained`` (model, tokenizer, image-processor config), so the
 rest of the project loads it through exactly the same ``from_pretrained`` path as a hub
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,7 +38,8 @@ from ocr_heads.models.internvl import (
     INTERNVL_CHAT_TEMPLATE,
     START_IMAGE,
 )
-from ocr_heads.models.qwen2_vl import MAX_PIXELS, MIN_PIXELS
+from ocr_heads.models.qwen2_vl import MAX_PIXELS, MIN_PIXELS, QWEN2_VL_CHAT_TEMPLATE
+from ocr_heads.models.qwen2_vocab import VocabUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -136,16 +139,30 @@ def tiny_qwen2_vl_config(
 
 
 @tiny_builder("qwen2_vl")
-def build_tiny_qwen2_vl(out: str | Path, seed: int = 0, **config_overrides: int) -> Path:
-    """Write a tiny random Qwen2-VL (model + tokenizer + image processor) to ``out``; same seed, same weights."""
+def build_tiny_qwen2_vl(out: str | Path, seed: int = 0, vocab: str = "char", **config_overrides: int) -> Path:
+    """Write a tiny random Qwen2-VL (model + tokenizer + image processor) to ``out``; same seed, same weights.
+
+    ``vocab="qwen2"`` uses the real Qwen2 vocabulary with the published special-token ids (fetched once,
+    see :mod:`ocr_heads.models.qwen2_vocab`; raises VocabUnavailable when it cannot be had).
+    """
     out = Path(out)
-    tokenizer = build_char_tokenizer()
+    tokenizer = _qwen2_tokenizer() if vocab == "qwen2" else build_char_tokenizer()
     token_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in tokenizer.all_special_tokens}
     token_ids.update({t: tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>")})
     config = tiny_qwen2_vl_config(len(tokenizer), token_ids, **config_overrides)
     image_processor = Qwen2VLImageProcessorPil(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
     return _save_random_model(Qwen2VLForConditionalGeneration, config, tokenizer, image_processor, out, seed,
                               "Qwen2-VL")
+
+
+def _qwen2_tokenizer():
+    from transformers import AutoTokenizer
+
+    from ocr_heads.models.qwen2_vocab import qwen2_tokenizer_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(qwen2_tokenizer_dir())
+    tokenizer.chat_template = QWEN2_VL_CHAT_TEMPLATE
+    return tokenizer
 
 
 # InternVL: the special tokens of InternVL -hf tokenizers (names as in the real ones; ids are ours).
@@ -216,12 +233,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heads", type=int, default=4, help="attention heads per layer")
     parser.add_argument("--kv-heads", type=int, default=2, help="key/value heads (GQA)")
     parser.add_argument("--hidden", type=int, default=64, help="hidden size")
+    parser.add_argument("--vocab", default="char", choices=("char", "qwen2"),
+                        help="char: the project's character tokenizer (no network); qwen2: the real Qwen2 "
+                        "vocabulary with the published special-token ids (qwen2_vl only; fetched once from PyPI's "
+                        "dashscope wheel and cached under $OCR_HEADS_CACHE)")
     args = parser.parse_args(argv)
+    if args.vocab != "char" and args.family != "qwen2_vl":
+        parser.error(f"--vocab {args.vocab} is for --family qwen2_vl")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    builders()[args.family](
-        args.out, seed=args.seed, num_layers=args.layers, num_heads=args.heads,
-        num_kv_heads=args.kv_heads, hidden_size=args.hidden,
-    )
+    extra = {"vocab": args.vocab} if args.vocab != "char" else {}
+    try:
+        builders()[args.family](
+            args.out, seed=args.seed, num_layers=args.layers, num_heads=args.heads,
+            num_kv_heads=args.kv_heads, hidden_size=args.hidden, **extra,
+        )
+    except VocabUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
