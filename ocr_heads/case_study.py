@@ -1,7 +1,7 @@
 """Case study (exp_case): do the same heads read every character?
 
 Single-character passkeys over 0-9a-z (``step1_passkey.py --single-char``), each sample scored
-exactly as step2's OCR score (``ocr_heads.step2.score_image_sample``); the per-event values are
+exactly as step2's OCR score (``ocr_heads.step2.score_one``); the per-event values are
 then averaged per character instead of over the whole set. Output::
 
     OUT/case/NAME_case.json       {"model": NAME, "chars": {"0": {"l0_h0": score, ...}, ...}}
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # step2 is imported here: it pulls in the score-file module, needed only for this experiment.
-    from ocr_heads.step2 import Step2Config, score_image_sample
+    from ocr_heads.step2 import Step2Config, score_one
 
     try:
         if args.n < 1:
@@ -119,9 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     log = out_dir / f"{stem}.samples.jsonl"
     with capture(adapter) as recorder:
         def process(sample: Sample) -> dict:
-            record = score_image_sample(adapter, recorder, sample, cfg)
-            del record["_inputs"], record["_generated_ids"]
-            return {"char": sample.answer, **record}
+            return {"char": sample.answer, **score_one(adapter, recorder, sample, cfg).log_record()}
 
         run_samples(samples, lambda s: s.id, process, log, "case study")
     records, failed = collect([log], [sample.id for sample in samples])

@@ -1,7 +1,8 @@
-"""Step 2: score every decoder head by OCR (image) or retrieval (text) behaviour.
+"""Step 2: score every decoder head with a registered head score (:mod:`ocr_heads.scores`): by default
+OCR (image) or retrieval (text) behaviour.
 
-``score_image_sample`` / ``score_text_sample`` turn one step1 sample into per-head values; ``main``
-is the command line shared by ``step2_ocr_retrieval_head.py`` and ``step2_text_retrieval_head.py``.
+``main`` is the command line shared by ``step2_ocr_retrieval_head.py`` and ``step2_text_retrieval_head.py``;
+one sample is scored by :mod:`ocr_heads.sample_scoring`.
 """
 
 from __future__ import annotations
@@ -24,114 +25,39 @@ from ocr_heads.data.samples import Sample, load_samples
 from ocr_heads.geometry import AUTHORS_OVERLAP, DEFAULT_OVERLAP
 from ocr_heads.heads import all_heads
 from ocr_heads.io import ensure_writable_dir
-from ocr_heads.models import ModelAdapter, ModelInputs, load_adapter
+from ocr_heads.models import ModelAdapter, load_adapter
+from ocr_heads.paths import score_stem
 from ocr_heads.runner import Shard, collect, run_samples, shard_logs
+from ocr_heads.sample_scoring import SampleResult, check_settings, score_sample
 from ocr_heads.scorefile import save_scores
+from ocr_heads.scores import DEFAULT, HeadScore, Settings, all_scores, get_score, listing
 
 logger = logging.getLogger(__name__)
 
-KINDS = {"image": ("ocr", "fg"), "text": ("retrieval", "te")}
-
-
 @dataclass(frozen=True)
 class Step2Config:
-    kind: str  # "image" or "text"
+    kind: str  # "image" or "text": the script, and the modality of its scores
     max_new_tokens: int = 32
     alignment: str = "produce"
     overlap: float | None = None  # None: the rule's own (10% for produce, the released 0.1% for authors)
+    score: str | None = None  # a registered score name; None: the script's default (ocr / retrieval)
+
+    @property
+    def head_score(self) -> HeadScore:
+        return get_score(self.score or DEFAULT[self.kind])
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(self.alignment, self.overlap)
 
     @property
     def overlap_threshold(self) -> float:
         return scoring.overlap_threshold(self.alignment, self.overlap)
 
 
-def generated_pieces(adapter: ModelAdapter, generated: list[int]) -> list[str]:
-    """The text each generated token adds (incremental decoding keeps multi-byte characters whole)."""
-    pieces, previous = [], ""
-    for k in range(len(generated)):
-        text = adapter.decode(generated[: k + 1])
-        pieces.append(text[len(previous) :] if text.startswith(previous) else text)
-        previous = text
-    return pieces
-
-
-def answer_recall(adapter: ModelAdapter, answer: str, generated: list[int], alignment: str) -> float:
-    """Recall of the answer in the output. ``authors`` keeps the released rule (the bare answer's ids);
-    otherwise the answer counts in whichever tokenization the output has it (leading space or not)."""
-    def encode(text: str) -> list[int]:
-        return adapter.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    if alignment == "authors":
-        return scoring.recall(encode(answer), generated)
-    return scoring.best_recall(scoring.answer_id_variants(encode, answer, adapter.decode(generated)), generated)
-
-
-def _generate(adapter: ModelAdapter, recorder: AttentionRecorder, inputs: ModelInputs, cfg: Step2Config,
-              prompt_rows: list[int] | None = None,
-              exclude_last_prompt: bool = False) -> tuple[list[int], torch.Tensor]:
-    recorder.reset(inputs.prompt_length, prompt_rows, exclude_last_prompt)
-    generated = adapter.generate(inputs, cfg.max_new_tokens)
-    return generated, recorder.result().argmax
-
-
-def score_image_sample(adapter: ModelAdapter, recorder: AttentionRecorder, sample: Sample, cfg: Step2Config) -> dict:
-    inputs = adapter.image_inputs(sample.load_pages(), sample.question)
-    authors = cfg.alignment == "authors"
-    # The released code's argmax leaves out the prompt's last position (see AttentionRecorder.reset).
-    generated, argmax = _generate(adapter, recorder, inputs, cfg, exclude_last_prompt=authors)
-    answer_ids = adapter.tokenizer(sample.answer, add_special_tokens=False)["input_ids"]
-    sample_recall = answer_recall(adapter, sample.answer, generated, cfg.alignment)
-    if authors:
-        # Released rule: any generated token whose id is in the answer is an event, paired in order with the
-        # answer characters.
-        answer_set = set(answer_ids)
-        tokens = [i for i, t in enumerate(generated) if t in answer_set]
-        answer_tokens = [scoring.AnswerToken(i, (k, k + 1)) for k, i in enumerate(tokens[: len(sample.answer)])]
-    else:
-        answer_tokens = scoring.align_answer_tokens(generated_pieces(adapter, generated), sample.answer)
-    evidence = scoring.scored_occurrences(sample.all_evidence(), cfg.alignment)
-    targets = scoring.char_targets(evidence, inputs.image_tokens, cfg.overlap_threshold, rule=cfg.alignment)
-    values = scoring.ocr_values(argmax, answer_tokens, targets, sample_recall, cfg.alignment)
-    return {
-        "generated": adapter.decode(generated),
-        "recall": sample_recall,
-        "events": len(values),
-        "hits": int((values > 0).sum()),
-        "values": values.reshape(len(values), argmax.shape[1] * argmax.shape[2]).round(6).tolist(),
-        "_inputs": inputs,
-        "_generated_ids": generated,
-    }
-
-
-def score_text_sample(adapter: ModelAdapter, recorder: AttentionRecorder, sample: Sample, cfg: Step2Config) -> dict:
-    inputs = adapter.text_inputs(sample.context, sample.question)
-    prompt_ids = inputs.input_ids[0].tolist()
-    answer_ids = adapter.tokenizer(sample.answer, add_special_tokens=False)["input_ids"]
-    if cfg.alignment == "authors":
-        rows = [p for p, t in enumerate(prompt_ids) if t in set(answer_ids)]
-        generated, argmax = _generate(adapter, recorder, inputs, cfg, prompt_rows=rows)
-        value = scoring.retrieval_value_authors(recorder.prompt_argmax(), argmax, prompt_ids, generated, answer_ids)
-        events = len(rows) + sum(t in set(answer_ids) for t in generated[:-1])
-    else:
-        if sample.needle_span is None:
-            raise ValueError(f"sample {sample.id} has no needle_span (needed for the retrieval score)")
-        generated, argmax = _generate(adapter, recorder, inputs, cfg)
-        answer_tokens = scoring.align_answer_tokens(generated_pieces(adapter, generated), sample.answer)
-        needle = set(inputs.context_tokens(*sample.needle_span))
-        value = scoring.retrieval_value(argmax, prompt_ids, generated, answer_tokens, needle)
-        events = len(answer_tokens)
-    return {
-        "generated": adapter.decode(generated),
-        "recall": answer_recall(adapter, sample.answer, generated, cfg.alignment),
-        "events": events,
-        "hits": int((value > 0).sum()),
-        "values": [value.reshape(-1).round(6).tolist()],
-        "_inputs": inputs,
-        "_generated_ids": generated,
-    }
-
-
-SCORERS = {"image": score_image_sample, "text": score_text_sample}
+def score_one(adapter: ModelAdapter, recorder: AttentionRecorder, sample: Sample, cfg: Step2Config) -> SampleResult:
+    """One sample scored by the configured score (see :mod:`ocr_heads.sample_scoring`)."""
+    return score_sample(adapter, recorder, sample, cfg.head_score, cfg.settings, cfg.max_new_tokens)
 
 
 def per_head_lists(records: list[dict], heads: list[str]) -> dict[str, list[float]]:
@@ -155,9 +81,8 @@ def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config,
     """Merge every log of the run (single or shards) into the score files; returns (scored, failed)."""
     records, failed = collect(shard_logs(out_dir, stem), order)
     heads = all_heads(adapter_info["num_layers"], adapter_info["num_heads"])
-    kind, _ = KINDS[cfg.kind]
     meta = {
-        "kind": kind,
+        "kind": cfg.head_score.name,
         **adapter_info,
         "data": str(data),
         "n_samples": len(records),
@@ -165,6 +90,7 @@ def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config,
         "n_events": sum(r["events"] for r in records),
         "alignment": cfg.alignment,
         "overlap_threshold": cfg.overlap_threshold if cfg.kind == "image" else None,
+        **cfg.head_score.meta,
         "max_new_tokens": cfg.max_new_tokens,
         "mean_recall": float(np.mean([r["recall"] for r in records])) if records else None,
         "versions": {"ocr_heads": ocr_heads.__version__, "torch": torch.__version__.split("+")[0],
@@ -176,17 +102,34 @@ def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config,
     return len(records), len(failed)
 
 
+class ScoreChoice(argparse.Action):
+    """``--score NAME``. Without a value, or with a name nobody registered: the registered scores, one line
+    each, and exit status 2."""
+
+    def __call__(self, parser, namespace, value, option_string=None) -> None:
+        if value not in all_scores():
+            given = "" if value is None else f", not {value!r}"
+            parser.exit(2, f"error: --score takes a registered score{given}: NAME, file tag, modality, "
+                        f"definition:\n{listing()}\n")
+        setattr(namespace, self.dest, value)
+
+
 def build_parser(kind: str) -> argparse.ArgumentParser:
-    label, suffix = KINDS[kind]
+    default = get_score(DEFAULT[kind])
     what = "page images" if kind == "image" else "the context as plain text (no image)"
+    scores = ", ".join(s.name for s in all_scores().values() if s.modality == kind)
     parser = argparse.ArgumentParser(
-        description=f"Step 2: {label} score of every decoder head. Feeds each step1 sample as {what} plus the "
-        "question, decodes greedily, and records per head the argmax of the attention row that produced each "
-        "answer token (no output_attentions, memory flat in sequence length).",
-        epilog=f"Writes OUT/{kind}/NAME_{suffix}.json ({{\"l0_h0\": [values...]}}), NAME_{suffix}_mean.json, "
-        f"NAME_{suffix}.meta.json and the per-sample log NAME_{suffix}.samples.jsonl (generated text, recall, "
-        "hits). NAME is the last component of --model_id. Rerunning the same command resumes.",
+        description=f"Step 2: score every decoder head (--score: {scores}; default {default.name}). Feeds each step1 "
+        f"sample as {what} plus the question, decodes greedily, and records per head what the score reads (the "
+        "argmax of the attention row that produced each answer token, and for prefill scores selected prefill "
+        "rows), never output_attentions: memory flat in sequence length.",
+        epilog=f"Writes OUT/{kind}/NAME_TAG.json ({{\"l0_h0\": [values...]}}), NAME_TAG_mean.json, NAME_TAG.meta.json "
+        f"and the per-sample log NAME_TAG.samples.jsonl (generated text, recall, hits); TAG is the score's file tag "
+        f"({default.tag} for {default.name}). NAME is the last component of --model_id. Rerunning the same command "
+        "resumes.",
     )
+    parser.add_argument("--score", nargs="?", default=default.name, action=ScoreChoice, metavar="NAME",
+                        help=f"the head score (default {default.name}); --score alone lists the registered ones")
     parser.add_argument("--model_id", required=True, help="hub id (e.g. Qwen/Qwen2-VL-2B-Instruct) or local dir")
     parser.add_argument("--data", required=True, type=Path, help="step1 output dir (holding samples.jsonl)")
     parser.add_argument("--out", default=Path("scores"), type=Path, help="scores root (default: scores)")
@@ -217,7 +160,9 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
 def main(kind: str, argv: list[str] | None = None) -> int:
     args = build_parser(kind).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = Step2Config(kind, args.max_new_tokens, args.alignment, getattr(args, "overlap", None), args.score)
     try:
+        check_score(cfg)
         shard = Shard.parse(args.shard)
         out_dir = ensure_writable_dir(args.out / kind)
         samples = load_samples(args.data, args.n)
@@ -230,8 +175,7 @@ def main(kind: str, argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    cfg = Step2Config(kind, args.max_new_tokens, args.alignment, getattr(args, "overlap", None))
-    stem = f"{adapter.name}_{KINDS[kind][1]}"
+    stem = score_stem(adapter.name, cfg.head_score)
     info = {"model": adapter.name, "model_id": args.model_id, "num_layers": adapter.shape.num_layers,
             "num_heads": adapter.shape.num_heads, "num_kv_heads": adapter.shape.num_kv_heads}
     if getattr(adapter.model.config, "ocr_heads_random_weights", False):
@@ -255,24 +199,31 @@ def main(kind: str, argv: list[str] | None = None) -> int:
     return 1 if scored == 0 else 0
 
 
+def check_score(cfg: Step2Config) -> None:
+    """The score must read what this script feeds (pages or text) and implement the alignment rule."""
+    score = cfg.head_score
+    if score.modality != cfg.kind:
+        script = "step2_ocr_retrieval_head.py" if score.modality == "image" else "step2_text_retrieval_head.py"
+        raise ValueError(f"score {score.name} reads the {score.modality} form of a sample: run it with {script}")
+    check_settings(score, cfg.settings)
+
+
 def _score(adapter: ModelAdapter, samples: list[Sample], shard: Shard, cfg: Step2Config, log: Path,
            verify: bool) -> int:
-    scorer = SCORERS[cfg.kind]
     verified = not verify
     with capture(adapter) as recorder:
         def process(sample: Sample) -> dict:
             nonlocal verified
-            record = scorer(adapter, recorder, sample, cfg)
-            inputs, generated = record.pop("_inputs"), record.pop("_generated_ids")
+            result = score_one(adapter, recorder, sample, cfg)
             if not verified:
-                mismatches = verify_against_eager(adapter, inputs, generated, recorder.result())
+                mismatches = verify_against_eager(adapter, result.inputs, result.generated, result.record)
                 if mismatches:
                     raise SystemExit(f"--verify-eager: {len(mismatches)} argmax differ from eager, first: "
                                      f"{mismatches[0]}")
                 logger.info("--verify-eager: sample %s matches eager attention on every head and step (%s, ties "
                             "within its rounding tolerance allowed)", sample.id, adapter.model.dtype)
                 verified = True
-            return record
+            return result.log_record()
 
         _, failed = run_samples(shard.select(samples), lambda s: s.id, process, log, f"step2 {cfg.kind}")
     return failed

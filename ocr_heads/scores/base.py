@@ -84,6 +84,7 @@ class HeadScore:
     values: Callable[[Observed, Settings], SampleValues]
     alignments: tuple[str, ...] = ("produce", "authors")  # the --alignment rules it implements
     other_tags: tuple[str, ...] = ()  # further tags its files carry in the authors' release (OCR: "cg")
+    meta: dict = field(default_factory=dict)  # extra sidecar entries (its fixed parameters)
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:

@@ -98,4 +98,6 @@ SCORE = HeadScore(
     recording=recording,
     values=values,
     alignments=("produce",),
+    meta={"mass_threshold": THRESHOLD, "rows": "post-image prompt rows (after the last image token, before the "
+          "prompt's last row)"},
 )
