@@ -61,7 +61,8 @@ class SampleResult:
                   "hits": int((values > 0).sum())}
         if self.scored.event_chars:
             record["event_chars"] = self.scored.event_chars
-        record["values"] = values.reshape(len(values), -1).round(6).tolist()
+        # Explicit width: a sample without events has (0, layers, heads) values, where -1 cannot be inferred.
+        record["values"] = values.reshape(len(values), values.shape[1] * values.shape[2]).round(6).tolist()
         return record
 
 

@@ -123,10 +123,10 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
         f"sample as {what} plus the question, decodes greedily, and records per head what the score reads (the "
         "argmax of the attention row that produced each answer token, and for prefill scores selected prefill "
         "rows), never output_attentions: memory flat in sequence length.",
-        epilog=f"Writes OUT/{kind}/NAME_TAG.json ({{\"l0_h0\": [values...]}}), NAME_TAG_mean.json, NAME_TAG.meta.json "
-        f"and the per-sample log NAME_TAG.samples.jsonl (generated text, recall, hits); TAG is the score's file tag "
-        f"({default.tag} for {default.name}). NAME is the last component of --model_id. Rerunning the same command "
-        "resumes.",
+        epilog=f"Writes OUT/{kind}/NAME_{default.tag}.json ({{\"l0_h0\": [values...]}}), NAME_{default.tag}_mean.json, "
+        f"NAME_{default.tag}.meta.json and the per-sample log NAME_{default.tag}.samples.jsonl (generated text, "
+        f"recall, hits); {default.tag} is the {default.name} score's file tag, another --score writes its own tag "
+        "instead. NAME is the last component of --model_id. Rerunning the same command resumes.",
     )
     parser.add_argument("--score", nargs="?", default=default.name, action=ScoreChoice, metavar="NAME",
                         help=f"the head score (default {default.name}); --score alone lists the registered ones")
