@@ -76,9 +76,16 @@ class AttentionRecorder:
         """``probs``: (heads, keys) probabilities of the producing query row."""
         if self.prompt_length is None:
             self.prompt_length = probs.shape[-1]
+        # A sliding-window layer's cache keeps only the last keys: key k is position offset + k (0 otherwise).
+        offset = max(self.prompt_length + len(self._argmax[layer]) - probs.shape[-1], 0)
         # Stay on the device: a .cpu() here would synchronise the GPU at every layer of every step.
-        self._argmax[layer].append(probs[:, : self._argmax_keys()].argmax(dim=-1))
-        self._sink[layer].append(probs[:, 0].float())
+        visible = max(self._argmax_keys() - offset, 0)
+        if visible:
+            self._argmax[layer].append(probs[:, :visible].argmax(dim=-1) + offset)
+        else:  # no prompt key in the window: every prompt probability is 0, and argmax of zeros is 0
+            self._argmax[layer].append(torch.zeros(probs.shape[0], dtype=torch.long, device=probs.device))
+        sink = probs[:, 0].float() if offset == 0 else torch.zeros_like(probs[:, 0], dtype=torch.float)
+        self._sink[layer].append(sink)
 
     def _argmax_keys(self) -> int:
         return self.prompt_length - 1 if self.exclude_last_prompt else self.prompt_length
@@ -168,9 +175,11 @@ def check_supported(module: torch.nn.Module, key: torch.Tensor, recomputes_rows:
 
     - Attention logit softcapping (Gemma2-style ``softcap``): sdpa, which computes every output here,
       cannot apply it.
-    - A sliding window that binds (``sliding_window`` <= the keys the layer sees): the KV cache then
-      drops keys, so key indices stop being prompt positions. A window larger than the sequence is
-      exact: nothing is dropped, and the layer's mask (which carries the window) is applied as is.
+    - A sliding window that binds (``sliding_window`` <= the keys the layer sees), for the recomputations
+      that index keys as prompt positions (``recomputes_rows``: prompt-row argmax of the authors' text
+      rule, sink redistribution): the KV cache then drops keys, so key 0 is no longer the sink and key k
+      no longer position k. The producing-row capture maps cached keys back to positions itself
+      (:meth:`AttentionRecorder.observe`) and is exact under any window.
     """
     softcap = kwargs.get("softcap")
     if softcap is not None:
@@ -185,7 +194,7 @@ def check_supported(module: torch.nn.Module, key: torch.Tensor, recomputes_rows:
 
 def ocr_heads_attention_forward(module, query, key, value, attention_mask, **kwargs):
     """sdpa, then the active edits, then the statistics of the producing row for the active recorder."""
-    check_supported(module, key, recomputes_rows=bool(_ACTIVE), **kwargs)
+    check_supported(module, key, recomputes_rows=bool(_ACTIVE and _ACTIVE[-1].prompt_rows), **kwargs)
     output, weights = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     for edit in _EDITS:
         output = edit(module, query, key, value, attention_mask, output, **kwargs)

@@ -18,7 +18,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ocr_heads import scoring
 from ocr_heads.attention import capture
@@ -27,6 +26,7 @@ from ocr_heads.geometry import DEFAULT_OVERLAP
 from ocr_heads.heads import all_heads
 from ocr_heads.io import write_json_atomic
 from ocr_heads.models import ModelAdapter, load_adapter
+from ocr_heads.models.options import adapter_kwargs, add_model_args
 from ocr_heads.runner import collect, run_samples
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    parser.add_argument("--model_id", default="Qwen/Qwen2-VL-2B-Instruct", help="hub id or local dir")
+    add_model_args(parser, "Qwen/Qwen2-VL-2B-Instruct")
     parser.add_argument("--data", required=True, type=Path, help="step1 --single-char output dir")
     parser.add_argument("--out", type=Path, default=Path("results"), help="results root (default results/)")
     parser.add_argument("--n", type=int, default=DEFAULT_PER_CHAR,
@@ -96,8 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overlap", type=float, default=None,
                         help="a tile covers a character when it holds more than this fraction of its box "
                         f"(default {DEFAULT_OVERLAP}; with --alignment authors the released 0.1 percent)")
-    parser.add_argument("--dtype", default=None, help="torch dtype (default: auto on GPU, float32 on CPU)")
-    parser.add_argument("--device_map", default=None, help='e.g. "auto" to spread a large model over GPUs')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # step2 is imported here: it pulls in the score-file module, needed only for this experiment.
@@ -107,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.n < 1:
             raise ValueError(f"--n must be at least 1, got {args.n}")
         chars = samples_by_char(load_samples(args.data), args.n)
-        adapter = load_adapter(args.model_id, dtype=getattr(torch, args.dtype) if args.dtype else None,
-                               device_map=args.device_map)
+        adapter = load_adapter(args.model_id, **adapter_kwargs(args))
     except (FileNotFoundError, ValueError) as err:
         logger.error("%s", err)
         return 2
@@ -148,6 +145,7 @@ def _write(adapter: ModelAdapter, args: argparse.Namespace, chars: dict[str, lis
         "alignment": args.alignment,
         "overlap_threshold": scoring.overlap_threshold(args.alignment, args.overlap),
         "max_new_tokens": args.max_new_tokens,
+        "protocol": adapter.settings(),
     }
     if getattr(adapter.model.config, "ocr_heads_random_weights", False):
         meta["warning"] = "random weights: these maps are noise, not findings"

@@ -32,6 +32,7 @@ from pathlib import Path
 from ocr_heads.experiments import RunConfig, load_head_ranking, run_one, select_heads
 from ocr_heads.io import read_json, write_json_atomic
 from ocr_heads.models import ModelAdapter, load_adapter
+from ocr_heads.toy.data import TOY_PROTOCOL
 
 logger = logging.getLogger("demo")
 
@@ -177,7 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     run("-m", "ocr_heads.toy.data", "--out", str(data), "--n", str(args.n), "--seed", "1000")
     run("-m", "ocr_heads.toy.data", "--out", str(eval_data), "--n", str(args.n_eval), "--seed", "2000")
     scores = out / "scores"
-    common = ["--model_id", model, "--data", str(data), "--out", str(scores), "--max_new_tokens", str(MAX_NEW_TOKENS)]
+    common = ["--model_id", model, "--protocol", TOY_PROTOCOL, "--data", str(data), "--out", str(scores),
+              "--max_new_tokens", str(MAX_NEW_TOKENS)]
     run("step2_ocr_retrieval_head.py", *common, "--verify-eager")
     run("step2_text_retrieval_head.py", *common, "--verify-eager")
     name = Path(model).name
@@ -187,15 +189,15 @@ def main(argv: list[str] | None = None) -> None:
         str(retrieval_path))
     results = out / "results"
     print("\n$ exp_masking.py / exp_sink.py runs (in one process; each run's command is logged)", flush=True)
-    masking = Masking(load_adapter(model), model, eval_data, args.n_eval, results)
+    masking = Masking(load_adapter(model, protocol=TOY_PROTOCOL), model, eval_data, args.n_eval, results)
     table = masking_table(masking, ocr_path, retrieval_path)
     sink = sink_rows(masking, ocr_path)
     # Case study: a command check only. The toy model was trained on 5-digit keys in its own page layout,
     # so its per-character maps on step1 pages are not findings (the report says which model made them).
     chars = out / "data" / "chars"
     run("step1_passkey.py", "--single-char", "--n", "1", "--lengths", "64", "--out", str(chars))
-    run("exp_case.py", "--model_id", model, "--data", str(chars), "--n", "1", "--max_new_tokens", "4",
-        "--out", str(results))
+    run("exp_case.py", "--model_id", model, "--protocol", TOY_PROTOCOL, "--data", str(chars), "--n", "1",
+        "--max_new_tokens", "4", "--out", str(results))
     run("-m", "ocr_heads.report", "--scores", str(scores / "image" / f"{name}_fg.json"),
         str(scores / "text" / f"{name}_te.json"), "--results", str(results), "--case",
         str(results / "case" / f"{name}_case.json"), "--out", str(out / "report"))

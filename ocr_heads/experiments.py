@@ -19,13 +19,12 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-
 from ocr_heads.heads import all_heads, check_heads_exist, parse_head
 from ocr_heads.interventions import mask_heads, redistribute_sink_heads
 from ocr_heads.io import ensure_writable_dir, read_json, write_json_atomic
 from ocr_heads.metrics import aggregate
 from ocr_heads.models import ModelAdapter, ModelInputs, load_adapter
+from ocr_heads.models.options import adapter_kwargs, add_model_args
 from ocr_heads.runner import Shard, collect, run_samples, shard_logs
 from ocr_heads.tasks import DEFAULT_N, TASKS, Example, Task, get_task
 from ocr_heads.tasks.base import example_rng
@@ -275,6 +274,7 @@ def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | Non
         "experiment": cfg.experiment,
         "model": adapter.name,
         "config": asdict(cfg),
+        "protocol": adapter.settings(),
         "metrics": metrics,
         "n": n,
         "n_failed": len(failed),
@@ -335,7 +335,7 @@ def _common_parser(description: str, epilog: str, default_datasets: list[str],
                         f"(default: {' '.join(default_datasets)})")
     parser.add_argument("--task", choices=["image", "text"], default="image",
                         help="whose heads: image = OCR heads (step3 *_fg list), text = retrieval heads (*_te list)")
-    parser.add_argument("--model_id", default=DEFAULT_MODEL, help=f"hub id or local dir (default {DEFAULT_MODEL})")
+    add_model_args(parser, DEFAULT_MODEL)
     parser.add_argument("--num_of_masking_head", type=int, default=default_k,
                         help=f"k, the number of heads to intervene on (default {default_k})")
     parser.add_argument("--heads", type=Path, default=None,
@@ -351,8 +351,6 @@ def _common_parser(description: str, epilog: str, default_datasets: list[str],
                         help="seed of per-example context composition (nq/hotpot distractors; default 0)")
     parser.add_argument("--max_new_tokens", type=int, default=32, help="greedy decoding length (default 32)")
     parser.add_argument("--out", type=Path, default=Path("results"), help="results root (default results/)")
-    parser.add_argument("--dtype", default=None, help="torch dtype (default: auto on GPU, float32 on CPU)")
-    parser.add_argument("--device_map", default=None, help='e.g. "auto" to spread a large model over GPUs')
     parser.add_argument("--shard", default=None, help="i/n: run every n-th sample starting at i (0-based); "
                         "under `accelerate launch` each process takes its own shard and the first one merges")
     parser.add_argument("--merge", action="store_true", help="only merge existing shard logs into the results")
@@ -444,8 +442,7 @@ def run_main(experiment: str, argv: list[str] | None = None) -> int:
             path = default_heads_path(args.model_id, args.task)
             if not path.is_file():
                 raise FileNotFoundError(f"no head list at {path}: run step3 first or pass --heads")
-        adapter = load_adapter(args.model_id, dtype=getattr(torch, args.dtype) if args.dtype else None,
-                               device_map=args.device_map or shard.device_map())
+        adapter = load_adapter(args.model_id, **adapter_kwargs(args, shard.device_map()))
         configs = list(_configs(args, experiment, adapter, sources))
     except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError) as err:
         logger.error("%s", err)

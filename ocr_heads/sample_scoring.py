@@ -57,8 +57,10 @@ class SampleResult:
     def log_record(self) -> dict:
         """The per-sample JSONL record: output, recall, events, hits and the value rows (layer-major heads)."""
         values = self.scored.values
-        record = {"generated": self.text, "recall": self.recall, "events": self.scored.events,
-                  "hits": int((values > 0).sum())}
+        record = {"generated": self.text, "recall": self.recall}
+        if self.inputs.image_tokens:
+            record["image_tokens"] = [page.count for page in self.inputs.image_tokens]
+        record.update(events=self.scored.events, hits=int((values > 0).sum()))
         if self.scored.event_chars:
             record["event_chars"] = self.scored.event_chars
         # Explicit width: a sample without events has (0, layers, heads) values, where -1 cannot be inferred.

@@ -155,7 +155,9 @@ def char_targets(
     the released test on int-truncated resized coordinates (:func:`authors_covering_tiles`).
     """
     cover = authors_covering_tiles if rule == "authors" else covering_tiles
-    by_page = {tokens.page: tokens for tokens in image_tokens}
+    by_page: dict[int, list[ImageTokens]] = {}
+    for tokens in image_tokens:  # a page may have several runs (Gemma 3's pan-and-scan crops)
+        by_page.setdefault(tokens.page, []).append(tokens)
     targets: list[set[int]] = []
     for occurrence in evidence:
         flat = [(page, box) for page in sorted(occurrence) for box in occurrence[page]]
@@ -166,8 +168,8 @@ def char_targets(
         for char, (page, box) in enumerate(flat):
             if page not in by_page:
                 raise ValueError(f"evidence on page {page}, but the prompt has {len(image_tokens)} pages")
-            tokens = by_page[page]
-            targets[char].update(tokens.start + t for t in cover(box, tokens.tile_boxes, threshold))
+            for tokens in by_page[page]:
+                targets[char].update(tokens.start + t for t in cover(box, tokens.tile_boxes, threshold))
     return targets
 
 

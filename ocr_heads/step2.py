@@ -26,6 +26,7 @@ from ocr_heads.geometry import AUTHORS_OVERLAP, DEFAULT_OVERLAP
 from ocr_heads.heads import all_heads
 from ocr_heads.io import ensure_writable_dir
 from ocr_heads.models import ModelAdapter, load_adapter
+from ocr_heads.models.options import adapter_kwargs, add_model_args
 from ocr_heads.paths import score_stem
 from ocr_heads.runner import Shard, collect, run_samples, shard_logs
 from ocr_heads.sample_scoring import SampleResult, check_settings, score_sample
@@ -67,6 +68,16 @@ def per_head_lists(records: list[dict], heads: list[str]) -> dict[str, list[floa
     return {head: matrix[:, i].tolist() for i, head in enumerate(heads)}
 
 
+def image_token_summary(records: list[dict]) -> dict | None:
+    """Image tokens per page over the scored samples: min, max, mean and the count of each value."""
+    counts = [n for record in records for n in record.get("image_tokens", [])]
+    if not counts:
+        return None
+    values, freq = np.unique(counts, return_counts=True)
+    return {"pages": len(counts), "min": int(values[0]), "max": int(values[-1]), "mean": float(np.mean(counts)),
+            "counts": {str(int(v)): int(f) for v, f in zip(values, freq, strict=True)}}
+
+
 def _git_sha() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
@@ -93,6 +104,7 @@ def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config,
         **cfg.head_score.meta,
         "max_new_tokens": cfg.max_new_tokens,
         "mean_recall": float(np.mean([r["recall"] for r in records])) if records else None,
+        **({"image_tokens_per_page": image_token_summary(records)} if cfg.kind == "image" else {}),
         "versions": {"ocr_heads": ocr_heads.__version__, "torch": torch.__version__.split("+")[0],
                      "transformers": transformers.__version__},
         "git_sha": _git_sha(),
@@ -130,7 +142,7 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--score", nargs="?", default=default.name, action=ScoreChoice, metavar="NAME",
                         help=f"the head score (default {default.name}); --score alone lists the registered ones")
-    parser.add_argument("--model_id", required=True, help="hub id (e.g. Qwen/Qwen2-VL-2B-Instruct) or local dir")
+    add_model_args(parser)
     parser.add_argument("--data", required=True, type=Path, help="step1 output dir (holding samples.jsonl)")
     parser.add_argument("--out", default=Path("scores"), type=Path, help="scores root (default: scores)")
     parser.add_argument("--n", type=int, default=None, help="score only the first N samples")
@@ -142,18 +154,12 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
     parser.add_argument("--verify-eager", action="store_true",
                         help="re-run the first scored sample with eager attention + output_attentions and fail "
                         "if any recorded argmax differs")
-    parser.add_argument("--dtype", default=None, help="torch dtype (default: auto on GPU, float32 on CPU)")
-    parser.add_argument("--device_map", default=None, help='e.g. "auto" to spread a large model over GPUs')
     if kind == "image":
         parser.add_argument("--overlap", type=float, default=None,
                             help="a tile covers a character when it holds more than this fraction of its box "
                             f"(default {DEFAULT_OVERLAP}; with --alignment authors the released {AUTHORS_OVERLAP}, "
                             "i.e. 0.1 percent, on int-truncated resized coordinates)")
         parser.add_argument("--fine_grained", action="store_true", help="accepted for compatibility (always on)")
-        parser.add_argument("--min_pixels", type=int, default=None, help="image processor min pixels")
-        parser.add_argument("--max_pixels", type=int, default=None, help="image processor max pixels")
-        parser.add_argument("--max_patches", type=int, default=None,
-                            help="InternVL: most 448 px tiles per page (default: the checkpoint's)")
     return parser
 
 
@@ -166,18 +172,15 @@ def main(kind: str, argv: list[str] | None = None) -> int:
         shard = Shard.parse(args.shard)
         out_dir = ensure_writable_dir(args.out / kind)
         samples = load_samples(args.data, args.n)
-        adapter_kwargs = {"dtype": getattr(torch, args.dtype) if args.dtype else None,
-                          "device_map": args.device_map or shard.device_map()}
-        for key in ("min_pixels", "max_pixels", "max_patches"):
-            if getattr(args, key, None):
-                adapter_kwargs[key] = getattr(args, key)
-        adapter = load_adapter(args.model_id, **adapter_kwargs)
+        adapter = load_adapter(args.model_id, **adapter_kwargs(args, shard.device_map()))
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     stem = score_stem(adapter.name, cfg.head_score)
     info = {"model": adapter.name, "model_id": args.model_id, "num_layers": adapter.shape.num_layers,
             "num_heads": adapter.shape.num_heads, "num_kv_heads": adapter.shape.num_kv_heads}
+    if kind == "image":
+        info["protocol"] = adapter.settings()
     if getattr(adapter.model.config, "ocr_heads_random_weights", False):
         info["warning"] = "random weights: these scores are noise, not findings"
         logger.warning("%s has random weights: its scores are noise, not findings", args.model_id)

@@ -52,11 +52,21 @@ def test_sliding_window_wider_than_the_input_records_exactly(tiny_model_dir, pas
     assert verify_against_eager(adapter, inputs, generated, record) == []
 
 
-def test_binding_sliding_window_is_refused_naming_the_layer(tiny_model_dir, passkey_dir, tmp_path):
+def test_binding_sliding_window_capture_is_exact_and_sink_edit_refused(tiny_model_dir, passkey_dir, tmp_path):
     adapter = _sliding_copy(tiny_model_dir, tmp_path / "sliding8", window=8)
     sample = load_samples(passkey_dir)[0]
     inputs = adapter.text_inputs(sample.context, sample.question)
-    with pytest.raises(ValueError, match=r"layer 1: sliding-window attention \(window 8\)"), capture(adapter):
+    P = inputs.prompt_length
+    # Capture maps the window's cached keys back to prompt positions: equal to the model's own eager rows.
+    with capture(adapter) as recorder:
+        generated = adapter.generate(inputs, max_new_tokens=4)
+    record = recorder.result()
+    for layer, probs in enumerate(_eager_rows(adapter, inputs, generated)):
+        assert torch.equal(record.argmax[:, layer], probs[:, :, :P].argmax(-1).T)
+    # The authors' text rule recomputes prompt rows as positions: refused under a binding window.
+    with pytest.raises(ValueError, match=r"layer 1: sliding-window attention \(window 8\)"), \
+            capture(adapter) as recorder:
+        recorder.reset(P, prompt_rows=[P - 2])
         adapter.generate(inputs, max_new_tokens=2)
     with pytest.raises(ValueError, match=r"layer 2: sliding-window attention"), \
             redistribute_sink_heads(adapter, ["l2_h0"]):

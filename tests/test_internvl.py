@@ -349,7 +349,8 @@ def test_internvl2_conversion_matches_the_reference_forward(tmp_path, monkeypatc
     weights = build_internvl2_checkpoint(source)
     monkeypatch.setenv("OCR_HEADS_CACHE", str(tmp_path / "cache"))
     assert model_type(str(source)) == "internvl_chat"
-    converted = load_adapter(str(source))  # converts once into the cache, then loads natively
+    # Native protocol: the conversion must keep the checkpoint's own tiling (the paper's is one tile, no thumbnail).
+    converted = load_adapter(str(source), protocol="native")  # converts once into the cache, then loads natively
     native = tmp_path / "cache" / "converted" / str(source).strip("/").replace("/", "--")
     assert (native / "config.json").is_file() and converted.name == "InternVL2-tiny"
     assert isinstance(converted, InternVLAdapter)

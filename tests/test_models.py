@@ -15,7 +15,8 @@ PAGE_SIZES = [(635, 482), (300, 900), (1200, 400), (56, 56), (1000, 1000), (517,
 def test_token_tiles_follow_the_processor_grid(tiny_adapter, size):
     page = Image.new("RGB", size, "white")
     inputs = tiny_adapter.image_inputs([page, page], "q?")
-    height, width = smart_resize(size[1], size[0], factor=28, min_pixels=4 * 28 * 28, max_pixels=256 * 28 * 28)
+    # The paper protocol (the default): min = max = 256*28*28 pixels, small pages upscaled.
+    height, width = smart_resize(size[1], size[0], factor=28, min_pixels=256 * 28 * 28, max_pixels=256 * 28 * 28)
     rows, cols = height // 28, width // 28
     grid = inputs.tensors["image_grid_thw"]
     assert grid.tolist() == [[1, rows * 2, cols * 2]] * 2

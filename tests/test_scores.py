@@ -84,10 +84,10 @@ def test_prefill_score_finds_the_toy_models_layer0_readers(tmp_path):
     from ocr_heads.data.samples import load_samples
     from ocr_heads.models import load_adapter
     from ocr_heads.sample_scoring import score_sample
-    from ocr_heads.toy.data import write_samples
+    from ocr_heads.toy.data import TOY_PROTOCOL, write_samples
 
     write_samples(tmp_path, 3, seed=11)
-    adapter = load_adapter(str(TOY_MODEL))
+    adapter = load_adapter(str(TOY_MODEL), protocol=TOY_PROTOCOL)
     rows = {"ocr": [], "prefill": []}
     with capture(adapter) as recorder:
         for sample in load_samples(tmp_path):

@@ -8,6 +8,7 @@ import pytest
 
 from ocr_heads.scores import all_scores
 from ocr_heads.step2 import main
+from ocr_heads.toy.data import TOY_PROTOCOL
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY_MODEL = ROOT / "models" / "toy-qwen2-vl"
@@ -26,8 +27,8 @@ def toy_data(tmp_path_factory):
 
 
 def step2(kind, data, out, *extra):
-    return main(kind, ["--model_id", str(TOY_MODEL), "--data", str(data), "--out", str(out), "--max_new_tokens", "8",
-                       *extra])
+    return main(kind, ["--model_id", str(TOY_MODEL), "--protocol", TOY_PROTOCOL, "--data", str(data), "--out",
+                       str(out), "--max_new_tokens", "8", *extra])
 
 
 @needs_toy

@@ -20,11 +20,16 @@ needs_toy = pytest.mark.skipif(not (TOY_MODEL / "MODEL_CARD.md").is_file(), reas
 def toy_adapter():
     from ocr_heads.models import load_adapter
 
-    return load_adapter(str(TOY_MODEL))
+    return load_adapter(str(TOY_MODEL), protocol="native")
 
 
-def test_pages_are_tile_exact(tiny_adapter, tmp_path):
+def test_pages_are_tile_exact(tiny_model_dir, tmp_path):
     """Every key character is exactly one vision token, and the processor does not resize the page."""
+    from ocr_heads.models import load_adapter
+    from ocr_heads.toy.data import TOY_PROTOCOL
+
+    # At the tiny/toy models' own bounds (the paper's budget would upscale these small pages).
+    tiny_adapter = load_adapter(str(tiny_model_dir), protocol=TOY_PROTOCOL, weights=False)
     write_samples(tmp_path, 3, seed=5)
     style = TileStyle()
     for sample in load_samples(tmp_path):
@@ -90,7 +95,7 @@ def test_training_runs_resumes_and_saves(tmp_path):
     assert [s["step"] for s in history["steps"]] == [0, 1]
     assert "aux_loss" in history["steps"][1] and "aux_loss" not in history["steps"][0]
     assert not (tmp_path / "m" / STATE_FILE).exists()
-    adapter = load_adapter(str(tmp_path / "m"))
+    adapter = load_adapter(str(tmp_path / "m"), protocol="native")
     assert not getattr(adapter.model.config, "ocr_heads_random_weights", False)
     # Resume: a state saved after step 1 of a 2-step run leaves only step 2 (index 1) to do.
     import torch

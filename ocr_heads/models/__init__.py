@@ -14,11 +14,12 @@ from pathlib import Path
 
 from ocr_heads.models.base import AttentionShape, ImageTokens, ModelAdapter, ModelInputs
 
-__all__ = ["AttentionShape", "ImageTokens", "ModelAdapter", "ModelInputs", "load_adapter", "model_type",
-           "register_family", "supported_model_types"]
+__all__ = ["AttentionShape", "ImageTokens", "ModelAdapter", "ModelInputs", "family_loader", "load_adapter",
+           "model_type", "register_family", "supported_model_types"]
 
 # Modules that register a family when imported.
-FAMILY_MODULES = ("ocr_heads.models.qwen2_vl", "ocr_heads.models.internvl")
+FAMILY_MODULES = ("ocr_heads.models.qwen2_vl", "ocr_heads.models.internvl", "ocr_heads.models.llava_onevision",
+                 "ocr_heads.models.gemma3")
 
 Loader = Callable[..., ModelAdapter]
 _LOADERS: dict[str, Loader] = {}
@@ -65,10 +66,15 @@ def model_type(model_id: str) -> str:
                          f"({err.__class__.__name__})") from err
 
 
-def load_adapter(model_id: str, **kwargs) -> ModelAdapter:
-    """Load the adapter for ``model_id`` (hub id or local dir)."""
+def family_loader(model_id: str) -> Loader:
+    """The registered loader (usually the adapter class) that serves ``model_id``."""
     kind = model_type(model_id)
     loaders = _loaders()
     if kind not in loaders:
         raise ValueError(f"{model_id}: model type {kind!r} is not supported (supported: {', '.join(sorted(loaders))})")
-    return loaders[kind](model_id, **kwargs)
+    return loaders[kind]
+
+
+def load_adapter(model_id: str, **kwargs) -> ModelAdapter:
+    """Load the adapter for ``model_id`` (hub id or local dir)."""
+    return family_loader(model_id)(model_id, **kwargs)

@@ -16,15 +16,25 @@ from PIL import Image
 
 @dataclass(frozen=True)
 class ImageTokens:
-    """The LLM tokens of one page: a row-major grid of tiles, each a box on the original page."""
+    """The LLM tokens of one page (a contiguous run of image-token positions), each a box on the original page.
+
+    A position that shows no page pixels (LLaVA-OneVision's newline embedding after each row, a cell
+    of pure padding) has a NaN box: no overlap test ever selects it, so it is never a target.
+    """
 
     page: int
     start: int  # position of the first image token in the input ids
-    tile_boxes: np.ndarray  # (count, 4) float boxes [x0, y0, x1, y1] in original page pixels
+    tile_boxes: np.ndarray  # (count, 4) float boxes [x0, y0, x1, y1] in original page pixels, NaN = no pixels
+    layout: str = ""  # how the page was cut into tokens, for people (e.g. "13 x 18 tokens ...")
 
     @property
     def count(self) -> int:
         return len(self.tile_boxes)
+
+    @property
+    def shows_pixels(self) -> np.ndarray:
+        """(count,) bool: which positions show page pixels (False for NaN boxes)."""
+        return ~np.isnan(self.tile_boxes).any(axis=1)
 
     @property
     def positions(self) -> range:
@@ -78,28 +88,55 @@ class ModelAdapter(ABC):
     ``model.model.language_model`` with a ``text_config``; a family overrides what differs.
     """
 
-    model: torch.nn.Module
+    model: torch.nn.Module | None  # None when loaded with weights=False (inputs and geometry only)
+    config: object  # the model's config (also without weights)
     tokenizer: object
     name: str  # short name for files, e.g. "Qwen2-VL-2B-Instruct"
+    protocol: str  # "paper" or "native" (ocr_heads.models.protocol)
+    image_token_id: int
+    chat_template_source: str  # "checkpoint", or "fallback" when the checkpoint ships none
+    # config.json keys naming special-token ids -> the token each must be in the tokenizer (for checks).
+    CONFIG_TOKENS: dict[str, str] = {}
 
     def _load(self, model_class: type, model_id: str, dtype: torch.dtype | str | None, device_map: str | None,
-              fallback_chat_template: str) -> None:
-        """Model (sdpa; float32 on CPU, the checkpoint's dtype on GPU unless given) and tokenizer."""
-        from transformers import AutoTokenizer
+              fallback_chat_template: str, weights: bool = True) -> None:
+        """Model (sdpa; float32 on CPU, the checkpoint's dtype on GPU unless given) and tokenizer.
+
+        ``weights=False`` reads only the config: enough to build inputs and tile geometry.
+        """
+        from transformers import AutoConfig, AutoTokenizer
 
         self.name = model_id.rstrip("/").split("/")[-1]
         if dtype is None:
             dtype = "auto" if torch.cuda.is_available() else torch.float32
-        self.model = model_class.from_pretrained(
-            model_id, dtype=dtype, device_map=device_map, attn_implementation="sdpa"
-        ).eval()
+        if weights:
+            self.model = model_class.from_pretrained(
+                model_id, dtype=dtype, device_map=device_map, attn_implementation="sdpa"
+            ).eval()
+            self.config = self.model.config
+        else:
+            self.model = None
+            self.config = AutoConfig.from_pretrained(model_id)
         self.tokenizer = AutoTokenizer.from_pretrained(model_id)
+        self.chat_template_source = "checkpoint" if self.tokenizer.chat_template else "fallback"
         if self.tokenizer.chat_template is None:
             self.tokenizer.chat_template = fallback_chat_template
 
+    @abstractmethod
+    def settings(self) -> dict:
+        """The effective page-to-token settings (protocol and processor values), for meta files."""
+
+    @abstractmethod
+    def expected_tokens(self, page_size: tuple[int, int]) -> int:
+        """Image tokens a ``(width, height)`` page should get, worked out from :meth:`settings` alone.
+
+        Independent of the image processor's run, so a check can catch a processor that does not
+        apply the settings.
+        """
+
     @property
     def shape(self) -> AttentionShape:
-        text = self.model.config.text_config
+        text = self.config.text_config
         head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
         return AttentionShape(text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads, head_dim)
 

@@ -35,8 +35,11 @@ def build_char_tokenizer(
     special_tokens: list[str] | None = None,
     chat_template: str = QWEN2_VL_CHAT_TEMPLATE,
     named_tokens: dict[str, str] | None = None,
+    eos_token: str = "<|im_end|>",
+    pad_token: str = "<|endoftext|>",
+    bos_token: str | None = None,
 ) -> PreTrainedTokenizerFast:
-    """``special_tokens`` must hold ``<|endoftext|>`` (pad) and ``<|im_end|>`` (eos); the unknown token is added.
+    """``special_tokens`` must hold the pad and eos tokens (Qwen's names by default); the unknown token is added.
 
     ``named_tokens`` become tokenizer attributes (e.g. ``start_image_token``), as a family's processor expects.
     """
@@ -52,15 +55,15 @@ def build_char_tokenizer(
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core,
         unk_token=UNK,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        bos_token=None,
-        extra_special_tokens=named_tokens or [t for t in specials if t not in (UNK, "<|im_end|>", "<|endoftext|>")],
+        eos_token=eos_token,
+        pad_token=pad_token,
+        bos_token=bos_token,
+        extra_special_tokens=named_tokens or [t for t in specials if t not in (UNK, eos_token, pad_token, bos_token)],
         clean_up_tokenization_spaces=False,
     )
     if named_tokens:
         # Named tokens replace the list above; the other specials must stay unsplittable all the same.
-        tokenizer.add_special_tokens({"extra_special_tokens": [t for t in specials if t not in (UNK, "<|im_end|>",
-                                      "<|endoftext|>")]}, replace_extra_special_tokens=False)
+        tokenizer.add_special_tokens({"extra_special_tokens": [t for t in specials if t not in (UNK, eos_token,
+                                      pad_token, bos_token)]}, replace_extra_special_tokens=False)
     tokenizer.chat_template = chat_template
     return tokenizer

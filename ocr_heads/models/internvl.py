@@ -25,6 +25,7 @@ from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optim
 
 from ocr_heads.models import register_family
 from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, context_offsets
+from ocr_heads.models.protocol import DEFAULT_PROTOCOL, PAPER, check_protocol
 
 # Token strings of InternVLProcessor (tokenizer attributes when the checkpoint names them).
 START_IMAGE = "<img>"
@@ -33,6 +34,8 @@ CONTEXT_IMAGE = "<IMG_CONTEXT>"
 # InternVL normalises tiles with ImageNet statistics (not GotOcr2's CLIP defaults).
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+# The paper's tiling (authors' step2: load_image(..., max_num=1)): one 448 px tile a page, hence no thumbnail.
+PAPER_MAX_PATCHES = 1
 # Older chat templates (InternVL2 remote code) write this placeholder instead of <IMG_CONTEXT>.
 LEGACY_PLACEHOLDER = "<image>"
 # InternVL's chat format (user turns with images and text): used when a checkpoint ships no chat
@@ -79,22 +82,31 @@ def page_token_boxes(page_size: tuple[int, int], cols: int, rows: int, grid: int
 
 @register_family("internvl")
 class InternVLAdapter(ModelAdapter):
+    CONFIG_TOKENS = {"image_token_id": CONTEXT_IMAGE}
+
     def __init__(
         self,
         model_id: str,
         dtype: torch.dtype | str | None = None,
         device_map: str | None = None,
+        protocol: str = DEFAULT_PROTOCOL,
         max_patches: int | None = None,
         min_patches: int | None = None,
+        weights: bool = True,
         **unsupported: object,
     ) -> None:
         if unsupported:
             raise ValueError(f"InternVL tiles pages by max_patches, not by {sorted(unsupported)}")
-        self._load(InternVLForConditionalGeneration, model_id, dtype, device_map, INTERNVL_CHAT_TEMPLATE)
+        self.protocol = check_protocol(protocol)
+        self._load(InternVLForConditionalGeneration, model_id, dtype, device_map, INTERNVL_CHAT_TEMPLATE, weights)
         self.image_processor = AutoImageProcessor.from_pretrained(model_id)
-        self.max_patches = max_patches or self.image_processor.max_patches
-        self.min_patches = min_patches or self.image_processor.min_patches
-        config = self.model.config
+        # Passed to every processor call (below), so these are the values in effect whatever the config says.
+        paper = protocol == PAPER
+        self.max_patches = max_patches or (PAPER_MAX_PATCHES if paper else self.image_processor.max_patches)
+        self.min_patches = min_patches or (1 if paper else self.image_processor.min_patches)
+        if self.min_patches > self.max_patches:
+            raise ValueError(f"{model_id}: min_patches {self.min_patches} > max_patches {self.max_patches}")
+        config = self.config
         self.image_token_id = config.image_token_id
         vision = config.vision_config
         self.tile_size = int(vision.image_size[0])
@@ -112,6 +124,15 @@ class InternVLAdapter(ModelAdapter):
         self.context_image = getattr(self.tokenizer, "context_image_token", None) or CONTEXT_IMAGE
         if self.tokenizer.convert_tokens_to_ids(self.context_image) != self.image_token_id:
             raise ValueError(f"{model_id}: tokenizer's {self.context_image} id does not match config.image_token_id")
+
+    def settings(self) -> dict:
+        # A thumbnail joins the tiles whenever a page is cut into more than one.
+        return {"protocol": self.protocol, "min_patches": self.min_patches, "max_patches": self.max_patches,
+                "thumbnail": self.max_patches > 1}
+
+    def expected_tokens(self, page_size: tuple[int, int]) -> int:
+        cols, rows = tile_layout(page_size, self.tile_size, self.min_patches, self.max_patches)
+        return self.tokens_per_tile * (cols * rows + (cols * rows > 1))
 
     # -- inputs -------------------------------------------------------------------------------------
 
@@ -132,10 +153,16 @@ class InternVLAdapter(ModelAdapter):
         inputs.tensors["pixel_values"] = vision["pixel_values"]
         starts = self._image_starts(inputs.input_ids[0], counts)
         inputs.image_tokens = [
-            ImageTokens(page=i, start=start, tile_boxes=page_token_boxes(pages[i].size, *layouts[i], self.grid))
+            ImageTokens(page=i, start=start, tile_boxes=page_token_boxes(pages[i].size, *layouts[i], self.grid),
+                        layout=self._layout(*layouts[i]))
             for i, start in enumerate(starts)
         ]
         return inputs
+
+    def _layout(self, cols: int, rows: int) -> str:
+        extra = " + a thumbnail of the whole page" if cols * rows > 1 else ", no thumbnail"
+        return (f"{cols} x {rows} tiles (cols x rows) of {self.tile_size} px, {self.grid} x {self.grid} tokens "
+                f"each{extra}")
 
     def _tokenize(self, content: list[dict], context: str | None, image_token_counts: list[int]) -> ModelInputs:
         prompt = self.tokenizer.apply_chat_template(

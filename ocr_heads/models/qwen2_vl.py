@@ -13,14 +13,19 @@ import numpy as np
 import torch
 from PIL import Image
 from transformers import AutoImageProcessor, Qwen2VLForConditionalGeneration
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
 from ocr_heads.models import register_family
 from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, context_offsets
+from ocr_heads.models.protocol import DEFAULT_PROTOCOL, PAPER, check_protocol
 
 IMAGE_PAD = "<|image_pad|>"
-# The paper's pixel budget: at most 256 LLM tokens (28x28 px each) per page.
+# The paper's pixel budget (authors' utils/loader.py: min_pixels = max_pixels = 256*28*28): every page is
+# resized to about 256 LLM tokens of 28x28 px, small pages upscaled.
+PAPER_PIXELS = 256 * 28 * 28
+# The tiny models' own (native) processor bounds: at most the paper's budget, small pages kept small.
 MIN_PIXELS = 4 * 28 * 28
-MAX_PIXELS = 256 * 28 * 28
+MAX_PIXELS = PAPER_PIXELS
 # Qwen2-VL's chat format (user turns with images and text): used when a checkpoint ships no chat
 # template, and by the project's own tiny tokenizer.
 QWEN2_VL_CHAT_TEMPLATE = (
@@ -36,27 +41,50 @@ QWEN2_VL_CHAT_TEMPLATE = (
 
 @register_family("qwen2_vl")
 class Qwen2VLAdapter(ModelAdapter):
+    CONFIG_TOKENS = {"image_token_id": IMAGE_PAD, "video_token_id": "<|video_pad|>",
+                     "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>"}
+
     def __init__(
         self,
         model_id: str,
         dtype: torch.dtype | str | None = None,
         device_map: str | None = None,
-        min_pixels: int = MIN_PIXELS,
-        max_pixels: int = MAX_PIXELS,
+        protocol: str = DEFAULT_PROTOCOL,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        weights: bool = True,
         **unsupported: object,
     ) -> None:
         if unsupported:
             raise ValueError(f"Qwen2-VL resizes pages by min/max pixels, not by {sorted(unsupported)}")
-        self._load(Qwen2VLForConditionalGeneration, model_id, dtype, device_map, QWEN2_VL_CHAT_TEMPLATE)
-        self.image_processor = AutoImageProcessor.from_pretrained(
-            model_id, size={"shortest_edge": min_pixels, "longest_edge": max_pixels}
-        )
-        config = self.model.config
+        self.protocol = check_protocol(protocol)
+        self._load(Qwen2VLForConditionalGeneration, model_id, dtype, device_map, QWEN2_VL_CHAT_TEMPLATE, weights)
+        budget = pixel_budget(protocol, min_pixels, max_pixels)
+        # As keyword arguments they replace the config's top-level min/max_pixels (published hub configs carry
+        # them, and the processor's __init__ lets them overwrite any `size`), so the budget holds on real files.
+        self.image_processor = AutoImageProcessor.from_pretrained(model_id, **budget)
+        self.min_pixels = int(self.image_processor.size.shortest_edge)
+        self.max_pixels = int(self.image_processor.size.longest_edge)
+        effective = {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels}
+        if any(effective[key] != value for key, value in budget.items()):
+            raise ValueError(f"{model_id}: asked the image processor for {budget}, it uses {effective}")
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"{model_id}: min_pixels {self.min_pixels} > max_pixels {self.max_pixels}")
+        config = self.config
         self.image_token_id = config.image_token_id
         self.merge_size = config.vision_config.spatial_merge_size
         self.patch_size = config.vision_config.patch_size
         if self.tokenizer.convert_tokens_to_ids(IMAGE_PAD) != self.image_token_id:
             raise ValueError(f"{model_id}: tokenizer's {IMAGE_PAD} id does not match config.image_token_id")
+
+    def settings(self) -> dict:
+        return {"protocol": self.protocol, "min_pixels": self.min_pixels, "max_pixels": self.max_pixels}
+
+    def expected_tokens(self, page_size: tuple[int, int]) -> int:
+        tile = self.patch_size * self.merge_size
+        height, width = smart_resize(page_size[1], page_size[0], factor=tile, min_pixels=self.min_pixels,
+                                     max_pixels=self.max_pixels)
+        return (height // tile) * (width // tile)
 
     # -- inputs -------------------------------------------------------------------------------------
 
@@ -71,7 +99,8 @@ class Qwen2VLAdapter(ModelAdapter):
         inputs.tensors.update(pixel_values=vision["pixel_values"], image_grid_thw=grids)
         starts = self._image_starts(inputs.input_ids[0], counts)
         inputs.image_tokens = [
-            ImageTokens(page=i, start=start, tile_boxes=self._tile_boxes(grids[i], pages[i].size))
+            ImageTokens(page=i, start=start, tile_boxes=self._tile_boxes(grids[i], pages[i].size),
+                        layout=self._layout(grids[i]))
             for i, start in enumerate(starts)
         ]
         return inputs
@@ -110,6 +139,12 @@ class Qwen2VLAdapter(ModelAdapter):
             cursor += count
         return starts
 
+    def _layout(self, grid_thw: torch.Tensor) -> str:
+        _, grid_h, grid_w = (int(v) for v in grid_thw)
+        tile = self.patch_size * self.merge_size
+        return (f"{grid_h // self.merge_size} x {grid_w // self.merge_size} tokens (rows x cols) of {tile}x{tile} px "
+                f"on the page resized to {grid_w * self.patch_size}x{grid_h * self.patch_size}")
+
     def _tile_boxes(self, grid_thw: torch.Tensor, page_size: tuple[int, int]) -> np.ndarray:
         """Row-major LLM-token tiles of one page, mapped back from the resized image to page pixels."""
         _, grid_h, grid_w = (int(v) for v in grid_thw)
@@ -121,3 +156,27 @@ class Qwen2VLAdapter(ModelAdapter):
         return np.stack(
             [c * tile * scale_x, r * tile * scale_y, (c + 1) * tile * scale_x, (r + 1) * tile * scale_y], axis=1
         ).astype(np.float64)
+
+
+def pixel_budget(protocol: str, min_pixels: int | None, max_pixels: int | None) -> dict[str, int]:
+    """The min/max pixels to pass to the image processor (only those to change from the checkpoint's).
+
+    ``paper`` sets both to :data:`PAPER_PIXELS`; an explicit bound overrides its own side, and the
+    other side of the paper's budget moves with it when they would cross (``--max_pixels`` below the
+    budget lowers min_pixels to it). ``native`` passes only the explicit bounds.
+    """
+    check_protocol(protocol)
+    if min_pixels is not None and max_pixels is not None and min_pixels > max_pixels:
+        raise ValueError(f"min_pixels {min_pixels} > max_pixels {max_pixels}")
+    budget: dict[str, int] = {}
+    if protocol == PAPER:
+        budget = {"min_pixels": PAPER_PIXELS, "max_pixels": PAPER_PIXELS}
+        if min_pixels is not None:
+            budget["max_pixels"] = max(PAPER_PIXELS, min_pixels)
+        if max_pixels is not None:
+            budget["min_pixels"] = min(PAPER_PIXELS, max_pixels)
+    if min_pixels is not None:
+        budget["min_pixels"] = min_pixels
+    if max_pixels is not None:
+        budget["max_pixels"] = max_pixels
+    return budget

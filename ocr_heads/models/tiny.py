@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 # family name -> builder(out, seed=..., **config_overrides) -> Path. Families defined elsewhere register with
 # @tiny_builder in their own module, listed in TINY_MODULES so that `--family` finds them.
 BUILDERS: dict[str, Callable[..., Path]] = {}
-TINY_MODULES: tuple[str, ...] = ()
+TINY_MODULES: tuple[str, ...] = ("ocr_heads.models.tiny_llava", "ocr_heads.models.tiny_gemma3")
 
 
 def tiny_builder(family: str) -> Callable[[Callable[..., Path]], Callable[..., Path]]:
@@ -172,6 +172,8 @@ INTERNVL_NAMED_TOKENS = {"start_image_token": START_IMAGE, "end_image_token": EN
 # InternVL's tiles are 448 px with ImageNet statistics. At most 6 tiles (+ thumbnail) keeps a rendered page at
 # 7 x 256 tokens, so the tiny model still exercises multi-tile layouts while tests stay fast.
 TINY_INTERNVL_MAX_PATCHES = 6
+# InternVL3 -hf checkpoints use Qwen2 language models, InternVL3.5 -hf ones (1B-38B dense) Qwen3.
+INTERNVL_LANGUAGE_MODELS = ("qwen2", "qwen3")
 
 
 def tiny_internvl_config(
@@ -183,11 +185,17 @@ def tiny_internvl_config(
     num_kv_heads: int = 2,
     vision_depth: int = 1,
     vision_embed_dim: int = 32,
+    language_model: str = "qwen3",
 ) -> InternVLConfig:
+    """InternVL3.5 (Qwen3 language model: explicit head_dim, q/k RMS norms) by default; ``"qwen2"`` for InternVL3."""
+    if language_model not in INTERNVL_LANGUAGE_MODELS:
+        raise ValueError(f"InternVL language model must be one of {INTERNVL_LANGUAGE_MODELS}, not {language_model!r}")
     text_config = {
-        "model_type": "qwen2",  # InternVL3's language model
+        "model_type": language_model,
         **_decoder_config(vocab_size, token_ids, num_layers, hidden_size, num_heads, num_kv_heads),
     }
+    if language_model == "qwen3":
+        text_config["head_dim"] = hidden_size // num_heads
     vision_config = {
         "hidden_size": vision_embed_dim,
         "num_hidden_layers": vision_depth,
@@ -207,8 +215,9 @@ def tiny_internvl_config(
 
 
 @tiny_builder("internvl")
-def build_tiny_internvl(out: str | Path, seed: int = 0, **config_overrides: int) -> Path:
-    """Write a tiny random native InternVL (model + tokenizer + image processor) to ``out``; same seed, same weights."""
+def build_tiny_internvl(out: str | Path, seed: int = 0, **config_overrides: int | str) -> Path:
+    """Write a tiny random native InternVL3.5 (model + tokenizer + image processor) to ``out``; same seed, same
+    weights. ``language_model="qwen2"`` builds an InternVL3 instead."""
     out = Path(out)
     tokenizer = build_char_tokenizer(INTERNVL_SPECIAL_TOKENS, INTERNVL_CHAT_TEMPLATE, INTERNVL_NAMED_TOKENS)
     token_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in INTERNVL_SPECIAL_TOKENS}

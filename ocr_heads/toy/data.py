@@ -26,8 +26,14 @@ from ocr_heads.data.haystack import Needle, embedded_corpus, haystack_slice, ins
 from ocr_heads.data.render import CharBox, PageLayout, PageStyle, load_font
 from ocr_heads.data.samples import SAMPLES_FILE, evidence_boxes, find_answer_spans
 from ocr_heads.io import append_jsonl, read_jsonl
+from ocr_heads.models.protocol import NATIVE
 
 logger = logging.getLogger(__name__)
+
+# The toy was trained at its saved processor bounds (min 4*28*28, max 256*28*28 pixels), which keep its
+# 448x168 pages at 16 x 6 tokens, one character each. The paper's budget (min = max = 256*28*28) would
+# upscale them to 10 x 27 tokens, a geometry the toy never saw: load it with the native protocol.
+TOY_PROTOCOL = NATIVE
 
 TILE = 28  # px of one LLM image token on the resized image (Qwen2-VL: patch 14 x merge 2)
 QUESTION = "What is the pass key?"

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from ocr_heads.interventions import mask_heads
 from ocr_heads.models import ModelAdapter, load_adapter
-from ocr_heads.toy.data import QUESTION, make_sample, sample_rng
+from ocr_heads.toy.data import QUESTION, TOY_PROTOCOL, make_sample, sample_rng
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     heads = [h.strip() for h in args.mask_heads.split(",") if h.strip()]
     try:
-        adapter = load_adapter(args.model)
+        adapter = load_adapter(args.model, protocol=TOY_PROTOCOL)
         result = evaluate(adapter, args.n, args.seed, heads)
     except (FileNotFoundError, ValueError) as err:
         logger.error("%s", err)

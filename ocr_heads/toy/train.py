@@ -37,7 +37,7 @@ from tqdm import tqdm
 from ocr_heads.io import write_json_atomic
 from ocr_heads.models import ModelAdapter, load_adapter
 from ocr_heads.models.tiny import build_tiny_qwen2_vl
-from ocr_heads.toy.data import QUESTION, QUESTION_VARIANTS, ToySample, make_sample, sample_rng
+from ocr_heads.toy.data import QUESTION, QUESTION_VARIANTS, TOY_PROTOCOL, ToySample, make_sample, sample_rng
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def build_model(out: Path, cfg: TrainConfig) -> ModelAdapter:
     build_tiny_qwen2_vl(out, seed=cfg.seed, num_layers=cfg.layers, hidden_size=cfg.hidden, num_heads=cfg.heads,
                         num_kv_heads=cfg.kv_heads, vision_depth=cfg.vision_depth,
                         vision_embed_dim=cfg.vision_embed)
-    adapter = load_adapter(str(out))
+    adapter = load_adapter(str(out), protocol=TOY_PROTOCOL)
     # build_tiny_qwen2_vl labels its weights random; these are about to be trained.
     if hasattr(adapter.model.config, "ocr_heads_random_weights"):
         delattr(adapter.model.config, "ocr_heads_random_weights")
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     from ocr_heads.toy.card import plot_training, write_model_card
     from ocr_heads.toy.evaluate import evaluate
 
-    adapter = load_adapter(str(args.out))
+    adapter = load_adapter(str(args.out), protocol=TOY_PROTOCOL)
     heldout = evaluate(adapter, args.heldout_n, args.heldout_seed)
     plot_training(history, args.plot)
     write_model_card(args.out, history, heldout, args.heldout_seed,

@@ -1,0 +1,110 @@
+"""How a model sees a page: its image tokens, their grid, and the page pixels each one covers.
+
+    python -m ocr_heads.inspect --model_id Qwen/Qwen2-VL-2B-Instruct --image page_0.png --overlay grid.png
+
+Loads the checkpoint's config, tokenizer and image processor only (no weights), builds the same
+inputs step2 builds for that page under the chosen protocol, and prints the token count, the layout
+and the tile boxes. ``--json`` ends stdout with one line
+``{"image_tokens": N, "tiles": [[x0, y0, x1, y1], ...], "protocol": "paper"}``: one box per image
+token in prompt order, in page pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ocr_heads.models import ModelAdapter, load_adapter
+from ocr_heads.models.options import adapter_kwargs, add_model_args
+
+logger = logging.getLogger(__name__)
+
+QUESTION = "What is the pass key?"
+OVERLAY_COLOUR = (220, 30, 30)
+
+
+@dataclass(frozen=True)
+class PageView:
+    image_tokens: int  # image-token ids in input_ids for this page
+    tiles: np.ndarray  # (image_tokens, 4) page-pixel box of each token, prompt order
+    layout: str
+    page_size: tuple[int, int]
+
+
+def view_page(adapter: ModelAdapter, page: Image.Image) -> PageView:
+    """The adapter's view of one page, checked against the ids it actually puts in the prompt."""
+    inputs = adapter.image_inputs([page], QUESTION)
+    (tokens,) = inputs.image_tokens
+    in_prompt = int((inputs.input_ids == adapter.image_token_id).sum())
+    if in_prompt != tokens.count:
+        raise ValueError(f"{in_prompt} image-token ids in the prompt, but {tokens.count} tile boxes")
+    return PageView(in_prompt, tokens.tile_boxes, tokens.layout, page.size)
+
+
+def draw_overlay(page: Image.Image, tiles: np.ndarray) -> Image.Image:
+    """The page with every token's box outlined (boxes shared by several tokens are drawn once)."""
+    canvas = page.convert("RGB")
+    draw = ImageDraw.Draw(canvas)
+    for x0, y0, x1, y1 in np.unique(np.round(tiles, 2), axis=0):
+        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=OVERLAY_COLOUR)
+    return canvas
+
+
+def json_line(view: PageView, protocol: str) -> str:
+    return json.dumps({"image_tokens": view.image_tokens, "tiles": view.tiles.tolist(), "protocol": protocol})
+
+
+def report(adapter: ModelAdapter, view: PageView) -> str:
+    settings = ", ".join(f"{k}={v}" for k, v in adapter.settings().items())
+    lines = [f"model: {adapter.name}", f"settings: {settings}", f"page: {view.page_size[0]}x{view.page_size[1]} px",
+             f"image tokens: {view.image_tokens}", f"grid: {view.layout}", "tiles (token: x0 y0 x1 y1, page px):"]
+    lines += [f"  {i:4d}: {x0:8.2f} {y0:8.2f} {x1:8.2f} {y1:8.2f}" for i, (x0, y0, x1, y1) in enumerate(view.tiles)]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Show how a model turns one page into image tokens: token count, grid and the page-pixel box "
+        "of every token, under the chosen protocol. Reads only config, tokenizer and image processor.",
+        epilog='With --json the last stdout line is {"image_tokens": N, "tiles": [[x0, y0, x1, y1], ...], '
+        '"protocol": NAME}. --overlay writes the page with the token grid drawn on it.',
+    )
+    add_model_args(parser)
+    parser.add_argument("--image", required=True, type=Path, help="page image (PNG, JPEG, ...)")
+    parser.add_argument("--overlay", type=Path, default=None, help="write the page with the token grid to this PNG")
+    parser.add_argument("--json", action="store_true", help="end stdout with one JSON line (see below)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if not args.image.is_file():
+            raise FileNotFoundError(f"no image at {args.image}")
+        page = Image.open(args.image)
+        page.load()
+        adapter = load_adapter(args.model_id, weights=False, **adapter_kwargs(args))
+        view = view_page(adapter, page)
+        if args.overlay is not None:
+            draw_overlay(page, view.tiles).save(args.overlay)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(report(adapter, view))
+    if args.overlay is not None:
+        print(f"overlay: {args.overlay}")
+    if args.json:
+        print(json_line(view, adapter.protocol))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

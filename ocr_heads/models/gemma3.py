@@ -1,0 +1,157 @@
+"""Gemma 3 adapter (``Gemma3ForConditionalGeneration``): all Gemma 3 knowledge lives here.
+
+The image processor stretches a page to one ``896 x 896`` image (SigLIP, 14 px patches: 64 x 64);
+the projector average-pools 4 x 4 patches, so a page is ``mm_tokens_per_image`` (256) LLM tokens,
+a row-major 16 x 16 grid, each covering 1/16 of the page's width and height. With pan-and-scan on,
+the processor adds crops of the page (each also stretched to 896 px) after the whole page; each
+crop is a further run of 256 tokens. Where the crops lie is read from the processor's own
+``pan_and_scan`` applied to a grid of pixel coordinates, never recomputed.
+
+Each image placeholder (``<start_of_image>`` in the chat template) is expanded as
+``Gemma3Processor`` does: ``"\\n\\n<start_of_image>" + <image_soft_token> x 256 + "<end_of_image>\\n\\n"``
+(with pan-and-scan: the original, then "and here are some crops..." and one such run per crop).
+``token_type_ids`` (1 on image tokens) always accompanies the ids: the model lets the tokens of one
+image attend to each other bidirectionally in prefill, and without it silently runs causally.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, Gemma3ForConditionalGeneration
+
+from ocr_heads.models import register_family
+from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, context_offsets
+
+BOI = "<start_of_image>"
+EOI = "<end_of_image>"
+IMAGE_TOKEN = "<image_soft_token>"
+# Gemma 3's chat format (user/model turns; images as <start_of_image>): used when a checkpoint ships no chat
+# template, and by the project's own tiny tokenizer.
+GEMMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "<start_of_turn>{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<start_of_image>{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def image_regions(image_processor, page_size: tuple[int, int]) -> list[tuple[float, float, float, float]]:
+    """Page regions ``(x0, y0, x1, y1)`` the processor turns into images: the page, then its pan-and-scan crops.
+
+    The crops come from the processor's own ``pan_and_scan`` run on a 2-channel image of (row, column) indices.
+    """
+    width, height = page_size
+    regions = [(0.0, 0.0, float(width), float(height))]
+    if image_processor.do_pan_and_scan:
+        rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+        crops = image_processor.pan_and_scan(
+            image=np.stack([rows, cols]), pan_and_scan_min_crop_size=image_processor.pan_and_scan_min_crop_size,
+            pan_and_scan_max_num_crops=image_processor.pan_and_scan_max_num_crops,
+            pan_and_scan_min_ratio_to_activate=image_processor.pan_and_scan_min_ratio_to_activate)
+        regions += [(float(c[1, 0, 0]), float(c[0, 0, 0]), float(c[1, 0, -1] + 1), float(c[0, -1, 0] + 1))
+                    for c in crops]
+    return regions
+
+
+def region_token_boxes(region: tuple[float, float, float, float], side: int) -> np.ndarray:
+    """Row-major ``side x side`` token boxes over one region (the image is stretched to a square, then pooled)."""
+    x0, y0, x1, y1 = region
+    r, c = np.divmod(np.arange(side * side), side)
+    w, h = (x1 - x0) / side, (y1 - y0) / side
+    return np.stack([x0 + c * w, y0 + r * h, x0 + (c + 1) * w, y0 + (r + 1) * h], axis=1)
+
+
+@register_family("gemma3")
+class Gemma3Adapter(ModelAdapter):
+    def __init__(
+        self,
+        model_id: str,
+        dtype: torch.dtype | str | None = None,
+        device_map: str | None = None,
+        pan_and_scan: bool | None = None,
+        **unsupported: object,
+    ) -> None:
+        if unsupported:
+            raise ValueError(f"Gemma 3 resizes pages to one square (optionally pan-and-scan), not by "
+                             f"{sorted(unsupported)}")
+        self._load(Gemma3ForConditionalGeneration, model_id, dtype, device_map, GEMMA3_CHAT_TEMPLATE)
+        self.image_processor = AutoImageProcessor.from_pretrained(model_id)
+        if pan_and_scan is not None:
+            self.image_processor.do_pan_and_scan = pan_and_scan
+        config = self.model.config
+        self.image_token_id = config.image_token_id
+        self.tokens_per_image = int(config.mm_tokens_per_image)
+        self.side = int(round(self.tokens_per_image**0.5))
+        patches = config.vision_config.image_size // config.vision_config.patch_size
+        if self.side**2 != self.tokens_per_image or patches % self.side:
+            raise ValueError(f"{model_id}: {self.tokens_per_image} tokens per image do not pool {patches}x{patches} "
+                             "patches into a square grid")
+        if self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) != self.image_token_id:
+            raise ValueError(f"{model_id}: tokenizer's {IMAGE_TOKEN} id does not match config.image_token_id")
+
+    def image_inputs(self, pages: list[Image.Image], question: str) -> ModelInputs:
+        if not pages:
+            raise ValueError("image_inputs needs at least one page")
+        pages = [page.convert("RGB") for page in pages]
+        vision = self.image_processor(images=pages, return_tensors="pt")
+        regions = [image_regions(self.image_processor, page.size) for page in pages]
+        crops = [int(n) for n in vision["num_crops"]]
+        if crops != [len(r) - 1 for r in regions]:
+            raise ValueError(f"image processor made {crops} crops per page, pan_and_scan predicts "
+                             f"{[len(r) - 1 for r in regions]}")
+        content = [{"type": "image"} for _ in pages] + [{"type": "text", "text": question}]
+        inputs = self._tokenize(content, context=None, image_token_counts=crops)
+        inputs.tensors["pixel_values"] = vision["pixel_values"]
+        starts = self._run_starts(inputs.input_ids[0], sum(len(r) for r in regions))
+        runs = iter(starts)
+        inputs.image_tokens = [ImageTokens(page=i, start=next(runs), tile_boxes=region_token_boxes(region, self.side))
+                               for i, page_regions in enumerate(regions) for region in page_regions]
+        return inputs
+
+    def _image_sequence(self, crops: int) -> str:
+        """One page's text as Gemma3Processor expands it (the page, then its pan-and-scan crops)."""
+        one = f"\n\n{BOI}{IMAGE_TOKEN * self.tokens_per_image}{EOI}\n\n"
+        if not crops:
+            return one
+        return f"Here is the original image {one} and here are some crops to help you see better " + " ".join(
+            [one] * crops)
+
+    def _tokenize(self, content: list[dict], context: str | None, image_token_counts: list[int]) -> ModelInputs:
+        """``image_token_counts`` here: the number of pan-and-scan crops of every page."""
+        prompt = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+        )
+        if prompt.count(BOI) != len(image_token_counts):
+            raise ValueError(f"chat template produced {prompt.count(BOI)} image placeholders "
+                             f"for {len(image_token_counts)} pages")
+        pieces = prompt.split(BOI)
+        prompt = pieces[0] + "".join(self._image_sequence(crops) + piece
+                                     for crops, piece in zip(image_token_counts, pieces[1:], strict=True))
+        # The template already starts with <bos>.
+        encoded = self.tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=False)
+        input_ids = torch.tensor([encoded["input_ids"]])
+        offsets = context_offsets(prompt, encoded["offset_mapping"], context)
+        tensors = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            # 1 on image tokens: the model's bidirectional attention within each image needs it.
+            "token_type_ids": (input_ids == self.image_token_id).long(),
+        }
+        return ModelInputs(tensors=tensors, context_offsets=offsets)
+
+    def _run_starts(self, input_ids: torch.Tensor, runs: int) -> list[int]:
+        """Start of every run of ``tokens_per_image`` image tokens (one per page and per crop), checked."""
+        is_image = (input_ids == self.image_token_id).int()
+        starts = (torch.diff(is_image, prepend=torch.zeros(1, dtype=is_image.dtype)) == 1).nonzero().flatten().tolist()
+        if len(starts) != runs or int(is_image.sum()) != runs * self.tokens_per_image:
+            raise ValueError(f"expected {runs} runs of {self.tokens_per_image} image tokens, found {len(starts)} runs "
+                             f"and {int(is_image.sum())} tokens")
+        for start in starts:
+            if int(is_image[start : start + self.tokens_per_image].sum()) != self.tokens_per_image:
+                raise ValueError(f"the image-token run at {start} is shorter than {self.tokens_per_image}")
+        return starts
