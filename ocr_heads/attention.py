@@ -5,8 +5,9 @@ During ``generate`` with a KV cache, every language-model layer calls the regist
 function once per step: first with the whole prompt (prefill), then with one query (decode). We
 delegate the real work to sdpa (the fast path stays untouched) and, for the one query row that
 produces each new token (the prefill's last row, then every decode row), recompute that row's
-attention probabilities to record, per head: the argmax key over the prompt and the probability
-on key 0 (the attention sink). Memory is O(layers x heads x generated tokens), never O(seq^2).
+attention logits to record, per head: the argmax key over the prompt and the probability on the
+first token (the attention sink). A left-padded batch is recorded per sample in its own positions
+(see :class:`AttentionRecorder`). Memory is O(batch x layers x heads x generated tokens), never O(seq^2).
 
 Interventions (head masking, sink redistribution) plug into the same function as *edits*: callables
 ``edit(module, query, key, value, attention_mask, output, **kwargs) -> output`` applied, in order, to
@@ -29,12 +30,15 @@ from ocr_heads.attention_core import key_mass
 from ocr_heads.models.base import ModelAdapter
 
 IMPLEMENTATION = "ocr_heads"
+# Argmax of a layer without attention rows (sink: NaN): never a prompt position, so never a hit.
+NOT_RECORDED = -1
 AttentionEdit = Callable[..., torch.Tensor]
 
 
 @dataclass
 class StepRecord:
-    """Per (step, layer, head): argmax prompt position and sink probability of the producing row."""
+    """Per (step, layer, head): argmax prompt position and sink probability of the producing row
+    (:data:`NOT_RECORDED` and NaN in layers without attention rows)."""
 
     argmax: torch.Tensor  # (steps, layers, heads) int64
     sink: torch.Tensor  # (steps, layers, heads) float32
@@ -43,123 +47,237 @@ class StepRecord:
 
 @dataclass
 class AttentionRecorder:
+    """Statistics of the producing rows of one ``generate`` call, for a batch of left-padded prompts.
+
+    Positions are reported in each sample's own coordinates: sample i's prompt sits at padded
+    positions ``pads[i] .. prompt_length - 1``, so its argmax is taken over those keys only and
+    shifted back by ``pads[i]``; its sink is its first real token. ``pads`` None means one sample
+    (or a batch without padding).
+    """
+
     num_layers: int
-    prompt_length: int | None = None  # inferred from the prefill when not given
-    # Prompt positions whose own rows are also recorded at prefill (the authors' text rule needs them).
-    prompt_rows: list[int] = field(default_factory=list)
+    prompt_length: int | None = None  # padded prompt length; inferred from the prefill when not given
+    # Prompt positions (own coordinates) whose own rows are also recorded at prefill (the authors' text rule
+    # needs them): one list for a single sample, or one list per sample.
+    prompt_rows: list = field(default_factory=list)
+    pads: list[int] | None = None
     # The released OCR code takes the argmax over all prompt positions but the last (see ``reset``).
     exclude_last_prompt: bool = False
-    # Prefill rows whose probabilities on ``mass_keys`` are recorded (prompt positions; the prefill score).
-    mass_rows: list[int] = field(default_factory=list)
-    mass_keys: list[int] = field(default_factory=list)
-    _prompt_argmax: list[torch.Tensor] = field(default_factory=list)
-    _mass: list[torch.Tensor | None] = field(default_factory=list)
+    # Layers that have attention rows (default: all). The others (the linear-attention layers of a hybrid
+    # model) never call the attention function; their entries in the result are NOT_RECORDED.
+    layers: list[int] | None = None
+    # Prefill rows whose probabilities on ``mass_keys`` are recorded (own coordinates; the prefill score):
+    # one list each for a single sample, or one list per sample.
+    mass_rows: list = field(default_factory=list)
+    mass_keys: list = field(default_factory=list)
+    _prompt_argmax: list = field(default_factory=list)
+    _mass: list = field(default_factory=list)
     _argmax: list[list[torch.Tensor]] = field(default_factory=list)
     _sink: list[list[torch.Tensor]] = field(default_factory=list)
+    _pads: dict[torch.device, torch.Tensor] = field(default_factory=dict)
 
-    def reset(self, prompt_length: int | None = None, prompt_rows: list[int] | None = None,
-              exclude_last_prompt: bool = False, mass_rows: list[int] | None = None,
-              mass_keys: list[int] | None = None) -> None:
-        """Start a new sample. ``exclude_last_prompt`` restricts the argmax to positions [0, P-1): the
+    def reset(self, prompt_length: int | None = None, prompt_rows: list | None = None,
+              pads: list[int] | None = None, exclude_last_prompt: bool = False, mass_rows: list | None = None,
+              mass_keys: list | None = None) -> None:
+        """Start a new generate. ``exclude_last_prompt`` restricts the argmax to positions [0, P-1): the
         released OCR code slices ``attn[row, :-len(generated)]`` out of a matrix one column shorter than
         prompt + output, which drops the prompt's last position."""
         self.prompt_length = prompt_length
         self.prompt_rows = list(prompt_rows or [])
+        self.pads = list(pads) if pads is not None else None
         self.exclude_last_prompt = exclude_last_prompt
         self.mass_rows, self.mass_keys = list(mass_rows or []), list(mass_keys or [])
         self._prompt_argmax = [None] * self.num_layers
         self._mass = [None] * self.num_layers
         self._argmax = [[] for _ in range(self.num_layers)]
         self._sink = [[] for _ in range(self.num_layers)]
+        self._pads = {}
 
-    def observe(self, layer: int, probs: torch.Tensor) -> None:
-        """``probs``: (heads, keys) probabilities of the producing query row."""
-        if self.prompt_length is None:
-            self.prompt_length = probs.shape[-1]
-        # A sliding-window layer's cache keeps only the last keys: key k is position offset + k (0 otherwise).
-        offset = max(self.prompt_length + len(self._argmax[layer]) - probs.shape[-1], 0)
-        # Stay on the device: a .cpu() here would synchronise the GPU at every layer of every step.
-        visible = max(self._argmax_keys() - offset, 0)
-        if visible:
-            self._argmax[layer].append(probs[:, :visible].argmax(dim=-1) + offset)
-        else:  # no prompt key in the window: every prompt probability is 0, and argmax of zeros is 0
-            self._argmax[layer].append(torch.zeros(probs.shape[0], dtype=torch.long, device=probs.device))
-        sink = probs[:, 0].float() if offset == 0 else torch.zeros_like(probs[:, 0], dtype=torch.float)
-        self._sink[layer].append(sink)
+    @property
+    def recorded_layers(self) -> list[int]:
+        return list(range(self.num_layers)) if self.layers is None else list(self.layers)
 
-    def _argmax_keys(self) -> int:
+    def argmax_keys(self) -> int:
+        """Padded prompt positions [0, argmax_keys) the argmax runs over."""
         return self.prompt_length - 1 if self.exclude_last_prompt else self.prompt_length
 
-    def observe_prompt_rows(self, layer: int, argmax: torch.Tensor) -> None:
-        """``argmax``: (rows, heads) for ``prompt_rows``."""
+    def key_offset(self, layer: int, num_keys: int) -> int:
+        """Padded position of the layer's first cached key: 0, unless a sliding window dropped older keys."""
+        return max(self.prompt_length + len(self._argmax[layer]) - num_keys, 0)
+
+    def pad_tensor(self, batch: int, device: torch.device) -> torch.Tensor | None:
+        """(batch,) left padding of each sample, cached per device; None when nothing is padded."""
+        if self.pads is not None and len(self.pads) != batch:
+            raise RuntimeError(f"recorder was reset for {len(self.pads)} samples, the model runs {batch}")
+        if not any(self.pads or []):
+            return None
+        if device not in self._pads:
+            self._pads[device] = torch.tensor(self.pads, device=device)
+        return self._pads[device]
+
+    def rows_per_sample(self) -> list[list[int]]:
+        """``prompt_rows`` as one list per sample."""
+        return _per_sample(self.prompt_rows)
+
+    def mass_per_sample(self) -> list[tuple[list[int], list[int]]]:
+        """``(mass_rows, mass_keys)`` of each sample."""
+        return list(zip(_per_sample(self.mass_rows), _per_sample(self.mass_keys), strict=True))
+
+    def observe(self, layer: int, argmax: torch.Tensor, sink: torch.Tensor) -> None:
+        """``argmax``/``sink``: (batch, heads) of the producing query row, in own coordinates."""
+        # Stay on the device: a .cpu() here would synchronise the GPU at every layer of every step.
+        self._argmax[layer].append(argmax)
+        self._sink[layer].append(sink)
+
+    def observe_prompt_rows(self, layer: int, argmax: list[torch.Tensor]) -> None:
+        """``argmax``: per sample, (rows, heads) for its ``prompt_rows``."""
         self._prompt_argmax[layer] = argmax
 
-    def observe_key_mass(self, layer: int, mass: torch.Tensor) -> None:
-        """``mass``: (heads, rows, keys) probabilities of ``mass_rows`` on ``mass_keys``."""
+    def observe_key_mass(self, layer: int, mass: list[torch.Tensor | None]) -> None:
+        """``mass``: per sample, (heads, rows, keys) probabilities of its mass rows on its mass keys."""
         self._mass[layer] = mass
 
-    def key_mass(self) -> torch.Tensor:
-        """(layers, heads, rows, keys) probabilities of ``mass_rows`` on ``mass_keys`` at prefill."""
-        if any(mass is None for mass in self._mass):
+    def key_mass(self, sample: int = 0) -> torch.Tensor | None:
+        """(layers, heads, rows, keys) prefill probabilities of one sample's mass rows on its mass keys (NaN in
+        layers without attention rows); None when the sample has no mass rows."""
+        requested = self.mass_per_sample()
+        if not requested or not requested[sample][0]:
+            return None
+        recorded = [per_layer[sample] for per_layer in self._mass if per_layer is not None]
+        if not recorded or any(self._mass[layer] is None for layer in self.recorded_layers):
             raise RuntimeError("no prefill key mass was recorded: reset with mass_rows/mass_keys before generate")
-        return torch.stack(self._mass).cpu()
+        blank = torch.full_like(recorded[0], float("nan"))
+        return torch.stack([blank if per_layer is None else per_layer[sample] for per_layer in self._mass]).cpu()
 
-    def prompt_argmax(self) -> dict[int, torch.Tensor]:
-        """Prompt position -> (layers, heads) argmax of its own row."""
-        if not self.prompt_rows:
+    def prompt_argmax(self, sample: int = 0) -> dict[int, torch.Tensor]:
+        """Prompt position -> (layers, heads) argmax of its own row, for one sample of the batch
+        (NOT_RECORDED in layers without attention)."""
+        rows = self.rows_per_sample()
+        if not rows or not rows[sample]:
             return {}
-        stacked = torch.stack(self._prompt_argmax, dim=1).cpu()  # (rows, layers, heads)
-        return {position: stacked[i] for i, position in enumerate(self.prompt_rows)}
+        recorded = [per_layer[sample] for per_layer in self._prompt_argmax if per_layer is not None]
+        if not recorded:
+            raise RuntimeError("no prompt rows were recorded: was generate called inside the capture context?")
+        blank = torch.full_like(recorded[0], NOT_RECORDED)
+        per_layer = [blank if t is None else t[sample] for t in self._prompt_argmax]
+        stacked = torch.stack(per_layer, dim=1).cpu()  # (rows, layers, heads)
+        return {position: stacked[i] for i, position in enumerate(rows[sample])}
 
-    def result(self) -> StepRecord:
-        steps = {len(per_layer) for per_layer in self._argmax}
+    def _stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(steps, layers, batch, heads) argmax and sink."""
+        layers = self.recorded_layers
+        steps = {len(self._argmax[layer]) for layer in layers}
         if len(steps) != 1:
             raise RuntimeError(f"layers recorded different numbers of steps: {sorted(steps)}")
         if steps == {0}:
             raise RuntimeError("nothing was recorded: was generate called inside the capture context?")
-        argmax = torch.stack([torch.stack(per_layer) for per_layer in self._argmax], dim=1).cpu()
-        sink = torch.stack([torch.stack(per_layer) for per_layer in self._sink], dim=1).cpu()
-        return StepRecord(argmax=argmax, sink=sink, keys=self._argmax_keys() if self.exclude_last_prompt else None)
+        stray = [layer for layer in range(self.num_layers) if layer not in layers and self._argmax[layer]]
+        if stray:
+            raise RuntimeError(f"layers {stray} recorded attention but were declared without attention rows")
+        first = self._argmax[layers[0]]
+        shape = (len(first), self.num_layers, *first[0].shape)
+        argmax = torch.full(shape, NOT_RECORDED, dtype=torch.int64)
+        sink = torch.full(shape, float("nan"), dtype=torch.float32)
+        for layer in layers:
+            argmax[:, layer] = torch.stack(self._argmax[layer]).cpu()
+            sink[:, layer] = torch.stack(self._sink[layer]).cpu()
+        return argmax, sink
+
+    def _keys(self, sample: int) -> int | None:
+        """Own-coordinate end of the argmax range of one sample, when it is not its whole prompt."""
+        if not self.exclude_last_prompt:
+            return None
+        return self.argmax_keys() - (self.pads[sample] if self.pads else 0)
+
+    def result(self) -> StepRecord:
+        """The record of a single-sample generate."""
+        argmax, sink = self._stacked()
+        if argmax.shape[2] != 1:
+            raise RuntimeError(f"the recorded generate ran {argmax.shape[2]} samples: use results()")
+        return StepRecord(argmax=argmax[:, :, 0], sink=sink[:, :, 0], keys=self._keys(0))
+
+    def results(self, lengths: list[int] | None = None) -> list[StepRecord]:
+        """One record per sample of a batched generate; ``lengths`` (tokens each sample generated) cuts
+        the steps a finished sample still ran while others went on, as if it had run alone."""
+        argmax, sink = self._stacked()
+        records = []
+        for i in range(argmax.shape[2]):
+            steps = argmax.shape[0] if lengths is None else lengths[i]
+            records.append(StepRecord(argmax=argmax[:steps, :, i], sink=sink[:steps, :, i], keys=self._keys(i)))
+        return records
+
+
+def _per_sample(lists: list) -> list[list[int]]:
+    """A list of positions for one sample, or one list per sample, as one list per sample."""
+    if lists and isinstance(lists[0], (list, tuple)):
+        return [list(rows) for rows in lists]
+    return [lists] if lists else []
 
 
 _ACTIVE: list[AttentionRecorder] = []
 _EDITS: list[AttentionEdit] = []
 
 
-def last_row_probabilities(
-    module: torch.nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float | None,
-) -> torch.Tensor:
-    """Softmax attention of the last query row of batch item 0, (heads, keys), computed as eager does."""
-    kv_heads, num_keys = key.shape[1], key.shape[2]
+def last_row_scores(query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None,
+                    scaling: float | None) -> torch.Tensor:
+    """Attention logits of every sample's last query row, (batch, heads, keys); masked keys -inf."""
+    batch, kv_heads, num_keys = key.shape[0], key.shape[1], key.shape[2]
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     # GQA without copying keys: query heads h*groups .. h*groups+groups-1 share kv head h (as repeat_kv).
-    last = query[0, :, -1, :].reshape(kv_heads, -1, query.shape[-1])  # (kv_heads, groups, dim)
-    scores = torch.matmul(last, key[0].transpose(1, 2)).reshape(-1, num_keys) * scale  # (heads, keys)
+    last = query[:, :, -1, :].reshape(batch, kv_heads, -1, query.shape[-1])  # (batch, kv_heads, groups, dim)
+    scores = torch.matmul(last, key.transpose(2, 3)).reshape(batch, -1, num_keys) * scale
     if attention_mask is not None:
-        row = attention_mask[0, :, -1, :num_keys]
+        row = attention_mask[:, :, -1, :num_keys]  # (batch|1, 1, keys)
         scores = scores.masked_fill(~row, float("-inf")) if row.dtype == torch.bool else scores + row
     # With no mask the last row sees every key: it is the newest position (causal).
-    return torch.softmax(scores, dim=-1, dtype=torch.float32)
+    return scores
+
+
+def producing_row_statistics(query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None,
+                             scaling: float | None, prompt_keys: int, pads: torch.Tensor | None,
+                             offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample and head, of the last query row: the argmax key over the sample's own prompt (padded
+    positions [pad, prompt_keys), reported in its own coordinates) and the probability on its first real
+    key (the sink); both (batch, heads).
+
+    ``pads``: (batch,) left padding, or None when no sample is padded. ``offset``: padded position of the
+    first cached key (> 0 when a sliding window dropped older keys; positions outside the window have
+    probability 0, as eager gives them). Few kernels on purpose: at small sizes each costs more than the
+    decode step's sdpa call (see README, capture overhead).
+    """
+    probs = torch.softmax(last_row_scores(query, key, attention_mask, scaling), dim=-1, dtype=torch.float32)
+    batch, heads = probs.shape[:2]
+    pad = pads[:, None] if pads is not None else 0
+    visible = max(prompt_keys - offset, 0)
+    if visible:  # left pads have probability 0: never the maximum
+        argmax = probs[:, :, :visible].argmax(dim=-1) + offset - pad
+    else:  # no prompt key in the window: every prompt probability is 0, and argmax of zeros is the first
+        argmax = torch.zeros(batch, heads, dtype=torch.long, device=probs.device)
+    if pads is None and offset == 0:
+        # A copy, not a view: a view would keep the whole probability row alive in the recorder.
+        return argmax, probs[:, :, 0].clone()
+    sink_key = (pads if pads is not None else torch.zeros(batch, dtype=torch.long, device=probs.device)) - offset
+    sink = probs.gather(2, sink_key.clamp(min=0)[:, None, None].expand(-1, heads, 1)).squeeze(2)
+    return argmax, sink.masked_fill(sink_key[:, None] < 0, 0.0)  # a sink out of the window holds nothing
 
 
 def prompt_rows_argmax(
-    query: torch.Tensor, key: torch.Tensor, rows: list[int], scaling: float | None, chunk: int = 64
+    query: torch.Tensor, key: torch.Tensor, rows: list[int], scaling: float | None, chunk: int = 64,
+    sample: int = 0, pad: int = 0,
 ) -> torch.Tensor:
-    """Causal argmax of selected prefill rows of batch item 0, (rows, heads); chunked to bound memory."""
+    """Causal argmax of selected prefill rows (own coordinates) of one sample, (rows, heads); chunked to
+    bound memory. With left padding ``pad``, the pads are masked and positions shifted back."""
     groups = query.shape[1] // key.shape[1]
-    keys = key[0].repeat_interleave(groups, dim=0)
+    keys = key[sample].repeat_interleave(groups, dim=0)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     columns = torch.arange(keys.shape[1], device=keys.device)
     out = []
     for i in range(0, len(rows), chunk):
-        index = torch.tensor(rows[i : i + chunk], device=query.device)
-        scores = torch.matmul(query[0][:, index, :], keys.transpose(1, 2)) * scale  # (heads, rows, keys)
-        scores = scores.masked_fill(columns[None, None, :] > index[None, :, None], float("-inf"))
-        out.append(scores.argmax(dim=-1).T)
+        index = torch.tensor(rows[i : i + chunk], device=query.device) + pad
+        scores = torch.matmul(query[sample][:, index, :], keys.transpose(1, 2)) * scale  # (heads, rows, keys)
+        hidden = (columns[None, None, :] > index[None, :, None]) | (columns[None, None, :] < pad)
+        scores = scores.masked_fill(hidden, float("-inf"))
+        out.append(scores.argmax(dim=-1).T - pad)
     return torch.cat(out)
 
 
@@ -179,7 +297,7 @@ def check_supported(module: torch.nn.Module, key: torch.Tensor, recomputes_rows:
       that index keys as prompt positions (``recomputes_rows``: prompt-row argmax of the authors' text
       rule, sink redistribution): the KV cache then drops keys, so key 0 is no longer the sink and key k
       no longer position k. The producing-row capture maps cached keys back to positions itself
-      (:meth:`AttentionRecorder.observe`) and is exact under any window.
+      (:meth:`AttentionRecorder.key_offset`) and is exact under any window.
     """
     softcap = kwargs.get("softcap")
     if softcap is not None:
@@ -194,21 +312,46 @@ def check_supported(module: torch.nn.Module, key: torch.Tensor, recomputes_rows:
 
 def ocr_heads_attention_forward(module, query, key, value, attention_mask, **kwargs):
     """sdpa, then the active edits, then the statistics of the producing row for the active recorder."""
-    check_supported(module, key, recomputes_rows=bool(_ACTIVE and _ACTIVE[-1].prompt_rows), **kwargs)
+    recomputes = bool(_ACTIVE and (_ACTIVE[-1].prompt_rows or _ACTIVE[-1].mass_rows))
+    check_supported(module, key, recomputes_rows=recomputes, **kwargs)
     output, weights = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     for edit in _EDITS:
         output = edit(module, query, key, value, attention_mask, output, **kwargs)
     if _ACTIVE:
         recorder = _ACTIVE[-1]
-        probs = last_row_probabilities(module, query, key, attention_mask, kwargs.get("scaling"))
-        recorder.observe(module.layer_idx, probs)
+        if recorder.prompt_length is None:
+            recorder.prompt_length = key.shape[2]
+        pads = recorder.pad_tensor(query.shape[0], query.device)
+        argmax, sink = producing_row_statistics(query, key, attention_mask, kwargs.get("scaling"),
+                                                recorder.argmax_keys(), pads,
+                                                recorder.key_offset(module.layer_idx, key.shape[2]))
+        recorder.observe(module.layer_idx, argmax, sink)
         if recorder.prompt_rows and query.shape[2] > 1:
-            argmax = prompt_rows_argmax(query, key, recorder.prompt_rows, kwargs.get("scaling"))
-            recorder.observe_prompt_rows(module.layer_idx, argmax)
+            pad_list = recorder.pads or [0] * query.shape[0]
+            argmax_rows = [prompt_rows_argmax(query, key, rows, kwargs.get("scaling"), sample=i, pad=pad_list[i])
+                           if rows else None for i, rows in enumerate(recorder.rows_per_sample())]
+            recorder.observe_prompt_rows(module.layer_idx, argmax_rows)
         if recorder.mass_rows and query.shape[2] > 1:
-            mass = key_mass(query, key, attention_mask, recorder.mass_rows, recorder.mass_keys, kwargs.get("scaling"))
-            recorder.observe_key_mass(module.layer_idx, mass[0])
+            recorder.observe_key_mass(module.layer_idx, prefill_key_mass(recorder, query, key, attention_mask,
+                                                                          kwargs.get("scaling")))
     return output, weights
+
+
+def prefill_key_mass(recorder: AttentionRecorder, query: torch.Tensor, key: torch.Tensor,
+                     attention_mask: torch.Tensor | None, scaling: float | None) -> list[torch.Tensor | None]:
+    """Per sample, (heads, rows, keys): its mass rows' prefill probabilities on its mass keys, found at their
+    left-padded positions (own coordinates + pad; the mask hides the pads)."""
+    pads = recorder.pads or [0] * query.shape[0]
+    out: list[torch.Tensor | None] = []
+    for i, (rows, keys) in enumerate(recorder.mass_per_sample()):
+        if not rows:
+            out.append(None)
+            continue
+        batched = attention_mask is not None and attention_mask.shape[0] > 1
+        mask = attention_mask[i : i + 1] if batched else attention_mask
+        out.append(key_mass(query[i : i + 1], key[i : i + 1], mask, [r + pads[i] for r in rows],
+                            [k + pads[i] for k in keys], scaling)[0])
+    return out
 
 
 AttentionInterface.register(IMPLEMENTATION, ocr_heads_attention_forward)
@@ -233,7 +376,7 @@ def capture(adapter: ModelAdapter) -> Iterator[AttentionRecorder]:
 
     Call ``recorder.reset()`` before each generate (or use one block per sample).
     """
-    recorder = AttentionRecorder(num_layers=adapter.shape.num_layers)
+    recorder = AttentionRecorder(num_layers=adapter.shape.num_layers, layers=adapter.scoreable_layers)
     recorder.reset()
     with text_attention(adapter, IMPLEMENTATION):
         _ACTIVE.append(recorder)
@@ -254,10 +397,11 @@ def edited(adapter: ModelAdapter, edit: AttentionEdit) -> Iterator[None]:
             _EDITS.remove(edit)
 
 
-def eager_attention_rows(adapter: ModelAdapter, inputs, generated: list[int]) -> list[torch.Tensor]:
+def eager_attention_rows(adapter: ModelAdapter, inputs, generated: list[int]) -> dict[int, torch.Tensor]:
     """Reference: eager attention with ``output_attentions`` over prompt + generated tokens, one forward.
 
-    Returns per layer the (heads, steps, keys) probabilities of the producing rows P-1 .. P+G-2.
+    Returns, for each layer with attention rows (``adapter.scoreable_layers``), the (heads, steps, keys)
+    probabilities of the producing rows P-1 .. P+G-2.
     Memory is O(layers x heads x seq^2): for verification on a few samples only.
     """
     prompt_length = inputs.prompt_length
@@ -271,7 +415,12 @@ def eager_attention_rows(adapter: ModelAdapter, inputs, generated: list[int]) ->
     tensors = {k: v.to(adapter.device) for k, v in tensors.items()}
     with text_attention(adapter, "eager"), torch.no_grad():
         output = adapter.model(**tensors, output_attentions=True, use_cache=False)
-    return [layer[0, :, prompt_length - 1 :, :].float().cpu() for layer in output.attentions]
+    layers = adapter.scoreable_layers
+    if len(output.attentions) != len(layers):
+        raise RuntimeError(f"eager attention returned {len(output.attentions)} layers of rows, the adapter "
+                           f"declares {len(layers)} layers with attention")
+    return {layer: rows[0, :, prompt_length - 1 :, :].float().cpu()
+            for layer, rows in zip(layers, output.attentions, strict=True)}
 
 
 # How far two attention probabilities may differ and still count as the same maximum (a tie): float32
@@ -290,7 +439,7 @@ def verify_against_eager(adapter: ModelAdapter, inputs, generated: list[int], re
     atol, rtol = TIE_TOLERANCE.get(adapter.model.dtype, (1e-6, 0.0))
     prompt_length = record.keys if record.keys is not None else inputs.prompt_length
     mismatches = []
-    for layer, probs in enumerate(eager_attention_rows(adapter, inputs, generated)):
+    for layer, probs in eager_attention_rows(adapter, inputs, generated).items():
         steps = min(probs.shape[1], record.argmax.shape[0])
         prompt_probs = probs[:, :steps, :prompt_length]
         reference = prompt_probs.argmax(dim=-1).T  # (steps, heads)

@@ -1,7 +1,7 @@
 """Case study (exp_case): do the same heads read every character?
 
 Single-character passkeys over 0-9a-z (``step1_passkey.py --single-char``), each sample scored
-exactly as step2's OCR score (``ocr_heads.step2.score_one``); the per-event values are
+exactly as step2's OCR score (``ocr_heads.step2.score_batch``); the per-event values are
 then averaged per character instead of over the whole set. Output::
 
     OUT/case/NAME_case.json       {"model": NAME, "chars": {"0": {"l0_h0": score, ...}, ...}}
@@ -27,7 +27,7 @@ from ocr_heads.heads import all_heads
 from ocr_heads.io import write_json_atomic
 from ocr_heads.models import ModelAdapter, load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args
-from ocr_heads.runner import collect, run_samples
+from ocr_heads.runner import collect, run_batches
 
 logger = logging.getLogger(__name__)
 
@@ -96,14 +96,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overlap", type=float, default=None,
                         help="a tile covers a character when it holds more than this fraction of its box "
                         f"(default {DEFAULT_OVERLAP}; with --alignment authors the released 0.1 percent)")
+    parser.add_argument("--batch_size", type=int, default=1,
+                        help="samples generated together (left-padded; maps equal --batch_size 1; default 1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # step2 is imported here: it pulls in the score-file module, needed only for this experiment.
-    from ocr_heads.step2 import Step2Config, score_one
+    from ocr_heads.step2 import Step2Config, score_batch
 
     try:
         if args.n < 1:
             raise ValueError(f"--n must be at least 1, got {args.n}")
+        if args.batch_size < 1:
+            raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
         chars = samples_by_char(load_samples(args.data), args.n)
         adapter = load_adapter(args.model_id, **adapter_kwargs(args))
     except (FileNotFoundError, ValueError) as err:
@@ -115,10 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     samples = [sample for group in chars.values() for sample in group]
     log = out_dir / f"{stem}.samples.jsonl"
     with capture(adapter) as recorder:
-        def process(sample: Sample) -> dict:
-            return {"char": sample.answer, **score_one(adapter, recorder, sample, cfg).log_record()}
+        def process(batch: list[Sample]) -> list[dict | Exception]:
+            outcomes = score_batch(adapter, recorder, batch, cfg)
+            return [outcome if isinstance(outcome, Exception) else {"char": sample.answer, **outcome.log_record()}
+                    for sample, outcome in zip(batch, outcomes, strict=True)]
 
-        run_samples(samples, lambda s: s.id, process, log, "case study")
+        run_batches(samples, lambda s: s.id, process, log, "case study", args.batch_size)
     records, failed = collect([log], [sample.id for sample in samples])
     if not records:
         logger.error("every sample failed; errors are in %s", log)

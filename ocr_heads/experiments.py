@@ -25,7 +25,7 @@ from ocr_heads.io import ensure_writable_dir, read_json, write_json_atomic
 from ocr_heads.metrics import aggregate
 from ocr_heads.models import ModelAdapter, ModelInputs, load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args
-from ocr_heads.runner import Shard, collect, run_samples, shard_logs
+from ocr_heads.runner import SAMPLE_ERRORS, Shard, collect, run_batches, shard_logs
 from ocr_heads.tasks import DEFAULT_N, TASKS, Example, Task, get_task
 from ocr_heads.tasks.base import example_rng
 
@@ -95,8 +95,10 @@ def load_head_ranking(path: str | Path) -> list[str]:
     return names
 
 
-def select_heads(head_set: str, k: int, ranking: list[str], num_layers: int, num_heads: int, seed: int) -> list[str]:
-    """The heads of one head set.
+def select_heads(head_set: str, k: int, ranking: list[str], num_layers: int, num_heads: int, seed: int,
+                 layers: list[int] | None = None) -> list[str]:
+    """The heads of one head set (random draws only from ``layers``, default all: a hybrid model's
+    linear-attention layers have no heads to mask).
 
     ``top``: the first k of ``ranking``. ``random``: k of all heads, seeded. ``random_disjoint``: k of
     the heads not in ``ranking`` (the whole list, not only its top k, as the paper's control),
@@ -113,6 +115,8 @@ def select_heads(head_set: str, k: int, ranking: list[str], num_layers: int, num
             logger.warning("the head list has only %d heads; using all of them instead of %d", len(ranking), k)
         return ranking[:k]
     pool = all_heads(num_layers, num_heads)
+    if layers is not None:
+        pool = [name for name in pool if parse_head(name)[0] in layers]
     if head_set == "random_disjoint":
         excluded = set(ranking)
         pool = sorted((name for name in pool if name not in excluded), key=parse_head)
@@ -238,8 +242,10 @@ def _check_resume(path: Path, cfg: RunConfig) -> None:
 
 
 def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | None = None,
-            merge_only: bool = False) -> dict | None:
+            merge_only: bool = False, batch_size: int = 1) -> dict | None:
     """Evaluate one dataset under one intervention; returns the summary written to ``{stem}.json``.
+
+    ``batch_size`` samples are generated together (left-padded); the results do not depend on it.
 
     With a shard, only its samples are run; the summary is written by a single run, by ``merge_only``,
     or (under ``accelerate launch``) by the first process once all are done; others return None.
@@ -253,16 +259,31 @@ def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | Non
     refs = example_refs(task, rows, cfg.n)
     log = run_dir / shard.log_name(cfg.stem)
 
-    def process(ref: tuple[int, str]) -> dict:
-        index, example_id = ref
-        example = task.to_example(rows[index], index, rows, example_rng(task.name, cfg.data_seed, example_id))
-        generated = adapter.generate(example_inputs(adapter, example), cfg.max_new_tokens)
-        prediction = adapter.decode(generated).strip()
-        return {"prediction": prediction, "golds": example.golds, "scores": task.score(prediction, example)}
+    def process(batch: list[tuple[int, str]]) -> list[dict | Exception]:
+        # Examples are built one by one (a bad row fails alone), then generated together.
+        outcomes: list[dict | Exception] = []
+        ready: list[tuple[int, Example, ModelInputs]] = []
+        for index, example_id in batch:
+            try:
+                example = task.to_example(rows[index], index, rows, example_rng(task.name, cfg.data_seed, example_id))
+                ready.append((len(outcomes), example, example_inputs(adapter, example)))
+                outcomes.append({})
+            except SAMPLE_ERRORS as err:
+                outcomes.append(err)
+        generated = adapter.generate_batch([inputs for _, _, inputs in ready], cfg.max_new_tokens)
+        for (slot, example, _), tokens in zip(ready, generated, strict=True):
+            prediction = adapter.decode(tokens).strip()
+            try:
+                outcomes[slot] = {"prediction": prediction, "golds": example.golds,
+                                  "scores": task.score(prediction, example)}
+            except SAMPLE_ERRORS as err:
+                outcomes[slot] = err
+        return outcomes
 
     if not merge_only:
         with intervention(adapter, cfg):
-            run_samples(shard.select(refs), lambda ref: ref[1], process, log, f"{cfg.experiment} {cfg.stem}")
+            run_batches(shard.select(refs), lambda ref: ref[1], process, log, f"{cfg.experiment} {cfg.stem}",
+                        batch_size)
         if shard.launched:
             shard.wait_for_all()
         if shard.index != 0 or (shard.count > 1 and not shard.launched):
@@ -354,6 +375,8 @@ def _common_parser(description: str, epilog: str, default_datasets: list[str],
     parser.add_argument("--shard", default=None, help="i/n: run every n-th sample starting at i (0-based); "
                         "under `accelerate launch` each process takes its own shard and the first one merges")
     parser.add_argument("--merge", action="store_true", help="only merge existing shard logs into the results")
+    parser.add_argument("--batch_size", type=int, default=1,
+                        help="samples generated together (left-padded; results equal --batch_size 1; default 1)")
     return parser
 
 
@@ -419,7 +442,8 @@ def _configs(args: argparse.Namespace, experiment: str, adapter: ModelAdapter,
         ranking = load_head_ranking(heads_path)
         check_heads_exist(ranking, adapter.shape.num_layers, adapter.shape.num_heads)
     k = 0 if head_set == "none" else args.num_of_masking_head
-    heads = select_heads(head_set, k, ranking, adapter.shape.num_layers, adapter.shape.num_heads, args.seed)
+    heads = select_heads(head_set, k, ranking, adapter.shape.num_layers, adapter.shape.num_heads, args.seed,
+                         adapter.scoreable_layers)
     logger.info("head set %s (k=%d): %s", head_set, k, ", ".join(heads) or "none")
     beta = args.beta if experiment == "sink" and head_set != "none" else None
     for dataset in args.datasets:
@@ -435,6 +459,8 @@ def run_main(experiment: str, argv: list[str] | None = None) -> int:
     try:
         if experiment == "sink" and not 0.0 <= args.beta <= 1.0:
             raise ValueError(f"--beta must be in [0, 1], got {args.beta}")
+        if args.batch_size < 1:
+            raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
         ensure_writable_dir(args.out)
         shard = Shard.parse(args.shard)
         sources = resolve_sources(args.datasets, args.data)
@@ -452,7 +478,7 @@ def run_main(experiment: str, argv: list[str] | None = None) -> int:
     scored = 0
     for cfg in configs:
         try:
-            summary = run_one(adapter, cfg, args.out, shard, args.merge)
+            summary = run_one(adapter, cfg, args.out, shard, args.merge, args.batch_size)
             # None: this shard's share is logged and the merge writes the results.
             scored += 1 if summary is None else summary["n"]
         except (FileNotFoundError, ValueError, KeyError) as err:

@@ -12,8 +12,8 @@ the block raises::
 They act on the language model only (never the vision tower), at every query position of the
 prefill and of every decode step, and combine with :func:`ocr_heads.attention.capture` (which
 records the layer's *unedited* attention probabilities, recomputed from query and key).
-Edits assume eval mode (no attention dropout) and treat key 0 as the sink, which is the first token
-of the sequence for unpadded batch-1 inputs, as the experiments use.
+Edits assume eval mode (no attention dropout). The sink is each sample's first real token: key 0
+unpadded, the first key its attention mask lets the last query see in a left-padded batch.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from contextlib import contextmanager
 import torch
 
 from ocr_heads.attention import check_supported, edited
-from ocr_heads.heads import check_heads_exist, heads_by_layer
+from ocr_heads.heads import check_heads_exist, heads_by_layer, parse_head
 from ocr_heads.models.base import ModelAdapter
 
 __all__ = [
@@ -44,7 +44,14 @@ def _heads_of_model(adapter: ModelAdapter, heads: Iterable[str]) -> dict[int, li
     heads = list(heads)
     shape = adapter.shape
     check_heads_exist(heads, shape.num_layers, shape.num_heads)
-    return {layer: sorted(set(hs)) for layer, hs in heads_by_layer(heads).items()}
+    by_layer = heads_by_layer(heads)
+    scoreable = adapter.scoreable_layers
+    without = sorted(layer for layer in by_layer if layer not in scoreable)
+    if without:
+        named = [h for h in heads if parse_head(h)[0] in without]
+        raise ValueError(f"{', '.join(named)}: layer(s) {without} have no attention heads (linear attention); "
+                         f"only heads in layers {scoreable} can be masked or edited")
+    return {layer: sorted(set(hs)) for layer, hs in by_layer.items()}
 
 
 # ---------------------------------------------------------------- masking
@@ -84,18 +91,21 @@ def mask_heads(adapter: ModelAdapter, heads: Iterable[str]) -> Iterator[None]:
 # ---------------------------------------------------------------- sink redistribution
 
 
-def redistribute_sink(probs: torch.Tensor, beta: float, allowed: torch.Tensor | None = None) -> torch.Tensor:
-    """Move attention mass off the sink (key 0) onto the other keys, as the design defines.
+def redistribute_sink(probs: torch.Tensor, beta: float, allowed: torch.Tensor | None = None,
+                      sink: torch.Tensor | None = None) -> torch.Tensor:
+    """Move attention mass off the sink onto the keys after it, as the design defines.
 
-    ``probs``: attention probabilities ``(..., keys)``, each row summing to 1. Per row, with p0 the
-    probability on key 0: key 0 gets ``beta * p0`` and the remaining ``(1 - beta) * p0`` is added to
-    keys 1.. in proportion to their probabilities, ``p_j + (1 - beta) * p0 * p_j / sum_{k>=1} p_k``.
-    The row's mass is preserved.
+    ``probs``: attention probabilities ``(..., keys)``, each row summing to 1. The sink is key 0, or
+    per row ``sink`` (an index tensor broadcastable to ``probs[..., :1]``: the first real token of a
+    left-padded sample; the keys before it are padding with probability 0 and stay so). Per row, with
+    p0 the probability on the sink: the sink gets ``beta * p0`` and the remaining ``(1 - beta) * p0`` is
+    added to the keys after it in proportion to their probabilities,
+    ``p_j + (1 - beta) * p0 * p_j / sum_{k>sink} p_k``. The row's mass is preserved.
 
-    If all other keys have probability 0, the mass is spread uniformly over them (the authors'
-    rule), or, when ``allowed`` (bool, broadcastable to ``probs``) is given, uniformly over the
-    allowed keys 1.. only, so that it never leaks to masked (future or padding) keys. A row with no
-    such key (e.g. the first query of a causal prefill, which sees only key 0) is returned unchanged.
+    If all keys after the sink have probability 0, the mass is spread uniformly over them (the
+    authors' rule), or, when ``allowed`` (bool, broadcastable to ``probs``) is given, uniformly over
+    the allowed ones only, so that it never leaks to masked (future or padding) keys. A row with no
+    such key (e.g. the first query of a causal prefill, which sees only the sink) is returned unchanged.
 
     ``beta`` must lie in [0, 1]: 1 is the identity, 0 empties the sink. Pure: ``probs`` is not
     modified; the result has the dtype of ``probs``.
@@ -104,23 +114,23 @@ def redistribute_sink(probs: torch.Tensor, beta: float, allowed: torch.Tensor | 
         raise ValueError(f"beta must be in [0, 1], got {beta}")
     if probs.shape[-1] < 2:
         return probs.clone()  # nowhere to move the mass to
-    p0, rest = probs[..., :1], probs[..., 1:]
+    keys = torch.arange(probs.shape[-1], device=probs.device)
+    if sink is None:
+        sink = torch.zeros((1,) * probs.dim(), dtype=torch.long, device=probs.device)
+    index = sink.expand(*probs.shape[:-1], 1)
+    after = keys > sink  # the keys that receive the mass
+    p0 = probs.gather(-1, index)
+    rest = probs * after
     moved = (1.0 - beta) * p0
     total = rest.sum(dim=-1, keepdim=True)
     proportional = rest + moved * rest / total.clamp_min(torch.finfo(probs.dtype).tiny)
-    if allowed is None:
-        targets = torch.ones_like(rest)
-    else:
-        targets = allowed.expand(probs.shape)[..., 1:].to(probs.dtype)
+    targets = after.expand(probs.shape) if allowed is None else after & allowed.expand(probs.shape)
+    targets = targets.to(probs.dtype)
     count = targets.sum(dim=-1, keepdim=True)
     uniform = rest + moved * targets / count.clamp_min(1.0)
-    new_rest = torch.where(total > 0, proportional, uniform)
-    new_p0 = p0 - moved
+    new = torch.where(total > 0, proportional, uniform).scatter(-1, index, p0 - moved)
     # Rows with nowhere to put the mass keep it on the sink.
-    stuck = (total <= 0) & (count <= 0)
-    new_rest = torch.where(stuck, rest, new_rest)
-    new_p0 = torch.where(stuck, p0, new_p0)
-    return torch.cat([new_p0, new_rest], dim=-1)
+    return torch.where((total <= 0) & (count <= 0), probs, new)
 
 
 def _allowed_keys(
@@ -174,14 +184,25 @@ def sink_probabilities(
     scores = torch.matmul(q, k.transpose(-1, -2)) * scale
     q_rows = torch.arange(q_len, device=query.device)[rows]
     allowed = _allowed_keys(module, attention_mask, q_rows, q_len, k_len, is_causal)
+    sink = None
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))
+        if attention_mask is not None:
+            sink = first_visible_key(attention_mask[:, :, -1, :k_len])[:, None, None, None]
     elif attention_mask is not None:  # an additive float mask
         scores = scores + attention_mask[:, :, q_rows, :k_len].float()
         allowed = attention_mask[:, :, q_rows, :k_len] > torch.finfo(attention_mask.dtype).min
+        sink = first_visible_key(attention_mask[:, :, -1, :k_len] > torch.finfo(attention_mask.dtype).min)
+        sink = sink[:, None, None, None]
     # A fully masked row (padding query) gives NaN; sdpa's output there is never used, 0 is harmless.
     probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)
-    return redistribute_sink(probs, beta, allowed)
+    return redistribute_sink(probs, beta, allowed, sink)
+
+
+def first_visible_key(row: torch.Tensor) -> torch.Tensor:
+    """(batch,) first key the last query row may see, from its (batch, 1, keys) boolean mask: the sink,
+    i.e. the first real token of a left-padded sample (the last row of a prompt is never padding)."""
+    return row[:, 0].to(torch.int8).argmax(dim=-1)
 
 
 class SinkRedistribution:

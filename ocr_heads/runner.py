@@ -74,6 +74,10 @@ class Shard:
         return f"{stem}.shard{self.index}of{self.count}.samples.jsonl"
 
 
+# A sample's own failure: logged with its error, the run goes on.
+SAMPLE_ERRORS = (RuntimeError, ValueError, OSError, IndexError, KeyError)
+
+
 def run_samples(
     items: list[T],
     item_id: Callable[[T], str],
@@ -82,22 +86,55 @@ def run_samples(
     desc: str,
 ) -> tuple[int, int]:
     """Process items not yet logged; returns (succeeded now, failed now). Never raises for one item."""
+    return run_batches(items, item_id, lambda batch: [process(batch[0])], log_path, desc, batch_size=1)
+
+
+def run_batches(
+    items: list[T],
+    item_id: Callable[[T], str],
+    process_batch: Callable[[list[T]], list[dict | Exception]],
+    log_path: Path,
+    desc: str,
+    batch_size: int = 1,
+) -> tuple[int, int]:
+    """Like :func:`run_samples`, ``batch_size`` items at a time: ``process_batch`` returns one record (or
+    the exception that sample failed with) per item, and each sample is logged on its own, so resume,
+    shards and merges do not depend on the batch size. If a whole batch raises, its samples are retried
+    one by one, so one bad sample costs only itself."""
+    if batch_size < 1:
+        raise ValueError(f"--batch_size must be at least 1, got {batch_size}")
     done = {r["id"] for r in read_jsonl(log_path) if "error" not in r}
     todo = [item for item in items if item_id(item) not in done]
     if len(todo) < len(items):
         logger.info("%s: %d of %d samples already done, resuming", log_path.name, len(items) - len(todo), len(items))
     succeeded = failed = 0
-    for item in tqdm(todo, desc=desc, unit="sample"):
-        try:
-            record = process(item)
-        except (RuntimeError, ValueError, OSError, IndexError, KeyError) as err:
-            logger.error("sample %s failed: %s: %s", item_id(item), type(err).__name__, err)
-            record = {"error": f"{type(err).__name__}: {err}"}
-            failed += 1
-        else:
-            succeeded += 1
-        append_jsonl(log_path, {"id": item_id(item), **record})
+    with tqdm(total=len(todo), desc=desc, unit="sample") as progress:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            for item, outcome in zip(batch, _process(batch, process_batch), strict=True):
+                if isinstance(outcome, Exception):
+                    logger.error("sample %s failed: %s: %s", item_id(item), type(outcome).__name__, outcome)
+                    outcome = {"error": f"{type(outcome).__name__}: {outcome}"}
+                    failed += 1
+                else:
+                    succeeded += 1
+                append_jsonl(log_path, {"id": item_id(item), **outcome})
+            progress.update(len(batch))
     return succeeded, failed
+
+
+def _process(batch: list[T], process_batch: Callable[[list[T]], list[dict | Exception]]) -> list[dict | Exception]:
+    try:
+        outcomes = process_batch(batch)
+    except SAMPLE_ERRORS as err:
+        if len(batch) == 1:
+            return [err]
+        logger.warning("a batch of %d failed (%s: %s); retrying its samples one by one", len(batch),
+                       type(err).__name__, err)
+        return [outcome for item in batch for outcome in _process([item], process_batch)]
+    if len(outcomes) != len(batch):
+        raise RuntimeError(f"processed {len(outcomes)} records for a batch of {len(batch)}")
+    return outcomes
 
 
 def collect(log_paths: Iterable[Path], order: list[str]) -> tuple[list[dict], list[dict]]:

@@ -9,6 +9,8 @@ from ocr_heads import scoring
 from ocr_heads.attention import AttentionRecorder, StepRecord
 from ocr_heads.data.samples import Sample
 from ocr_heads.models import ModelAdapter, ModelInputs
+from ocr_heads.models.base import left_padding
+from ocr_heads.runner import SAMPLE_ERRORS
 from ocr_heads.scores import HeadScore, Observed, Recording, SampleValues, Settings
 
 
@@ -83,10 +85,30 @@ def prepare(adapter: ModelAdapter, sample: Sample, score: HeadScore, settings: S
     return Prepared(sample, inputs, answer_ids, score.recording(sample, inputs, answer_ids, settings))
 
 
+def generate_recorded(adapter: ModelAdapter, recorder: AttentionRecorder, batch: list[Prepared],
+                      max_new_tokens: int) -> list[tuple[list[int], dict]]:
+    """Generate the batch's prompts together (left-padded); per sample its new ids and what was recorded
+    for it (``record``, ``prompt_argmax``, ``key_mass``, in its own coordinates)."""
+    inputs = [p.inputs for p in batch]
+    recordings = [p.recording for p in batch]
+
+    def per_sample(field: str) -> list[list[int]] | None:
+        lists = [list(getattr(r, field)) for r in recordings]
+        return lists if any(lists) else None
+
+    # One generate runs one argmax range: the released OCR rule's is a property of the run's score.
+    recorder.reset(max(i.prompt_length for i in inputs), per_sample("prompt_rows"), left_padding(inputs),
+                   exclude_last_prompt=any(r.exclude_last_prompt for r in recordings),
+                   mass_rows=per_sample("mass_rows"), mass_keys=per_sample("mass_keys"))
+    generated = adapter.generate_batch(inputs, max_new_tokens)
+    records = recorder.results([len(g) for g in generated])
+    return [(ids, {"record": record, "prompt_argmax": recorder.prompt_argmax(i), "key_mass": recorder.key_mass(i)})
+            for i, (ids, record) in enumerate(zip(generated, records, strict=True))]
+
+
 def finish(adapter: ModelAdapter, prepared: Prepared, generated: list[int], observed: dict, score: HeadScore,
            settings: Settings) -> SampleResult:
-    """Apply the score's rule to one generated sample; ``observed``: the recorder's record, prompt_argmax,
-    key_mass for this sample."""
+    """Apply the score's rule to one generated sample; ``observed``: what :func:`generate_recorded` recorded."""
     recall = answer_recall(adapter, prepared.sample.answer, generated, settings.alignment)
     seen = Observed(prepared.sample, prepared.inputs, generated, generated_pieces(adapter, generated),
                     prepared.answer_ids, recall, recording=prepared.recording, **observed)
@@ -94,16 +116,36 @@ def finish(adapter: ModelAdapter, prepared: Prepared, generated: list[int], obse
                         observed["record"])
 
 
+def score_batch(adapter: ModelAdapter, recorder: AttentionRecorder, samples: list[Sample], score: HeadScore,
+                settings: Settings, max_new_tokens: int = 32) -> list[SampleResult | Exception]:
+    """Score samples generated together under ``recorder`` (an active :func:`ocr_heads.attention.capture`);
+    per sample its result or the error it failed with. Values equal scoring each sample alone."""
+    check_settings(score, settings)
+    outcomes: list[Prepared | Exception] = []
+    for sample in samples:
+        try:
+            outcomes.append(prepare(adapter, sample, score, settings))
+        except SAMPLE_ERRORS as err:
+            outcomes.append(err)
+    ready = [p for p in outcomes if isinstance(p, Prepared)]
+    generations = iter(generate_recorded(adapter, recorder, ready, max_new_tokens) if ready else [])
+    results: list[SampleResult | Exception] = []
+    for outcome in outcomes:
+        if isinstance(outcome, Exception):
+            results.append(outcome)
+            continue
+        generated, observed = next(generations)
+        try:
+            results.append(finish(adapter, outcome, generated, observed, score, settings))
+        except SAMPLE_ERRORS as err:
+            results.append(err)
+    return results
+
+
 def score_sample(adapter: ModelAdapter, recorder: AttentionRecorder, sample: Sample, score: HeadScore,
                  settings: Settings, max_new_tokens: int = 32) -> SampleResult:
-    """Generate one sample under ``recorder`` (an active :func:`ocr_heads.attention.capture`) and score it."""
-    check_settings(score, settings)
-    prepared = prepare(adapter, sample, score, settings)
-    rec = prepared.recording
-    recorder.reset(prepared.inputs.prompt_length, list(rec.prompt_rows), rec.exclude_last_prompt,
-                   mass_rows=list(rec.mass_rows), mass_keys=list(rec.mass_keys))
-    generated = adapter.generate(prepared.inputs, max_new_tokens)
-    observed = {"record": recorder.result(), "prompt_argmax": recorder.prompt_argmax(),
-                "key_mass": recorder.key_mass() if rec.mass_rows else None}
-    return finish(adapter, prepared, generated, observed, score, settings)
-
+    """One sample alone (see :func:`score_batch`); raises what it failed with."""
+    (result,) = score_batch(adapter, recorder, [sample], score, settings, max_new_tokens)
+    if isinstance(result, Exception):
+        raise result
+    return result

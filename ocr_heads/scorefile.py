@@ -57,6 +57,11 @@ class ScoreFile:
         return all_heads(self.num_layers, self.num_heads)
 
     @property
+    def not_scoreable_layers(self) -> list[int]:
+        """Layers without attention rows (a hybrid model's linear-attention layers), from the sidecar."""
+        return sorted(int(layer) for layer in self.meta.get("not_scoreable_layers", []))
+
+    @property
     def label(self) -> str:
         """Short name for plots and tables: ``model (kind)``, falling back to the file name."""
         name = self.model or (self.path.stem if self.path else "scores")

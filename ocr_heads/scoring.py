@@ -219,7 +219,8 @@ def retrieval_value(
     hits = np.zeros(argmax.shape[1:], dtype=np.float64)
     for token, step in events:
         position = argmax[step].numpy()
-        hits += in_needle[position] & (prompt[position] == generated_ids[token.index])
+        recorded = position >= 0  # layers without attention rows record -1: never a hit
+        hits += recorded & in_needle[position] & (prompt[position] == generated_ids[token.index])
     return hits / len(events)
 
 
@@ -241,5 +242,5 @@ def retrieval_value_authors(
             rows.append((token, argmax[index + 1].numpy()))
     if not rows:
         return np.zeros(argmax.shape[1:], dtype=np.float64)
-    hits = sum((prompt[position] == token).astype(np.float64) for token, position in rows)
+    hits = sum(((position >= 0) & (prompt[position] == token)).astype(np.float64) for token, position in rows)
     return hits / len(rows)

@@ -31,10 +31,13 @@ from ocr_heads.step2 import main as step2_main
 
 logger = logging.getLogger(__name__)
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "Qwen2-VL-2B-Instruct.json"
+# Full-size architectures by short name (bench/capture.py --size).
+FULL_SIZE = {"2b": CONFIG, "7b": CONFIG.with_name("Qwen2-VL-7B-Instruct.json")}
 
 
-def build_full_size(out: Path, seed: int = 0) -> Path:
-    spec = {k: v for k, v in json.loads(CONFIG.read_text()).items() if not k.startswith("_")}
+def full_size_config(config: Path = CONFIG) -> tuple[Qwen2VLConfig, object]:
+    """A published architecture with the project's character tokenizer's token ids; (config, tokenizer)."""
+    spec = {k: v for k, v in json.loads(config.read_text()).items() if not k.startswith("_")}
     tokenizer = build_char_tokenizer()
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in
            ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_start|>", "<|im_end|>",
@@ -43,6 +46,12 @@ def build_full_size(out: Path, seed: int = 0) -> Path:
                                pad_token_id=ids["<|endoftext|>"])
     config = Qwen2VLConfig(**spec, image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
                            vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    return config, tokenizer
+
+
+def build_full_size(out: Path, seed: int = 0, config_path: Path = CONFIG) -> Path:
+    """Random bf16 weights of a published architecture, saved with its tokenizer and image processor."""
+    config, tokenizer = full_size_config(config_path)
     torch.manual_seed(seed)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)

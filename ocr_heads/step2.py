@@ -19,17 +19,17 @@ import torch
 import transformers
 
 import ocr_heads
-from ocr_heads import scoring
+from ocr_heads import sample_scoring, scoring
 from ocr_heads.attention import AttentionRecorder, capture, verify_against_eager
 from ocr_heads.data.samples import Sample, load_samples
 from ocr_heads.geometry import AUTHORS_OVERLAP, DEFAULT_OVERLAP
-from ocr_heads.heads import all_heads
+from ocr_heads.heads import all_heads, parse_head
 from ocr_heads.io import ensure_writable_dir
 from ocr_heads.models import ModelAdapter, load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args
 from ocr_heads.paths import score_stem
-from ocr_heads.runner import Shard, collect, run_samples, shard_logs
-from ocr_heads.sample_scoring import SampleResult, check_settings, score_sample
+from ocr_heads.runner import Shard, collect, run_batches, shard_logs
+from ocr_heads.sample_scoring import SampleResult, check_settings
 from ocr_heads.scorefile import save_scores
 from ocr_heads.scores import DEFAULT, HeadScore, Settings, all_scores, get_score, listing
 
@@ -56,16 +56,28 @@ class Step2Config:
         return scoring.overlap_threshold(self.alignment, self.overlap)
 
 
+def score_batch(adapter: ModelAdapter, recorder: AttentionRecorder, samples: list[Sample],
+                cfg: Step2Config) -> list[SampleResult | Exception]:
+    """Samples generated together, scored by the configured score (see :mod:`ocr_heads.sample_scoring`)."""
+    return sample_scoring.score_batch(adapter, recorder, samples, cfg.head_score, cfg.settings, cfg.max_new_tokens)
+
+
 def score_one(adapter: ModelAdapter, recorder: AttentionRecorder, sample: Sample, cfg: Step2Config) -> SampleResult:
-    """One sample scored by the configured score (see :mod:`ocr_heads.sample_scoring`)."""
-    return score_sample(adapter, recorder, sample, cfg.head_score, cfg.settings, cfg.max_new_tokens)
+    """One sample alone; raises what it failed with."""
+    return sample_scoring.score_sample(adapter, recorder, sample, cfg.head_score, cfg.settings,
+                                       cfg.max_new_tokens)
 
 
-def per_head_lists(records: list[dict], heads: list[str]) -> dict[str, list[float]]:
-    """Concatenate every sample's rows (events for OCR, one row for retrieval) into per-head lists."""
+def per_head_lists(records: list[dict], heads: list[str], not_scoreable: list[int] = ()) -> dict[str, list[float]]:
+    """Concatenate every sample's rows (events for OCR, one row for retrieval) into per-head lists.
+
+    Heads of ``not_scoreable`` layers (no attention rows, e.g. linear attention) get an empty list: they
+    have no events, which is not the same as scoring 0 on every event.
+    """
     rows = [row for record in records for row in record["values"]]
     matrix = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(heads))
-    return {head: matrix[:, i].tolist() for i, head in enumerate(heads)}
+    return {head: [] if parse_head(head)[0] in not_scoreable else matrix[:, i].tolist()
+            for i, head in enumerate(heads)}
 
 
 def image_token_summary(records: list[dict]) -> dict | None:
@@ -110,7 +122,8 @@ def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config,
         "git_sha": _git_sha(),
     }
     if records:
-        save_scores(out_dir / f"{stem}.json", per_head_lists(records, heads), meta)
+        save_scores(out_dir / f"{stem}.json",
+                    per_head_lists(records, heads, adapter_info.get("not_scoreable_layers", [])), meta)
     return len(records), len(failed)
 
 
@@ -154,6 +167,8 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
     parser.add_argument("--verify-eager", action="store_true",
                         help="re-run the first scored sample with eager attention + output_attentions and fail "
                         "if any recorded argmax differs")
+    parser.add_argument("--batch_size", type=int, default=1,
+                        help="samples generated together (left-padded; scores equal --batch_size 1; default 1)")
     if kind == "image":
         parser.add_argument("--overlap", type=float, default=None,
                             help="a tile covers a character when it holds more than this fraction of its box "
@@ -170,6 +185,8 @@ def main(kind: str, argv: list[str] | None = None) -> int:
     try:
         check_score(cfg)
         shard = Shard.parse(args.shard)
+        if args.batch_size < 1:
+            raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
         out_dir = ensure_writable_dir(args.out / kind)
         samples = load_samples(args.data, args.n)
         adapter = load_adapter(args.model_id, **adapter_kwargs(args, shard.device_map()))
@@ -178,7 +195,10 @@ def main(kind: str, argv: list[str] | None = None) -> int:
         return 2
     stem = score_stem(adapter.name, cfg.head_score)
     info = {"model": adapter.name, "model_id": args.model_id, "num_layers": adapter.shape.num_layers,
-            "num_heads": adapter.shape.num_heads, "num_kv_heads": adapter.shape.num_kv_heads}
+            "num_heads": adapter.shape.num_heads, "num_kv_heads": adapter.shape.num_kv_heads,
+            # Layers without attention rows (linear attention): their heads have no events in the score file.
+            "not_scoreable_layers": [layer for layer in range(adapter.shape.num_layers)
+                                     if layer not in adapter.scoreable_layers]}
     if kind == "image":
         info["protocol"] = adapter.settings()
     if getattr(adapter.model.config, "ocr_heads_random_weights", False):
@@ -186,7 +206,8 @@ def main(kind: str, argv: list[str] | None = None) -> int:
         logger.warning("%s has random weights: its scores are noise, not findings", args.model_id)
     order = [s.id for s in samples]
     if not args.merge:
-        failed = _score(adapter, samples, shard, cfg, out_dir / shard.log_name(stem), args.verify_eager)
+        failed = _score(adapter, samples, shard, cfg, out_dir / shard.log_name(stem), args.verify_eager,
+                        args.batch_size)
         if shard.launched:
             # accelerate/torchrun: every process scored its share; the main one merges once all are done.
             shard.wait_for_all()
@@ -212,21 +233,24 @@ def check_score(cfg: Step2Config) -> None:
 
 
 def _score(adapter: ModelAdapter, samples: list[Sample], shard: Shard, cfg: Step2Config, log: Path,
-           verify: bool) -> int:
+           verify: bool, batch_size: int = 1) -> int:
     verified = not verify
     with capture(adapter) as recorder:
-        def process(sample: Sample) -> dict:
+        def process(batch: list[Sample]) -> list[dict | Exception]:
             nonlocal verified
-            result = score_one(adapter, recorder, sample, cfg)
-            if not verified:
-                mismatches = verify_against_eager(adapter, result.inputs, result.generated, result.record)
-                if mismatches:
-                    raise SystemExit(f"--verify-eager: {len(mismatches)} argmax differ from eager, first: "
-                                     f"{mismatches[0]}")
-                logger.info("--verify-eager: sample %s matches eager attention on every head and step (%s, ties "
-                            "within its rounding tolerance allowed)", sample.id, adapter.model.dtype)
-                verified = True
-            return result.log_record()
+            outcomes = score_batch(adapter, recorder, batch, cfg)
+            for sample, outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, Exception):
+                    continue
+                if not verified:
+                    mismatches = verify_against_eager(adapter, outcome.inputs, outcome.generated, outcome.record)
+                    if mismatches:
+                        raise SystemExit(f"--verify-eager: {len(mismatches)} argmax differ from eager, first: "
+                                         f"{mismatches[0]}")
+                    logger.info("--verify-eager: sample %s matches eager attention on every head and step (%s, "
+                                "ties within its rounding tolerance allowed)", sample.id, adapter.model.dtype)
+                    verified = True
+            return [o if isinstance(o, Exception) else o.log_record() for o in outcomes]
 
-        _, failed = run_samples(shard.select(samples), lambda s: s.id, process, log, f"step2 {cfg.kind}")
+        _, failed = run_batches(shard.select(samples), lambda s: s.id, process, log, f"step2 {cfg.kind}", batch_size)
     return failed

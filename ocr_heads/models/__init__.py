@@ -18,8 +18,8 @@ __all__ = ["AttentionShape", "ImageTokens", "ModelAdapter", "ModelInputs", "fami
            "model_type", "register_family", "supported_model_types"]
 
 # Modules that register a family when imported.
-FAMILY_MODULES = ("ocr_heads.models.qwen2_vl", "ocr_heads.models.internvl", "ocr_heads.models.llava_onevision",
-                 "ocr_heads.models.gemma3")
+FAMILY_MODULES = ("ocr_heads.models.qwen2_vl", "ocr_heads.models.internvl", "ocr_heads.models.qwen_family",
+                  "ocr_heads.models.llava_onevision", "ocr_heads.models.gemma3")
 
 Loader = Callable[..., ModelAdapter]
 _LOADERS: dict[str, Loader] = {}

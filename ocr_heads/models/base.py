@@ -71,6 +71,42 @@ class AttentionShape:
     head_dim: int
 
 
+# Per-token tensors (batch, sequence): left-padded when prompts are batched; every other tensor (pixel
+# values, image grids, tiles) is per image and concatenated along its first dimension.
+SEQUENCE_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids")
+
+
+def left_padding(batch: list[ModelInputs]) -> list[int]:
+    """Pad tokens :func:`collate` puts before each prompt: position p of sample i sits at p + pad[i]."""
+    longest = max(inputs.prompt_length for inputs in batch)
+    return [longest - inputs.prompt_length for inputs in batch]
+
+
+def collate(batch: list[ModelInputs], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """One set of model tensors for several prompts: sequences left-padded to the longest (pad id,
+    attention mask 0, token type 0 = text), per-image tensors concatenated in sample order.
+
+    Left padding keeps every prompt's last token at the end, where generation continues; the
+    attention mask makes the pads invisible, and M-RoPE / 1-D positions skip them.
+    """
+    if len(batch) == 1:
+        return dict(batch[0].tensors)
+    pads = left_padding(batch)
+    keys = set(batch[0].tensors)
+    if any(set(inputs.tensors) != keys for inputs in batch):
+        raise ValueError("cannot batch prompts with different inputs (e.g. pages and text-only)")
+    out = {}
+    for key in batch[0].tensors:
+        parts = [inputs.tensors[key] for inputs in batch]
+        if key in SEQUENCE_KEYS:
+            fill = pad_token_id if key == "input_ids" else 0
+            out[key] = torch.cat([torch.nn.functional.pad(part, (pad, 0), value=fill)
+                                  for part, pad in zip(parts, pads, strict=True)])
+        else:
+            out[key] = torch.cat(parts)
+    return out
+
+
 def context_offsets(prompt: str, offset_mapping: list[tuple[int, int]], context: str | None) -> list[tuple[int, int]]:
     """For each token (its character span in ``prompt``), its span in ``context``, or (-1, -1) outside it."""
     start = prompt.find(context) if context else -1
@@ -156,9 +192,15 @@ class ModelAdapter(ABC):
         """Route the language model's attention (not the vision tower's) through ``implementation``."""
         self.model.set_attn_implementation({"text_config": implementation, "vision_config": "sdpa"})
 
-    def attention_modules(self) -> list[torch.nn.Module]:
-        """The language model's self-attention modules, in layer order."""
-        return [layer.self_attn for layer in self.model.model.language_model.layers]
+    def attention_modules(self) -> list[torch.nn.Module | None]:
+        """The language model's self-attention modules, in layer order; ``None`` for a layer without softmax
+        attention (the linear-attention layers of a hybrid model such as Qwen3.5)."""
+        return [getattr(layer, "self_attn", None) for layer in self.model.model.language_model.layers]
+
+    @property
+    def scoreable_layers(self) -> list[int]:
+        """Layers with attention probabilities to read (and heads to mask): those with a self-attention module."""
+        return [i for i, module in enumerate(self.attention_modules()) if module is not None]
 
     @property
     def device(self) -> torch.device:
@@ -166,11 +208,39 @@ class ModelAdapter(ABC):
 
     def generate(self, inputs: ModelInputs, max_new_tokens: int = 32) -> list[int]:
         """Greedy decoding; returns the new token ids (without the prompt)."""
-        tensors = {k: v.to(self.device) for k, v in inputs.tensors.items()}
+        return self.generate_batch([inputs], max_new_tokens)[0]
+
+    @property
+    def pad_token_id(self) -> int:
+        pad = getattr(self.tokenizer, "pad_token_id", None)
+        if pad is None:
+            pad = self.model.config.get_text_config().pad_token_id
+        if pad is None:
+            pad = self.eos_token_ids[0]
+        return int(pad)
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        eos = self.model.generation_config.eos_token_id
+        return [] if eos is None else [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
+
+    def generate_batch(self, batch: list[ModelInputs], max_new_tokens: int = 32) -> list[list[int]]:
+        """Greedy decoding of several prompts together (left padding, see :func:`collate`); returns each
+        sample's new token ids, cut after its own end-of-sequence token as a run of that sample alone stops."""
+        if not batch:
+            return []
+        tensors = {k: v.to(self.device) for k, v in collate(batch, self.pad_token_id).items()}
         with torch.no_grad():
             output = self.model.generate(**tensors, max_new_tokens=max_new_tokens, do_sample=False,
-                                         num_beams=1, temperature=None, top_p=None, top_k=None)
-        return output[0, inputs.prompt_length :].tolist()
+                                         num_beams=1, temperature=None, top_p=None, top_k=None,
+                                         pad_token_id=self.pad_token_id)
+        new = output[:, tensors["input_ids"].shape[1] :].tolist()
+        eos = set(self.eos_token_ids)
+        for i, tokens in enumerate(new):
+            stop = next((k for k, t in enumerate(tokens) if t in eos), None)
+            if stop is not None:
+                new[i] = tokens[: stop + 1]
+        return new
 
     def decode(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)

@@ -67,3 +67,23 @@ def build_char_tokenizer(
                                       pad_token, bos_token)]}, replace_extra_special_tokens=False)
     tokenizer.chat_template = chat_template
     return tokenizer
+
+
+def build_byte_level_char_tokenizer(tokenizer_class: type, special_tokens: list[str], chat_template: str):
+    """A family's own byte-level BPE tokenizer class with one token per byte and no merges.
+
+    For families whose ``AutoTokenizer`` always rebuilds a byte-level BPE from ``tokenizer.json``
+    (Qwen3.5's ``Qwen3_5Tokenizer``): the vocabulary is the special tokens plus the 256 byte symbols, so
+    ASCII text is one token per character (as with :func:`build_char_tokenizer`) and nothing is unknown.
+    ``special_tokens`` must hold ``<|endoftext|>`` (pad) and ``<|im_end|>`` (eos).
+    """
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    specials = list(special_tokens)
+    vocab = {token: i for i, token in enumerate(specials + list(bytes_to_unicode().values()))}
+    tokenizer = tokenizer_class(vocab=vocab, merges=[], eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                unk_token=None)
+    tokenizer.add_special_tokens({"additional_special_tokens": [t for t in specials
+                                                                if t not in ("<|im_end|>", "<|endoftext|>")]})
+    tokenizer.chat_template = chat_template
+    return tokenizer

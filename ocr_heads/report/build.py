@@ -139,6 +139,7 @@ def build_report(
             "model": scores_file.model,
             "num_layers": scores_file.num_layers,
             "num_heads": scores_file.num_heads,
+            "not_scoreable_layers": scores_file.not_scoreable_layers,
             "selected": {rule: [entry.head for entry in heads] for rule, heads in chosen.items()},
             "heads_for_half_mass": stats.heads_for_mass(mean, 0.5),
             "activation": act,
@@ -147,6 +148,9 @@ def build_report(
             f"{scores_file.label}  [{scores_file.path}]  {scores_file.num_layers} layers x "
             f"{scores_file.num_heads} heads"
         )
+        if scores_file.not_scoreable_layers:
+            lines.append(f"  not scoreable (no attention rows, e.g. linear attention): layers "
+                         f"{', '.join(map(str, scores_file.not_scoreable_layers))}")
         for rule in RULES:
             top = ", ".join(f"{entry.head} {entry.score:.3f}" for entry in chosen[rule][:10])
             lines.append(f"  {rule:>10} rule: {len(chosen[rule])}/{total} heads selected; top-10: {top}")

@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # headless: CI, notebooks under nbclient, GPU boxes witho
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 
 from ocr_heads.heads import parse_head  # noqa: E402
 from ocr_heads.report import stats  # noqa: E402
@@ -50,23 +51,31 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 
 def heatmap(scores: ScoreFile, selected: list[str], path: Path) -> Path:
-    """Layer x head map of mean scores; dots mark the selected heads."""
-    grid = scores.matrix()
+    """Layer x head map of mean scores; dots mark the selected heads; layers without attention rows (not
+    scoreable, e.g. linear attention) are drawn grey and hatched, never as scores of 0."""
+    not_scoreable = [layer for layer in scores.not_scoreable_layers if layer < scores.num_layers]
+    grid = np.ma.masked_array(scores.matrix(), mask=np.zeros((scores.num_layers, scores.num_heads), dtype=bool))
+    grid.mask[not_scoreable] = True
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.85")
     width = min(14.0, 2.5 + 0.32 * scores.num_heads)
     height = min(14.0, 1.5 + 0.26 * scores.num_layers)
     fig, ax = plt.subplots(figsize=(width, height))
     image = ax.imshow(
         grid,
-        cmap="viridis",
+        cmap=cmap,
         vmin=0.0,
-        vmax=_colour_max(grid),
+        vmax=_colour_max(grid.compressed()),
         aspect="auto",
         origin="upper",
         interpolation="nearest",
     )
     fig.colorbar(image, ax=ax, label="mean score", fraction=0.04, pad=0.02)
-    if selected:
-        cells = np.array([parse_head(name) for name in selected])
+    for i, layer in enumerate(not_scoreable):
+        ax.add_patch(Rectangle(
+            (-0.5, layer - 0.5), scores.num_heads, 1, fill=False, hatch="///", edgecolor="0.45", linewidth=0,
+            label=f"not scoreable: no attention ({len(not_scoreable)} layers)" if i == 0 else None))
+    if selected or not_scoreable:
+        cells = np.array([parse_head(name) for name in selected]).reshape(-1, 2)
         ax.scatter(
             cells[:, 1],
             cells[:, 0],

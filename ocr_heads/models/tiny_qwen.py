@@ -1,0 +1,147 @@
+"""Tiny random Qwen2.5-VL, Qwen3-VL(-MoE) and Qwen3.5 checkpoints, built from each family's published hub files.
+
+    python -m ocr_heads.models.tiny --family qwen3_5 --out models/tiny-qwen3_5
+
+The published ``config.json`` and ``preprocessor_config.json`` (``configs/hub/<checkpoint>/``) are
+loaded as they are, with only sizes shrunk and token ids pointed at the project's character-level
+tokenizer (which carries the family's special-token strings and chat format). The shrunk config is
+then read back through ``AutoConfig``, so the format quirks of each release (Qwen2.5-VL's flat text
+fields and ``rope_scaling: {"type": "mrope"}``, Qwen3.5's ``layer_types`` and vision ``model_type``)
+go through transformers' own loading code. ``preprocessor_config.json`` is copied verbatim (the
+adapter applies the paper's pixel budget when it loads). Weights are random: scores are noise.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from transformers import AutoConfig, Qwen3_5Tokenizer
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+from ocr_heads.models.charset import SPECIAL_TOKENS, UNK, build_byte_level_char_tokenizer, build_char_tokenizer
+from ocr_heads.models.qwen_family import (
+    QWEN2_5_VL_CHAT_TEMPLATE,
+    QWEN3_5_CHAT_TEMPLATE,
+    QWEN3_VL_CHAT_TEMPLATE,
+    Qwen2_5_VLAdapter,
+    Qwen3_5Adapter,
+    Qwen3VLAdapter,
+    Qwen3VLMoeAdapter,
+)
+from ocr_heads.models.tiny import _save_random_model, tiny_builder
+
+HUB_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "hub"
+THINK_TOKENS = ["<think>", "</think>"]  # in the Qwen3-VL and Qwen3.5 vocabularies
+# Image-processor fields of the published files that the processor class takes as arguments.
+PROCESSOR_FIELDS = ("size", "min_pixels", "max_pixels", "patch_size", "temporal_patch_size", "merge_size",
+                    "image_mean", "image_std")
+
+
+def _rope_section(published: list[int], half: int) -> list[int]:
+    """Shrink an M-RoPE section (temporal, height, width) to ``half`` frequencies, keeping its proportions."""
+    scaled = [max(1, round(s * half / sum(published))) for s in published]
+    scaled[0] += half - sum(scaled)
+    return scaled
+
+
+def shrink_text(text: dict, vocab_size: int, token_ids: dict[str, int], num_layers: int, hidden_size: int,
+                num_heads: int, num_kv_heads: int, head_dim: int | None) -> None:
+    """Shrink the language-model fields of a published config in place (flat or ``text_config``)."""
+    text.update(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
+                bos_token_id=token_ids["<|im_start|>"], eos_token_id=token_ids["<|im_end|>"],
+                pad_token_id=token_ids["<|endoftext|>"], max_window_layers=num_layers)
+    head_dim = head_dim or hidden_size // num_heads
+    if "head_dim" in text:
+        text["head_dim"] = head_dim
+    if "layer_types" in text:  # hybrid models: the published pattern, cut to the tiny depth
+        text["layer_types"] = text["layer_types"][:num_layers]
+    if "num_experts" in text:  # MoE: a few small experts, each token routed to two
+        text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=hidden_size)
+    if "linear_num_key_heads" in text:
+        text.update(linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+                    linear_value_head_dim=16)
+    rope = text.get("rope_parameters") or text.get("rope_scaling")
+    if rope and "mrope_section" in rope:
+        rotary = int(head_dim * rope.get("partial_rotary_factor", 1.0))
+        rope["mrope_section"] = _rope_section(rope["mrope_section"], rotary // 2)
+
+
+def shrink_vision(vision: dict, out_hidden_size: int, depth: int = 2, hidden_size: int = 32) -> None:
+    """Shrink the vision tower; patch, merge and temporal sizes (the token geometry) stay as published."""
+    vision.update(depth=depth, hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_heads=2,
+                  out_hidden_size=out_hidden_size)
+    if "fullatt_block_indexes" in vision:  # Qwen2.5-VL: window attention in block 0, full in the last
+        vision["fullatt_block_indexes"] = [depth - 1]
+    if vision.get("deepstack_visual_indexes"):  # Qwen3-VL: inject every block into the first decoder layers
+        vision["deepstack_visual_indexes"] = list(range(depth))
+
+
+def build_from_hub(checkpoint: str, family: str, out: str | Path, seed: int, tokenizer, special_tokens: list[str],
+                   model_class: type, num_layers: int = 3, hidden_size: int = 64, num_heads: int = 4,
+                   num_kv_heads: int = 2, head_dim: int | None = None) -> Path:
+    """Shrink ``configs/hub/<checkpoint>`` and save a random model of it with ``tokenizer`` to ``out``."""
+    source = HUB_CONFIGS / checkpoint
+    config = json.loads((source / "config.json").read_text())
+    published_processor = json.loads((source / "preprocessor_config.json").read_text())
+    token_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in special_tokens}
+    text = config.get("text_config", config)  # Qwen2.5-VL's published file keeps text fields at the top
+    shrink_text(text, len(tokenizer), token_ids, num_layers, hidden_size, num_heads, num_kv_heads, head_dim)
+    shrink_vision(config["vision_config"], hidden_size)
+    config.update(image_token_id=token_ids["<|image_pad|>"], video_token_id=token_ids["<|video_pad|>"],
+                  vision_start_token_id=token_ids["<|vision_start|>"],
+                  vision_end_token_id=token_ids["<|vision_end|>"])
+    if "vision_token_id" in config:
+        config["vision_token_id"] = token_ids["<|vision_pad|>"]
+    with tempfile.TemporaryDirectory() as scratch:
+        (Path(scratch) / "config.json").write_text(json.dumps(config))
+        hf_config = AutoConfig.from_pretrained(scratch)
+    image_processor = Qwen2VLImageProcessorPil(**{k: published_processor[k] for k in PROCESSOR_FIELDS
+                                                  if k in published_processor})
+    vision_tokens = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
+    out = _save_random_model(model_class, hf_config, tokenizer, image_processor, Path(out), seed, family,
+                             suppress_tokens=[token_ids[t] for t in vision_tokens])
+    # The processor file as published, not as re-saved: its quirks (Qwen2.5-VL's top-level min/max_pixels, which
+    # override `size`; a torchvision processor type) must meet the adapter's loading code.
+    shutil.copyfile(source / "preprocessor_config.json", out / "preprocessor_config.json")
+    return out
+
+
+@tiny_builder("qwen2_5_vl")
+def build_tiny_qwen2_5_vl(out: str | Path, seed: int = 0, **sizes: int) -> Path:
+    """Tiny random Qwen2.5-VL from Qwen2.5-VL-7B-Instruct's published files."""
+    tokenizer = build_char_tokenizer(SPECIAL_TOKENS, QWEN2_5_VL_CHAT_TEMPLATE)
+    return build_from_hub("Qwen2.5-VL-7B-Instruct", "Qwen2.5-VL", out, seed, tokenizer, SPECIAL_TOKENS,
+                          Qwen2_5_VLAdapter.model_class, **sizes)
+
+
+@tiny_builder("qwen3_vl")
+def build_tiny_qwen3_vl(out: str | Path, seed: int = 0, **sizes: int) -> Path:
+    """Tiny random Qwen3-VL (with DeepStack) from Qwen3-VL-4B-Instruct's published files."""
+    specials = SPECIAL_TOKENS + THINK_TOKENS
+    tokenizer = build_char_tokenizer(specials, QWEN3_VL_CHAT_TEMPLATE)
+    return build_from_hub("Qwen3-VL-4B-Instruct", "Qwen3-VL", out, seed, tokenizer, specials,
+                          Qwen3VLAdapter.model_class, **sizes)
+
+
+@tiny_builder("qwen3_vl_moe")
+def build_tiny_qwen3_vl_moe(out: str | Path, seed: int = 0, **sizes: int) -> Path:
+    """Tiny random Qwen3-VL-MoE (4 experts, top-2) from Qwen3-VL-30B-A3B-Instruct's published config."""
+    specials = SPECIAL_TOKENS + THINK_TOKENS
+    tokenizer = build_char_tokenizer(specials, QWEN3_VL_CHAT_TEMPLATE)
+    return build_from_hub("Qwen3-VL-30B-A3B-Instruct", "Qwen3-VL-MoE", out, seed, tokenizer, specials,
+                          Qwen3VLMoeAdapter.model_class, **sizes)
+
+
+@tiny_builder("qwen3_5")
+def build_tiny_qwen3_5(out: str | Path, seed: int = 0, num_layers: int = 8, **sizes: int) -> Path:
+    """Tiny random Qwen3.5 from Qwen3.5-0.8B's published files: 8 layers, of which 3 and 7 have attention."""
+    sizes.setdefault("head_dim", 64)  # a quarter of it is rotary (partial_rotary_factor): room for M-RoPE
+    # transformers always loads Qwen3.5 tokenizers as the byte-level Qwen3_5Tokenizer: build that class.
+    specials = [t for t in SPECIAL_TOKENS if t != UNK] + THINK_TOKENS
+    tokenizer = build_byte_level_char_tokenizer(Qwen3_5Tokenizer, specials, QWEN3_5_CHAT_TEMPLATE)
+    return build_from_hub("Qwen3.5-0.8B", "Qwen3.5", out, seed, tokenizer, specials, Qwen3_5Adapter.model_class,
+                          num_layers=num_layers, **sizes)
