@@ -65,8 +65,9 @@ def main() -> None:
     from ocr_heads.data.samples import load_samples
     from ocr_heads.models import load_adapter
     from ocr_heads.step2 import Step2Config
+    from ocr_heads.toy.data import TOY_PROTOCOL
 
-    adapter = load_adapter(str(args.model))
+    adapter = load_adapter(str(args.model), protocol=TOY_PROTOCOL)  # the page budget the toy was trained on
     cfg = Step2Config("image", args.max_new_tokens)
     sizes = (1, args.batch_size)
     with tempfile.TemporaryDirectory() as tmp, capture(adapter) as recorder:

@@ -34,7 +34,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from ocr_heads.attention import text_attention
 from ocr_heads.geometry import covering_tiles
 from ocr_heads.models import ModelAdapter, ModelInputs, load_adapter
-from ocr_heads.toy.data import QUESTION_VARIANTS, make_sample, sample_rng
+from ocr_heads.toy.data import QUESTION_VARIANTS, TOY_PROTOCOL, make_sample, sample_rng
 
 IMPLEMENTATION = "ocr_heads_two_hop"
 NEEDLE_PREFIX = "The pass key is "
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_grad_enabled(False)
-    adapter = load_adapter(args.model)
+    adapter = load_adapter(args.model, protocol=TOY_PROTOCOL)  # the page budget the toy was trained on
     cases = [make_case(adapter, i, args.seed, q) for q in QUESTION_VARIANTS for i in range(args.n)]
     result: dict = {"n_cases": len(cases)}
     with text_attention(adapter, IMPLEMENTATION):

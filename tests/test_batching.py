@@ -21,6 +21,7 @@ from ocr_heads.models import load_adapter
 from ocr_heads.models.base import collate, left_padding
 from ocr_heads.runner import run_batches
 from ocr_heads.step2 import main as step2_main
+from ocr_heads.toy.data import TOY_PROTOCOL
 
 TOY = Path(__file__).resolve().parents[1] / "models" / "toy-qwen2-vl"
 N = 8
@@ -40,7 +41,7 @@ def toy_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def toy_adapter():
-    return load_adapter(str(TOY))
+    return load_adapter(str(TOY), protocol=TOY_PROTOCOL)
 
 
 def _toy_inputs(adapter, data: Path, n: int):
@@ -100,8 +101,8 @@ def test_batched_capture_equals_each_sample_alone(toy_adapter, toy_data):
 
 
 def _step2(kind: str, data: Path, out: Path, batch_size: int, *extra: str) -> None:
-    argv = ["--model_id", str(TOY), "--data", str(data), "--out", str(out), "--max_new_tokens", str(NEW),
-            "--batch_size", str(batch_size), *extra]
+    argv = ["--model_id", str(TOY), "--protocol", TOY_PROTOCOL, "--data", str(data), "--out", str(out),
+            "--max_new_tokens", str(NEW), "--batch_size", str(batch_size), *extra]
     assert step2_main(kind, argv) == 0
 
 
