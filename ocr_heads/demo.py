@@ -6,11 +6,14 @@ retrieval heads are real. The demo runs the commands a user runs (printed as the
 
 1. step1: tile-exact passkey pages (``python -m ocr_heads.toy.data``), one set to find heads on and
    a disjoint set to evaluate interventions on;
-2. step2: OCR scores (pages) and retrieval scores (the same context as text);
-3. step3: the OCR and retrieval head lists (``OUT/ocr_heads.json``, ``OUT/retrieval_heads.json``);
+2. step2: OCR scores (pages), retrieval scores (the same context as text) and prefill-read scores
+   (pages; ``--score prefill``);
+3. step3: the OCR, retrieval and prefill head lists (``OUT/ocr_heads.json``, ``OUT/retrieval_heads.json``,
+   ``OUT/prefill_heads.json``);
 4. masking on image and text passkeys: top-k OCR heads, with k the smallest that cuts image accuracy
    by at least 40 points, against k random heads (5 seeds) and the top-k retrieval heads;
-5. sink redistribution on the top-2 OCR heads;
+5. sink redistribution on the top-2 OCR heads; masking the top-k prefill heads and the union of the top-k
+   OCR and prefill heads against as many random heads (5 seeds; ``ocr_heads.demo_prefill``);
 6. a one-sample-per-character case-study run (a command check: the toy model knows 5-digit keys only);
 7. the report (figures, tables) and ``OUT/headline.json`` with the table printed at the end.
 
@@ -29,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+from ocr_heads.demo_prefill import prefill_lines, prefill_masking
 from ocr_heads.experiments import RunConfig, load_head_ranking, run_one, select_heads
 from ocr_heads.io import read_json, write_json_atomic
 from ocr_heads.models import ModelAdapter, load_adapter
@@ -134,7 +138,9 @@ def headline_text(h: dict) -> str:
              f"OCR heads (step3, {h['n_ocr_heads']}):       "
              + ", ".join(f"{x['head']} {x['score']:.2f}" for x in h["ocr_heads_top"]),
              f"retrieval heads (step3, {h['n_retrieval_heads']}): "
-             + ", ".join(f"{x['head']} {x['score']:.2f}" for x in h["retrieval_heads_top"]), "",
+             + ", ".join(f"{x['head']} {x['score']:.2f}" for x in h["retrieval_heads_top"]),
+             f"prefill heads (step3, {h['n_prefill_heads']}):   "
+             + ", ".join(f"{x['head']} {x['score']:.2f}" for x in h["prefill_heads_top"]), "",
              f"{'heads masked':<34}{'image EM':>10}{'text EM':>10}{'image drop':>12}{'text drop':>11}",
              f"{'none':<34}{t['baseline']['image_em']:>10.3f}{t['baseline']['text_em']:>10.3f}"]
     for key, label in (("ocr_top_k", "top-{k} OCR"), ("random_k", "{k} random (mean of 5 seeds)"),
@@ -148,6 +154,7 @@ def headline_text(h: dict) -> str:
     if (s := h["sink"]) is not None:
         lines.append(f"sink redistribution on {', '.join(s['heads'])} (beta {s['beta']}): image EM "
                      f"{s['baseline_image_em']:.3f} -> {s['image_em']:.3f}")
+    lines += ["", *prefill_lines(h["prefill_masking"])]
     lines += ["", "targets: " + ", ".join(f"{name} {'met' if ok else 'NOT met'}" for name, ok in h["targets"].items())]
     return "\n".join(lines)
 
@@ -161,6 +168,8 @@ def targets(h: dict) -> dict[str, bool]:
         "retrieval heads found": h["n_retrieval_heads"] > 0,
         "top-k OCR cuts image EM >= 40p": bool(t["ocr_top_k"]) and t["ocr_top_k"]["image_drop"] >= DROP_TARGET,
         "k random cut image EM <= 10p": bool(t["random_k"]) and t["random_k"]["image_drop"] <= RANDOM_LIMIT,
+        "top-k prefill heads cut image EM >= 40p": bool(p := h["prefill_masking"])
+        and p["prefill_top_k"]["image_drop"] >= DROP_TARGET,
     }
 
 
@@ -182,16 +191,26 @@ def main(argv: list[str] | None = None) -> None:
               "--max_new_tokens", str(MAX_NEW_TOKENS)]
     run("step2_ocr_retrieval_head.py", *common, "--verify-eager")
     run("step2_text_retrieval_head.py", *common, "--verify-eager")
+    run("step2_ocr_retrieval_head.py", *common, "--score", "prefill")
     name = Path(model).name
     ocr_path, retrieval_path = out / "ocr_heads.json", out / "retrieval_heads.json"
     run("step3_extracted_heads.py", "--scores", str(scores / "image" / f"{name}_fg.json"), "--out", str(ocr_path))
     run("step3_extracted_heads.py", "--scores", str(scores / "text" / f"{name}_te.json"), "--out",
         str(retrieval_path))
+    prefill_path = out / "prefill_heads.json"
+    run("step3_extracted_heads.py", "--scores", str(scores / "image" / f"{name}_prefill.json"), "--out",
+        str(prefill_path))
     results = out / "results"
     print("\n$ exp_masking.py / exp_sink.py runs (in one process; each run's command is logged)", flush=True)
-    masking = Masking(load_adapter(model, protocol=TOY_PROTOCOL), model, eval_data, args.n_eval, results)
+    adapter = load_adapter(model, protocol=TOY_PROTOCOL)
+    masking = Masking(adapter, model, eval_data, args.n_eval, results)
     table = masking_table(masking, ocr_path, retrieval_path)
     sink = sink_rows(masking, ocr_path)
+    # Own folders: a run's file name says its head set and k, not whose heads (and the report reads `results`).
+    prefill = prefill_masking(*(Masking(adapter, model, eval_data, args.n_eval, out / "results_prefill" / part)
+                                for part in ("prefill", "union")), ocr_path, prefill_path, table["k"] or 0,
+                              table["baseline"]["image_em"],
+                              table["random_k"]["image_em"] if table["random_k"] else None, RANDOM_SEEDS)
     # Case study: a command check only. The toy model was trained on 5-digit keys in its own page layout,
     # so its per-character maps on step1 pages are not findings (the report says which model made them).
     chars = out / "data" / "chars"
@@ -209,6 +228,9 @@ def main(argv: list[str] | None = None) -> None:
         "n_retrieval_heads": len(read_json(retrieval_path)["heads"]),
         "ocr_heads_top": _top(ocr_path),
         "retrieval_heads_top": _top(retrieval_path),
+        "prefill_heads_top": _top(prefill_path),
+        "n_prefill_heads": len(read_json(prefill_path)["heads"]),
+        "prefill_masking": prefill,
         "masking": table,
         "sink": sink,
     }
