@@ -26,7 +26,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from ocr_heads.attention_core import key_mass
+from ocr_heads.attention_core import DEFAULT_CHUNK, attention_logits, key_mass
 from ocr_heads.models.base import ModelAdapter
 
 IMPLEMENTATION = "ocr_heads"
@@ -221,16 +221,7 @@ _EDITS: list[AttentionEdit] = []
 def last_row_scores(query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None,
                     scaling: float | None) -> torch.Tensor:
     """Attention logits of every sample's last query row, (batch, heads, keys); masked keys -inf."""
-    batch, kv_heads, num_keys = key.shape[0], key.shape[1], key.shape[2]
-    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    # GQA without copying keys: query heads h*groups .. h*groups+groups-1 share kv head h (as repeat_kv).
-    last = query[:, :, -1, :].reshape(batch, kv_heads, -1, query.shape[-1])  # (batch, kv_heads, groups, dim)
-    scores = torch.matmul(last, key.transpose(2, 3)).reshape(batch, -1, num_keys) * scale
-    if attention_mask is not None:
-        row = attention_mask[:, :, -1, :num_keys]  # (batch|1, 1, keys)
-        scores = scores.masked_fill(~row, float("-inf")) if row.dtype == torch.bool else scores + row
-    # With no mask the last row sees every key: it is the newest position (causal).
-    return scores
+    return attention_logits(query, key, attention_mask, [query.shape[2] - 1], scaling=scaling)[:, :, 0]
 
 
 def producing_row_statistics(query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -262,22 +253,19 @@ def producing_row_statistics(query: torch.Tensor, key: torch.Tensor, attention_m
 
 
 def prompt_rows_argmax(
-    query: torch.Tensor, key: torch.Tensor, rows: list[int], scaling: float | None, chunk: int = 64,
-    sample: int = 0, pad: int = 0,
+    query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None, rows: list[int],
+    scaling: float | None, chunk: int = DEFAULT_CHUNK, sample: int = 0, pad: int = 0,
 ) -> torch.Tensor:
-    """Causal argmax of selected prefill rows (own coordinates) of one sample, (rows, heads); chunked to
-    bound memory. With left padding ``pad``, the pads are masked and positions shifted back."""
-    groups = query.shape[1] // key.shape[1]
-    keys = key[sample].repeat_interleave(groups, dim=0)
-    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    columns = torch.arange(keys.shape[1], device=keys.device)
+    """Argmax of selected prefill rows (own coordinates) of one sample, (rows, heads); chunked to bound
+    memory. With left padding ``pad`` the rows sit at ``row + pad`` (the mask hides the pads) and
+    positions are shifted back."""
+    mask = attention_mask[sample : sample + 1] if attention_mask is not None and attention_mask.shape[0] > 1 \
+        else attention_mask
     out = []
     for i in range(0, len(rows), chunk):
-        index = torch.tensor(rows[i : i + chunk], device=query.device) + pad
-        scores = torch.matmul(query[sample][:, index, :], keys.transpose(1, 2)) * scale  # (heads, rows, keys)
-        hidden = (columns[None, None, :] > index[None, :, None]) | (columns[None, None, :] < pad)
-        scores = scores.masked_fill(hidden, float("-inf"))
-        out.append(scores.argmax(dim=-1).T - pad)
+        index = [row + pad for row in rows[i : i + chunk]]
+        logits = attention_logits(query[sample : sample + 1], key[sample : sample + 1], mask, index, scaling=scaling)
+        out.append(logits[0].argmax(dim=-1).T - pad)
     return torch.cat(out)
 
 
@@ -328,7 +316,8 @@ def ocr_heads_attention_forward(module, query, key, value, attention_mask, **kwa
         recorder.observe(module.layer_idx, argmax, sink)
         if recorder.prompt_rows and query.shape[2] > 1:
             pad_list = recorder.pads or [0] * query.shape[0]
-            argmax_rows = [prompt_rows_argmax(query, key, rows, kwargs.get("scaling"), sample=i, pad=pad_list[i])
+            argmax_rows = [prompt_rows_argmax(query, key, attention_mask, rows, kwargs.get("scaling"), sample=i,
+                                              pad=pad_list[i])
                            if rows else None for i, rows in enumerate(recorder.rows_per_sample())]
             recorder.observe_prompt_rows(module.layer_idx, argmax_rows)
         if recorder.mass_rows and query.shape[2] > 1:
