@@ -19,6 +19,7 @@ Callers bound memory by asking for a chunk of rows at a time (:func:`key_mass` d
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -79,18 +80,10 @@ def attention_logits(
     return logits if allowed is None else logits.masked_fill(~allowed, float("-inf"))
 
 
-def attention_probabilities(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    rows: Rows = None,
-    heads: Sequence[int] | None = None,
-    scaling: float | None = None,
-    causal: bool = True,
-) -> torch.Tensor:
-    """Softmax of :func:`attention_logits`; (batch, heads, rows, keys), float32. A row that may see no
-    key (a padding query) gives zeros: sdpa's output there is never used."""
-    logits = attention_logits(query, key, attention_mask, rows, heads, scaling, causal)
+def attention_probabilities(*args: Any, **kwargs: Any) -> torch.Tensor:
+    """Softmax of :func:`attention_logits` (same arguments); (batch, heads, rows, keys), float32. A row that
+    may see no key (a padding query) gives zeros: sdpa's output there is never used."""
+    logits = attention_logits(*args, **kwargs)
     return torch.softmax(logits, dim=-1).nan_to_num(0.0)
 
 
