@@ -2,7 +2,8 @@
 
 Single-character passkeys over 0-9a-z (``step1_passkey.py --single-char``), each sample scored
 exactly as step2's OCR score (``ocr_heads.step2.score_batch``); the per-event values are
-then averaged per character instead of over the whole set. Output::
+then averaged per character instead of over the whole set. Or, with ``--from_step2``, the events of
+any step2 image run grouped by the character each event reads (no model run). Output::
 
     OUT/case/NAME_case.json       {"model": NAME, "chars": {"0": {"l0_h0": score, ...}, ...}}
     OUT/case/NAME_case.meta.json  samples / events per character, failures, settings
@@ -21,10 +22,13 @@ import numpy as np
 
 from ocr_heads import scoring
 from ocr_heads.attention import capture
-from ocr_heads.data.samples import Sample, load_samples
+from ocr_heads.caveats import model_note, note_of
+from ocr_heads.cli import EmptyRunError, Parser, UserError, count_help, positive_int, run_cli, setup_logging
+from ocr_heads.data import step1
+from ocr_heads.data.samples import SAMPLES_FILE, Sample, load_samples
 from ocr_heads.geometry import DEFAULT_OVERLAP
 from ocr_heads.heads import all_heads
-from ocr_heads.io import write_json_atomic
+from ocr_heads.io import read_json, read_jsonl, write_json_atomic
 from ocr_heads.models import ModelAdapter, load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args
 from ocr_heads.runner import collect, run_batches
@@ -33,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 CHARS = string.digits + string.ascii_lowercase
 DEFAULT_PER_CHAR = 100
+# The authors' case study draws its haystacks from the 1k-token passkey contexts (seed 42).
+CASE_LENGTHS = (1024,)
 
 
 def samples_by_char(samples: list[Sample], per_char: int | None) -> dict[str, list[Sample]]:
@@ -72,47 +78,127 @@ def char_maps(records: list[dict], chars: dict[str, list[Sample]], heads: list[s
     return maps, events
 
 
-def build_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(
+def maps_from_events(records: list[dict], heads: list[str]) -> tuple[dict, dict, dict]:
+    """Per character, the mean value of each head over the events that read it, from any step2 image run.
+
+    ``records`` are a step2 per-sample log's records (``values`` and ``event_chars`` per event); an event
+    whose token spells several characters counts for each of them. Returns (maps, events per character,
+    samples per character); characters in 0-9a-z order, then any others.
+    """
+    rows: dict[str, list[list[float]]] = defaultdict(list)
+    samples: dict[str, set[str]] = defaultdict(set)
+    for record in records:
+        if "event_chars" not in record:
+            raise ValueError(f"sample {record.get('id')}: the step2 log has no event_chars (written by an older "
+                             "version); rerun step2 into a new --out")
+        for chars, row in zip(record["event_chars"], record["values"], strict=True):
+            for char in dict.fromkeys(chars):
+                rows[char].append(row)
+                samples[char].add(record["id"])
+    order = sorted(rows, key=lambda c: (CHARS.find(c) if c in CHARS else len(CHARS), c))
+    maps = {}
+    for char in order:
+        means = np.asarray(rows[char], dtype=np.float64).mean(axis=0)
+        maps[char] = {head: round(float(value), 6) for head, value in zip(heads, means, strict=True)}
+    return maps, {c: len(rows[c]) for c in order}, {c: len(samples[c]) for c in order}
+
+
+def build_parser() -> Parser:
+    parser = Parser(
         description="Case study: OCR score of every decoder head per passkey character (0-9a-z), scored as "
-        "step2 does, to see whether the same heads read every character.",
-        epilog="Reads DATA/samples.jsonl from `step1_passkey.py --single-char --n N --out DATA`. Writes "
+        "step2 does, to see whether the same heads read every character. Either runs the model on "
+        "single-character passkeys (--data), or groups the events of an existing step2 image run by the "
+        "character each event reads (--from_step2; no model needed).",
+        epilog="--data reads DATA/samples.jsonl from `step1_passkey.py --single-char --n N --out DATA`; without "
+        f"--data or --from_step2, {step1.DEFAULT_OUT['chars']} is used and generated first when absent (N haystacks "
+        f"of {CASE_LENGTHS[0]} tokens per character, --seed), as the authors' exp_case.py generates its data. Writes "
         'OUT/case/NAME_case.json ({"model": NAME, "chars": {"0": {"l0_h0": score, ...}, ...}}), '
-        "NAME_case.meta.json (samples and events per character) and the per-sample log "
-        "NAME_case.samples.jsonl; rerunning resumes. NAME is the last component of --model_id.",
+        "NAME_case.meta.json (samples and events per character) and, with --data, the per-sample log "
+        "NAME_case.samples.jsonl; rerunning resumes. NAME is the last component of --model_id (or the "
+        "step2 run's model).",
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     add_model_args(parser, "Qwen/Qwen2-VL-2B-Instruct")
-    parser.add_argument("--data", required=True, type=Path, help="step1 --single-char output dir")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--data", type=Path, default=None,
+                        help=f"step1 --single-char output dir (default {step1.DEFAULT_OUT['chars']}, generated "
+                        "when absent)")
+    source.add_argument("--from_step2", type=Path, metavar="LOG",
+                        help="a step2 image run's per-sample log (scores/image/NAME_fg.samples.jsonl)")
     parser.add_argument("--out", type=Path, default=Path("results"), help="results root (default results/)")
-    parser.add_argument("--n", type=int, default=DEFAULT_PER_CHAR,
-                        help=f"haystacks per character (default {DEFAULT_PER_CHAR})")
-    parser.add_argument("--max_new_tokens", type=int, default=32, help="greedy decoding length (default 32)")
+    parser.add_argument("--n", type=positive_int, default=DEFAULT_PER_CHAR,
+                        help=count_help("per character (haystacks; with --data)", DEFAULT_PER_CHAR))
+    parser.add_argument("--seed", type=int, default=42,
+                        help="seed of the haystacks when the default data is generated (default 42, the authors')")
+    parser.add_argument("--fine_grained", action="store_true",
+                        help="accepted for the authors' command (their exp_case.py then stores the boxes per "
+                        "page); boxes are always stored per page here, so it changes nothing")
+    parser.add_argument("--max_new_tokens", type=positive_int, default=32, help="greedy decoding length (default 32)")
     parser.add_argument("--alignment", choices=scoring.ALIGNMENTS, default="produce",
                         help="which attention row is an event (see step2 --help)")
     parser.add_argument("--overlap", type=float, default=None,
                         help="a tile covers a character when it holds more than this fraction of its box "
                         f"(default {DEFAULT_OVERLAP}; with --alignment authors the released 0.1 percent)")
-    parser.add_argument("--batch_size", type=int, default=1,
+    parser.add_argument("--batch_size", type=positive_int, default=1,
                         help="samples generated together (left-padded; maps equal --batch_size 1; default 1)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return parser
+
+
+def case_data(data: Path | None, per_char: int, seed: int, lengths: tuple[int, ...] = CASE_LENGTHS) -> Path:
+    """``--data``, or the default folder, generated first when it holds no samples (a given --data is never
+    generated into: a mistyped path should fail, not start a long rendering job)."""
+    if data is not None:
+        return data
+    data = step1.DEFAULT_OUT["chars"]
+    if not (data / SAMPLES_FILE).is_file():
+        logger.info("no case-study data at %s: generating it (%d haystacks per character)", data, per_char)
+        argv = ["--single-char", "--n", str(per_char), "--seed", str(seed), "--out", str(data),
+                "--lengths", *map(str, lengths)]
+        step1.run("passkey", step1.build_parser("passkey", "case-study data").parse_args(argv))
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    return run_cli(_from_step2 if args.from_step2 else _run, args)
+
+
+def _from_step2(args: argparse.Namespace) -> int:
+    log = args.from_step2
+    if not log.is_file():
+        raise FileNotFoundError(f"no step2 per-sample log at {log}")
+    stem = log.name.removesuffix(".samples.jsonl")
+    meta_path = log.with_name(f"{stem}.meta.json")
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"no {meta_path.name} next to {log}: run (or --merge) that step2 run first")
+    meta = read_json(meta_path)
+    if meta.get("kind") != "ocr":
+        raise UserError(f"{log} is a {meta.get('kind')} run; the case study needs a step2 image (OCR) run")
+    records = [r for r in read_jsonl(log) if "error" not in r]
+    heads = all_heads(meta["num_layers"], meta["num_heads"])
+    maps, events, per_char = maps_from_events(records, heads)
+    if not maps:
+        raise EmptyRunError(f"{log} holds no answer-token events: nothing to group by character")
+    out_dir, model = args.out / "case", meta["model"]
+    write_json_atomic(out_dir / f"{model}_case.json", {"model": model, "chars": maps}, indent=None)
+    case_meta = {"model": model, "source": str(log), "samples_per_char": per_char, "events_per_char": events,
+                 "chars_without_events": [c for c in CHARS if c not in maps], "n_samples": len(records),
+                 "alignment": meta.get("alignment")}
+    if note_of(meta):
+        case_meta["warning"] = note_of(meta)
+    write_json_atomic(out_dir / f"{model}_case.meta.json", case_meta)
+    logger.info("case study from %s: %d characters, %d events -> %s", log, len(maps), sum(events.values()),
+                out_dir / f"{model}_case.json")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
     # step2 is imported here: it pulls in the score-file module, needed only for this experiment.
     from ocr_heads.step2 import Step2Config, score_batch
 
-    try:
-        if args.n < 1:
-            raise ValueError(f"--n must be at least 1, got {args.n}")
-        if args.batch_size < 1:
-            raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
-        chars = samples_by_char(load_samples(args.data), args.n)
-        adapter = load_adapter(args.model_id, **adapter_kwargs(args))
-    except (FileNotFoundError, ValueError) as err:
-        logger.error("%s", err)
-        return 2
+    args.data = case_data(args.data, args.n, args.seed)
+    chars = samples_by_char(load_samples(args.data), args.n)
+    adapter = load_adapter(args.model_id, **adapter_kwargs(args))
     cfg = Step2Config("image", args.max_new_tokens, args.alignment, args.overlap)
     out_dir = args.out / "case"
     stem = f"{adapter.name}_case"
@@ -127,8 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         run_batches(samples, lambda s: s.id, process, log, "case study", args.batch_size)
     records, failed = collect([log], [sample.id for sample in samples])
     if not records:
-        logger.error("every sample failed; errors are in %s", log)
-        return 1
+        raise UserError(f"every sample failed; errors are in {log}")
     return _write(adapter, args, chars, records, failed, out_dir, stem)
 
 
@@ -153,9 +238,10 @@ def _write(adapter: ModelAdapter, args: argparse.Namespace, chars: dict[str, lis
         "max_new_tokens": args.max_new_tokens,
         "protocol": adapter.settings(),
     }
-    if getattr(adapter.model.config, "ocr_heads_random_weights", False):
-        meta["warning"] = "random weights: these maps are noise, not findings"
-        logger.warning("%s has random weights: its maps are noise, not findings", args.model_id)
+    note = model_note(adapter.model.config, args.model_id)
+    if note:
+        meta["warning"] = note
+        logger.warning("%s: %s", args.model_id, note)
     write_json_atomic(out_dir / f"{stem}.meta.json", meta)
     logger.info("case study: %d characters, %d samples (%d failed) -> %s", len(maps), len(records), len(failed),
                 out_dir / f"{stem}.json")

@@ -4,17 +4,21 @@
 from pages (one character per vision-token tile) and to copy them from text, so its OCR and
 retrieval heads are real. The demo runs the commands a user runs (printed as they go):
 
-1. step1: tile-exact passkey pages (``python -m ocr_heads.toy.data``), one set to find heads on and
-   a disjoint set to evaluate interventions on;
+1. step1: tile-exact passkey pages (``python -m ocr_heads.toy.data``) in three disjoint seeded
+   splits: one to find heads on, a calibration split to choose k on, a held-out split to report on;
 2. step2: OCR scores (pages), retrieval scores (the same context as text) and prefill-read scores
    (pages; ``--score prefill``);
 3. step3: the OCR, retrieval and prefill head lists (``OUT/ocr_heads.json``, ``OUT/retrieval_heads.json``,
    ``OUT/prefill_heads.json``);
-4. masking on image and text passkeys: top-k OCR heads, with k the smallest that cuts image accuracy
-   by at least 40 points, against k random heads (5 seeds) and the top-k retrieval heads;
-5. sink redistribution on the top-2 OCR heads; masking the top-k prefill heads and the union of the top-k
-   OCR and prefill heads against as many random heads (5 seeds; ``ocr_heads.demo_prefill``);
-6. a one-sample-per-character case-study run (a command check: the toy model knows 5-digit keys only);
+4. masking on image and text passkeys: k is the smallest number of top OCR heads whose masking cuts
+   image accuracy by at least 40 points *on the calibration split*; then, on the held-out split only,
+   the top-k OCR heads against k random heads (5 seeds) and the top-k retrieval heads (so whether
+   the held-out drop reaches 40 points is a finding, not true by construction);
+5. sink redistribution on the top-2 OCR heads (held-out split); masking the top-k prefill heads and the
+   union of the top-k OCR and prefill heads against as many random heads (5 seeds; held-out split;
+   ``ocr_heads.demo_prefill``);
+6. the case study from step2's own events, grouped by the digit each event reads (``exp_case.py
+   --from_step2``): real per-digit head maps of the toy model;
 7. the report (figures, tables) and ``OUT/headline.json`` with the table printed at the end.
 
 Masking and sink runs go through the library that ``exp_masking.py`` / ``exp_sink.py`` call, in one
@@ -23,7 +27,6 @@ process (the equivalent command of each run is logged), so the model loads once.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import shlex
 import statistics
@@ -32,6 +35,7 @@ import sys
 import time
 from pathlib import Path
 
+from ocr_heads.cli import Parser, count_help, positive_int, setup_logging
 from ocr_heads.demo_prefill import prefill_lines, prefill_masking
 from ocr_heads.experiments import RunConfig, load_head_ranking, run_one, select_heads
 from ocr_heads.io import read_json, write_json_atomic
@@ -44,6 +48,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TOY_MODEL = ROOT / "models" / "toy-qwen2-vl"
 MAX_NEW_TOKENS = 8
 RANDOM_SEEDS = (0, 1, 2, 3, 4)
+# name -> (seed, stream) of the toy data splits; distinct (seed, stream) pairs give disjoint sample ids.
+SPLITS = {"scoring": (1000, "heldout"), "calibration": (3000, "calibration"), "heldout": (2000, "heldout")}
 DROP_TARGET = 0.40  # top-k OCR masking must cut image EM by this much
 RANDOM_LIMIT = 0.10  # ... while k random heads (mean over seeds) cut it by at most this
 MAX_K = 10
@@ -67,7 +73,7 @@ class Masking:
         cfg = RunConfig(experiment, self.model_id, dataset, task, head_set, len(heads), seed, heads,
                         str(heads_path) if heads_path else None, beta, str(self.data), self.n, 0, MAX_NEW_TOKENS)
         flags = {"none": "", "top": " --do_masking", "random": " --do_masking --is_all_random",
-                 "sink_top": " --unmasking"}[head_set]
+                 "sink_top": " --do_masking --unmasking"}[head_set]
         script = "exp_sink.py" if experiment == "sink" else "exp_masking.py"
         logger.info("= %s --datasets %s --task %s --num_of_masking_head %d --seed %d%s  [heads: %s]", script,
                     dataset, task, len(heads), seed, flags, ", ".join(heads) or "none")
@@ -79,21 +85,29 @@ class Masking:
                 "text_em": self.em("passkey_text", task, head_set, heads, seed, heads_path)}
 
 
-def masking_table(m: Masking, ocr_path: Path, retrieval_path: Path) -> dict:
-    """Baseline, the k sweep of top OCR heads, and at the chosen k: random (5 seeds) and retrieval heads."""
-    ocr = load_head_ranking(ocr_path)
-    retrieval = load_head_ranking(retrieval_path)
-    base = m.both("image", "none", [])
+def choose_k(m: Masking, ocr: list[str], ocr_path: Path) -> dict:
+    """On the calibration split: the smallest k whose top-k OCR heads cut image EM by DROP_TARGET."""
+    base = m.em("passkey", "image", "none", [])
     sweep, k = [], None
     for size in range(1, min(len(ocr), MAX_K) + 1):
         image_em = m.em("passkey", "image", "top", ocr[:size], heads_path=ocr_path)
-        sweep.append({"k": size, "image_em": image_em, "drop": base["image_em"] - image_em})
-        if base["image_em"] - image_em >= DROP_TARGET:
+        sweep.append({"k": size, "image_em": image_em, "drop": base - image_em})
+        if base - image_em >= DROP_TARGET:
             k = size
             break
     if k is None:
         k = len(sweep)
-        logger.warning("masking up to %d OCR heads never cut image EM by %.0f points", k, 100 * DROP_TARGET)
+        logger.warning("masking up to %d OCR heads never cut calibration image EM by %.0f points", k,
+                       100 * DROP_TARGET)
+    return {"n": m.n, "baseline_image_em": base, "sweep": sweep, "k": k}
+
+
+def masking_table(m: Masking, ocr_path: Path, retrieval_path: Path, k: int) -> dict:
+    """On the held-out split: baseline, and at the given k the top OCR heads, random heads (5 seeds) and
+    the top retrieval heads."""
+    ocr = load_head_ranking(ocr_path)
+    retrieval = load_head_ranking(retrieval_path)
+    base = m.both("image", "none", [])
     top = m.both("image", "top", ocr[:k], heads_path=ocr_path) if k else None
     randoms = []
     for seed in RANDOM_SEEDS if k else ():
@@ -102,7 +116,7 @@ def masking_table(m: Masking, ocr_path: Path, retrieval_path: Path) -> dict:
     random_mean = None
     if randoms:
         random_mean = {key: statistics.mean(r[key] for r in randoms) for key in ("image_em", "text_em")}
-    retrieval_k = min(k or 0, len(retrieval))
+    retrieval_k = min(k, len(retrieval))
     retr = m.both("text", "top", retrieval[:retrieval_k], heads_path=retrieval_path) if retrieval_k else None
 
     def drop(row: dict | None) -> dict | None:
@@ -110,7 +124,7 @@ def masking_table(m: Masking, ocr_path: Path, retrieval_path: Path) -> dict:
             return None
         return {**row, "image_drop": base["image_em"] - row["image_em"], "text_drop": base["text_em"] - row["text_em"]}
 
-    return {"k": k, "baseline": base, "ocr_sweep": sweep,
+    return {"k": k, "n": m.n, "baseline": base,
             "ocr_top_k": drop({"heads": ocr[:k], **top}) if top else None,
             "random_k": drop({**random_mean, "seeds": randoms}) if random_mean else None,
             "retrieval_top_k": drop({"heads": retrieval[:retrieval_k], **retr}) if retr else None}
@@ -132,15 +146,19 @@ def _top(path: Path, n: int = 6) -> list[dict]:
 
 
 def headline_text(h: dict) -> str:
-    t = h["masking"]
-    lines = [f"Toy Qwen2-VL ({h['model']}): {h['n_scored']} samples scored in step2, {h['n_eval']} held-out "
-             "samples for interventions", "",
+    t, c = h["masking"], h["calibration"]
+    lines = [f"Toy Qwen2-VL ({h['model']}): {h['n_scored']} samples scored in step2, {c['n']} calibration "
+             f"samples to choose k, {t['n']} held-out samples for the interventions (disjoint splits)", "",
              f"OCR heads (step3, {h['n_ocr_heads']}):       "
              + ", ".join(f"{x['head']} {x['score']:.2f}" for x in h["ocr_heads_top"]),
              f"retrieval heads (step3, {h['n_retrieval_heads']}): "
              + ", ".join(f"{x['head']} {x['score']:.2f}" for x in h["retrieval_heads_top"]),
              f"prefill heads (step3, {h['n_prefill_heads']}):   "
              + ", ".join(f"{x['head']} {x['score']:.2f}" for x in h["prefill_heads_top"]), "",
+             f"k = {t['k']}: the smallest k whose top-k OCR heads cut calibration image EM by >= "
+             f"{100 * DROP_TARGET:.0f}p (calibration EM {c['baseline_image_em']:.2f}; "
+             + ", ".join(f"k={r['k']} {r['image_em']:.2f}" for r in c["sweep"]) + ")", "",
+             f"held-out (n={t['n']})",
              f"{'heads masked':<34}{'image EM':>10}{'text EM':>10}{'image drop':>12}{'text drop':>11}",
              f"{'none':<34}{t['baseline']['image_em']:>10.3f}{t['baseline']['text_em']:>10.3f}"]
     for key, label in (("ocr_top_k", "top-{k} OCR"), ("random_k", "{k} random (mean of 5 seeds)"),
@@ -149,12 +167,17 @@ def headline_text(h: dict) -> str:
         if row:
             lines.append(f"{label.format(k=t['k']):<34}{row['image_em']:>10.3f}{row['text_em']:>10.3f}"
                          f"{100 * row['image_drop']:>+11.0f}p{100 * row['text_drop']:>+10.0f}p")
-    lines += ["", "k sweep (top OCR heads, image EM): "
-              + ", ".join(f"k={r['k']} {r['image_em']:.2f}" for r in t["ocr_sweep"])]
+    if t.get("random_k"):
+        # The control's spread, not only its mean: one line per seed.
+        lines.append("random heads per seed (image EM / text EM): " + ", ".join(
+            f"seed {r['seed']} {r['image_em']:.2f}/{r['text_em']:.2f}" for r in t["random_k"]["seeds"]))
+    lines.append(f"every EM is over the same {h['n_eval']} held-out samples (one sample = {100 / h['n_eval']:.0f} "
+                 f"points); heads were scored on {h['n_scored']} other samples")
     if (s := h["sink"]) is not None:
+        lines.append("")
         lines.append(f"sink redistribution on {', '.join(s['heads'])} (beta {s['beta']}): image EM "
                      f"{s['baseline_image_em']:.3f} -> {s['image_em']:.3f}")
-    lines += ["", *prefill_lines(h["prefill_masking"])]
+    lines += ["", f"held-out (n={t['n']}), prefill-read heads", *prefill_lines(h["prefill_masking"])]
     lines += ["", "targets: " + ", ".join(f"{name} {'met' if ok else 'NOT met'}" for name, ok in h["targets"].items())]
     return "\n".join(lines)
 
@@ -166,26 +189,34 @@ def targets(h: dict) -> dict[str, bool]:
         "text EM >= 0.95": t["baseline"]["text_em"] >= 0.95,
         "OCR heads found": h["n_ocr_heads"] > 0,
         "retrieval heads found": h["n_retrieval_heads"] > 0,
-        "top-k OCR cuts image EM >= 40p": bool(t["ocr_top_k"]) and t["ocr_top_k"]["image_drop"] >= DROP_TARGET,
-        "k random cut image EM <= 10p": bool(t["random_k"]) and t["random_k"]["image_drop"] <= RANDOM_LIMIT,
-        "top-k prefill heads cut image EM >= 40p": bool(p := h["prefill_masking"])
+        "top-k OCR cuts held-out image EM >= 40p": bool(t["ocr_top_k"]) and t["ocr_top_k"]["image_drop"] >= DROP_TARGET,
+        "k random cut held-out image EM <= 10p": bool(t["random_k"]) and t["random_k"]["image_drop"] <= RANDOM_LIMIT,
+        "top-k prefill cuts held-out image EM >= 40p": bool(p := h["prefill_masking"])
         and p["prefill_top_k"]["image_drop"] >= DROP_TARGET,
     }
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results/demo"), help="output folder (default results/demo)")
-    parser.add_argument("--model", type=Path, default=TOY_MODEL, help="model dir (default models/toy-qwen2-vl)")
-    parser.add_argument("--n", type=int, default=40, help="step1 samples to score heads on (default 40)")
-    parser.add_argument("--n-eval", type=int, default=50, help="held-out samples for masking/sink (default 50)")
+    parser.add_argument("--model_id", type=Path, default=TOY_MODEL, help="model dir (default models/toy-qwen2-vl)")
+    parser.add_argument("--n", type=positive_int, default=40,
+                        help=count_help("in total, to score heads on (step2)", 40))
+    parser.add_argument("--n-calib", type=positive_int, default=50,
+                        help="calibration samples to choose k on (an integer >= 1; default 50)")
+    parser.add_argument("--n-eval", type=positive_int, default=50,
+                        help="held-out samples for masking/sink (an integer >= 1; default 50)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    out, model = args.out.resolve(), str(args.model.resolve())
+    setup_logging()
+    out, model = args.out.resolve(), str(args.model_id.resolve())
     start = time.perf_counter()
-    data, eval_data = out / "data" / "passkey", out / "data" / "passkey_eval"
-    run("-m", "ocr_heads.toy.data", "--out", str(data), "--n", str(args.n), "--seed", "1000")
-    run("-m", "ocr_heads.toy.data", "--out", str(eval_data), "--n", str(args.n_eval), "--seed", "2000")
+    sizes = {"scoring": args.n, "calibration": args.n_calib, "heldout": args.n_eval}
+    dirs = {"scoring": out / "data" / "passkey", "calibration": out / "data" / "passkey_calib",
+            "heldout": out / "data" / "passkey_eval"}
+    for name, (seed, stream) in SPLITS.items():
+        run("-m", "ocr_heads.toy.data", "--out", str(dirs[name]), "--n", str(sizes[name]), "--seed", str(seed),
+            "--split", stream)
+    data, calib_data, eval_data = dirs["scoring"], dirs["calibration"], dirs["heldout"]
     scores = out / "scores"
     common = ["--model_id", model, "--protocol", TOY_PROTOCOL, "--data", str(data), "--out", str(scores),
               "--max_new_tokens", str(MAX_NEW_TOKENS)]
@@ -203,34 +234,36 @@ def main(argv: list[str] | None = None) -> None:
     results = out / "results"
     print("\n$ exp_masking.py / exp_sink.py runs (in one process; each run's command is logged)", flush=True)
     adapter = load_adapter(model, protocol=TOY_PROTOCOL)
+    # Calibration runs go to their own folder: the report and masking.csv hold held-out runs only.
+    calibration = choose_k(Masking(adapter, model, calib_data, args.n_calib, out / "calibration"),
+                           load_head_ranking(ocr_path), ocr_path)
     masking = Masking(adapter, model, eval_data, args.n_eval, results)
-    table = masking_table(masking, ocr_path, retrieval_path)
+    table = masking_table(masking, ocr_path, retrieval_path, calibration["k"])
     sink = sink_rows(masking, ocr_path)
     # Own folders: a run's file name says its head set and k, not whose heads (and the report reads `results`).
     prefill = prefill_masking(*(Masking(adapter, model, eval_data, args.n_eval, out / "results_prefill" / part)
-                                for part in ("prefill", "union")), ocr_path, prefill_path, table["k"] or 0,
+                                for part in ("prefill", "union")), ocr_path, prefill_path, table["k"],
                               table["baseline"]["image_em"],
                               table["random_k"]["image_em"] if table["random_k"] else None, RANDOM_SEEDS)
-    # Case study: a command check only. The toy model was trained on 5-digit keys in its own page layout,
-    # so its per-character maps on step1 pages are not findings (the report says which model made them).
-    chars = out / "data" / "chars"
-    run("step1_passkey.py", "--single-char", "--n", "1", "--lengths", "64", "--out", str(chars))
-    run("exp_case.py", "--model_id", model, "--protocol", TOY_PROTOCOL, "--data", str(chars), "--n", "1",
-        "--max_new_tokens", "4", "--out", str(results))
+    # Case study from step2's events: the toy model reads 5-digit keys in its own page layout, not the
+    # single-character step1 pages, so its per-digit maps come from the run that found its heads.
+    run("exp_case.py", "--from_step2", str(scores / "image" / f"{name}_fg.samples.jsonl"), "--out", str(results))
     run("-m", "ocr_heads.report", "--scores", str(scores / "image" / f"{name}_fg.json"),
         str(scores / "text" / f"{name}_te.json"), "--results", str(results), "--case",
         str(results / "case" / f"{name}_case.json"), "--out", str(out / "report"))
     headline = {
         "model": name,
         "n_scored": read_json(scores / "image" / f"{name}_fg.meta.json")["n_samples"],
+        "n_calib": args.n_calib,
         "n_eval": args.n_eval,
         "n_ocr_heads": len(read_json(ocr_path)["heads"]),
         "n_retrieval_heads": len(read_json(retrieval_path)["heads"]),
         "ocr_heads_top": _top(ocr_path),
         "retrieval_heads_top": _top(retrieval_path),
-        "prefill_heads_top": _top(prefill_path),
         "n_prefill_heads": len(read_json(prefill_path)["heads"]),
+        "prefill_heads_top": _top(prefill_path),
         "prefill_masking": prefill,
+        "calibration": calibration,
         "masking": table,
         "sink": sink,
     }

@@ -58,4 +58,6 @@ def prefill_lines(row: dict | None) -> list[str]:
               (f"{row['random_union']['k']} random (mean of {seeds} seeds)", row["random_union"]["image_em"])]
     for label, em in cells:
         lines.append(f"{label:<34}{em:>10.3f}{100 * (row['baseline_image_em'] - em):>+11.0f}p")
+    lines.append(f"{row['random_union']['k']} random heads per seed (image EM): "
+                 + ", ".join(f"seed {seed} {em:.2f}" for seed, em in row["random_union"]["seeds"].items()))
     return lines

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import random
+import sys
 import textwrap
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ocr_heads.caveats import model_note
+from ocr_heads.cli import Parser, UserError, count_help, error_line, positive_int, run_cli, setup_logging
 from ocr_heads.heads import all_heads, check_heads_exist, parse_head
+from ocr_heads.identity import data_fingerprint, differences
 from ocr_heads.interventions import mask_heads, redistribute_sink_heads
 from ocr_heads.io import ensure_writable_dir, read_json, write_json_atomic
 from ocr_heads.metrics import aggregate
@@ -32,7 +35,8 @@ from ocr_heads.tasks.base import example_rng
 logger = logging.getLogger(__name__)
 
 HEAD_SETS = ("none", "top", "random", "random_disjoint", "sink_top")
-CSV_COLUMNS = ["dataset", "task", "head_set", "k", "seed", "metric", "value", "n"]
+# model first: a results CSV may hold several models' rows, which must never be averaged together.
+CSV_COLUMNS = ["model", "protocol", "dataset", "task", "head_set", "k", "seed", "metric", "value", "n", "note"]
 SCORE_SUFFIX = {"image": "fg", "text": "te"}
 DEFAULT_MODEL = "Qwen/Qwen2-VL-2B-Instruct"
 
@@ -203,6 +207,8 @@ class RunConfig:
     n: int | None = DEFAULT_N
     data_seed: int = 0
     max_new_tokens: int = 32
+    tag: str | None = None  # keeps runs on other data or settings apart: results under NAME-TAG
+    protocol: str = ""  # the image protocol, when the command line has one
 
     @property
     def stem(self) -> str:
@@ -218,27 +224,34 @@ class RunConfig:
     def identity(self) -> dict:
         """What must not change between a run and its resumption (``n`` may grow)."""
         keys = ("experiment", "model_id", "dataset", "head_set", "heads", "beta", "source", "data_seed",
-                "max_new_tokens")
-        return {key: getattr(self, key) for key in keys}
+                "max_new_tokens", "protocol")
+        return {**{key: getattr(self, key) for key in keys}, "data_fingerprint": data_fingerprint(self.source)}
+
+    def model_label(self, name: str) -> str:
+        """The name results are filed under: the model's, plus the tag."""
+        return f"{name}-{self.tag}" if self.tag else name
 
 
 def intervention(adapter: ModelAdapter, cfg: RunConfig) -> AbstractContextManager:
+    # The head set, not the experiment, picks the edit: exp_sink --do_masking without --unmasking masks
+    # its top-k heads, as the authors' exp_sink.py does.
     if cfg.head_set == "none":
         return nullcontext()
-    if cfg.experiment == "sink":
+    if cfg.head_set == "sink_top":
         return redistribute_sink_heads(adapter, cfg.heads, cfg.beta if cfg.beta is not None else 0.4)
     return mask_heads(adapter, cfg.heads)
 
 
 def _check_resume(path: Path, cfg: RunConfig) -> None:
+    identity = cfg.identity()
     if path.exists():
         previous = read_json(path)
-        if previous != cfg.identity():
-            changed = sorted(key for key in cfg.identity() if previous.get(key) != cfg.identity()[key])
-            raise ValueError(f"{path.parent / cfg.stem}: earlier samples were run with a different {changed}; "
-                             "use another --out or delete that run's files")
+        if previous != identity:
+            changed = "; ".join(differences(previous, identity))
+            raise UserError(f"{path.parent / cfg.stem} holds a run made with other settings: {changed}. Nothing "
+                            "was written; pass --tag NAME or another --out to keep both")
     else:
-        write_json_atomic(path, cfg.identity())
+        write_json_atomic(path, identity)
 
 
 def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | None = None,
@@ -252,11 +265,13 @@ def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | Non
     """
     shard = shard or Shard()
     task = get_task(cfg.dataset)
-    run_dir = out / cfg.experiment / adapter.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _check_resume(run_dir / f"{cfg.stem}.config.json", cfg)
+    model = cfg.model_label(adapter.name)
+    run_dir = out / cfg.experiment / model
+    # Data first: a mistyped --data must say "not found", not that an earlier run differs.
     rows = task.rows(cfg.source)
     refs = example_refs(task, rows, cfg.n)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_resume(run_dir / f"{cfg.stem}.config.json", cfg)
     log = run_dir / shard.log_name(cfg.stem)
 
     def process(batch: list[tuple[int, str]]) -> list[dict | Exception]:
@@ -291,9 +306,10 @@ def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | Non
     records, failed = collect(shard_logs(run_dir, cfg.stem), [example_id for _, example_id in refs])
     metrics = aggregate([record["scores"] for record in records], task.metrics) if records else {"n": 0}
     n = int(metrics.pop("n"))
+    note = model_note(adapter.model.config, cfg.model_id)
     summary = {
         "experiment": cfg.experiment,
-        "model": adapter.name,
+        "model": model,
         "config": asdict(cfg),
         "protocol": adapter.settings(),
         "metrics": metrics,
@@ -302,22 +318,24 @@ def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | Non
         "failed": [{"id": record["id"], "error": record["error"]} for record in failed],
         "predictions": [{k: record[k] for k in ("id", "prediction", "golds", "scores")} for record in records],
     }
-    if getattr(adapter.model.config, "ocr_heads_random_weights", False):
-        summary["warning"] = "random weights: these numbers are noise, not findings"
+    if note:
+        summary["warning"] = note
     write_json_atomic(run_dir / f"{cfg.stem}.json", summary)
     if n:
-        append_csv(out / f"{cfg.experiment}.csv", csv_rows(cfg, metrics, n))
+        append_csv(out / f"{cfg.experiment}.csv", csv_rows(cfg, metrics, n, model, note))
     logger.info("%s %s: %s over %d samples (%d failed)", cfg.experiment, cfg.stem,
                 ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()), n, len(failed))
     return summary
 
 
-def csv_rows(cfg: RunConfig, metrics: dict[str, float], n: int) -> list[dict]:
-    base = {"dataset": cfg.dataset, "task": cfg.task, "head_set": cfg.head_set, "k": cfg.k, "seed": cfg.seed}
-    rows = [{**base, "metric": metric, "value": f"{value:.6f}", "n": n} for metric, value in metrics.items()]
+def csv_rows(cfg: RunConfig, metrics: dict[str, float], n: int, model: str, note: str = "") -> list[dict]:
+    base = {"model": model, "protocol": cfg.protocol, "dataset": cfg.dataset, "task": cfg.task,
+            "head_set": cfg.head_set, "k": cfg.k, "seed": cfg.seed}
+    rows = [{**base, "metric": metric, "value": f"{value:.6f}", "n": n, "note": note}
+            for metric, value in metrics.items()]
     if cfg.experiment == "sink":
         for row in rows:
-            row["beta"] = "" if cfg.beta is None or cfg.head_set == "none" else f"{cfg.beta:g}"
+            row["beta"] = "" if cfg.beta is None or cfg.head_set != "sink_top" else f"{cfg.beta:g}"
     return rows
 
 
@@ -330,7 +348,8 @@ def append_csv(path: Path, rows: list[dict]) -> None:
         with path.open(newline="") as handle:
             reader = csv.DictReader(handle)
             if reader.fieldnames != columns:
-                raise ValueError(f"{path} has columns {reader.fieldnames}, expected {columns}")
+                raise UserError(f"{path} has columns {reader.fieldnames}, not {columns} (an older layout?); "
+                                "nothing was added to it: use another --out")
             existing = {tuple(row[c] for c in columns) for row in reader}
     new = [row for row in rows if tuple(str(row[c]) for c in columns) not in existing]
     if not new:
@@ -349,15 +368,15 @@ def append_csv(path: Path, rows: list[dict]) -> None:
 
 def _common_parser(description: str, epilog: str, default_datasets: list[str],
                    default_k: int) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=textwrap.fill(description, 100), epilog=epilog,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=textwrap.fill(description, 100), epilog=epilog,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=default_datasets, choices=sorted(TASKS), metavar="NAME",
                         help=f"datasets to evaluate: {', '.join(sorted(TASKS))} "
                         f"(default: {' '.join(default_datasets)})")
     parser.add_argument("--task", choices=["image", "text"], default="image",
                         help="whose heads: image = OCR heads (step3 *_fg list), text = retrieval heads (*_te list)")
     add_model_args(parser, DEFAULT_MODEL)
-    parser.add_argument("--num_of_masking_head", type=int, default=default_k,
+    parser.add_argument("--num_of_masking_head", type=positive_int, default=default_k,
                         help=f"k, the number of heads to intervene on (default {default_k})")
     parser.add_argument("--heads", type=Path, default=None,
                         help="head list: step3 output, a plain list or a score file "
@@ -367,20 +386,27 @@ def _common_parser(description: str, epilog: str, default_datasets: list[str],
                         help="local data: NAME=PATH per dataset (passkey: a step1 output dir), or a folder laid "
                         "out like dataset/ (download.sh), or with one dataset just its path "
                         "(default: dataset/ copies, else the hub)")
-    parser.add_argument("--n", type=int, default=DEFAULT_N, help=f"samples per dataset (default {DEFAULT_N})")
+    parser.add_argument("--n", type=positive_int, default=DEFAULT_N, help=count_help("per dataset", DEFAULT_N))
     parser.add_argument("--data_seed", type=int, default=0,
                         help="seed of per-example context composition (nq/hotpot distractors; default 0)")
-    parser.add_argument("--max_new_tokens", type=int, default=32, help="greedy decoding length (default 32)")
+    parser.add_argument("--max_new_tokens", type=positive_int, default=32, help="greedy decoding length (default 32)")
     parser.add_argument("--out", type=Path, default=Path("results"), help="results root (default results/)")
+    parser.add_argument("--tag", default=None,
+                        help="file the results under NAME-TAG (folder and CSV model column): keeps runs on other "
+                        "data or settings apart from earlier ones in the same --out")
     parser.add_argument("--shard", default=None, help="i/n: run every n-th sample starting at i (0-based); "
                         "under `accelerate launch` each process takes its own shard and the first one merges")
     parser.add_argument("--merge", action="store_true", help="only merge existing shard logs into the results")
-    parser.add_argument("--batch_size", type=int, default=1,
+    parser.add_argument("--batch_size", type=positive_int, default=1,
                         help="samples generated together (left-padded; results equal --batch_size 1; default 1)")
+    parser.add_argument("--tmp", type=int, default=1, metavar="N",
+                        help="accepted for the authors' commands (their scratch folder tmpN/ for page images); "
+                        "no effect here: pages are passed in memory")
     return parser
 
 
-OUTPUTS = """outputs (NAME = last component of --model_id, STEM = dataset[_task_headset_kK[_seedS]{extra}]):
+OUTPUTS = """outputs (NAME = last component of --model_id, NAME-TAG with --tag;
+         STEM = dataset[_task_headset_kK[_seedS]{extra}]):
   OUT/{exp}/NAME/STEM.samples.jsonl  per-sample log (prediction, golds, scores); rerunning resumes
   OUT/{exp}/NAME/STEM.json           config, heads, metrics, n, failures, per-sample predictions
   OUT/{exp}.csv                      one row per metric: {columns}
@@ -406,21 +432,33 @@ def masking_parser() -> argparse.ArgumentParser:
 
 def sink_parser() -> argparse.ArgumentParser:
     parser = _common_parser(
-        "Sink experiment: answer quality when the top-k OCR heads move part of their attention off the sink "
-        "(key 0): p0 -> beta*p0, the rest spread over the other keys in proportion (mass preserved). With "
-        "--unmasking the edit is applied (head_set sink_top); without it the unmodified model is evaluated "
-        "(head_set none).",
+        "Sink experiment: answer quality when the top-k OCR (--task image) or retrieval (--task text) heads move "
+        "part of their attention off the sink (key 0): p0 -> beta*p0, the rest spread over the other keys in "
+        "proportion (mass preserved). The flags mean what they mean in the authors' exp_sink.py: "
+        "--do_masking --unmasking applies the edit (head_set sink_top); --do_masking alone masks the top-k heads "
+        "instead (head_set top); without --do_masking the unmodified model is evaluated (head_set none), "
+        "with or without --unmasking.",
         OUTPUTS.format(exp="sink", extra="_betaB", columns=", ".join([*CSV_COLUMNS, "beta"])),
         ["doc", "mdocs"], 2)
+    parser.add_argument("--do_masking", action="store_true",
+                        help="intervene on the top-k heads: the sink edit with --unmasking, else masking "
+                        "(without it: baseline, no edit)")
     parser.add_argument("--unmasking", action="store_true",
-                        help="apply the sink redistribution to the top-k heads (else: baseline, no edit)")
+                        help="with --do_masking: redistribute the sink instead of masking (alone: no effect)")
+    parser.add_argument("--fine_grained", action="store_true",
+                        help="accepted for the authors' commands; OCR head lists are always the fine-grained ones")
     parser.add_argument("--beta", type=float, default=0.4, help="fraction of the sink probability kept (default 0.4)")
     return parser
 
 
 def _head_set(args: argparse.Namespace, experiment: str) -> str:
     if experiment == "sink":
-        return "sink_top" if args.unmasking else "none"
+        if not args.do_masking:
+            if args.unmasking:
+                logger.warning("--unmasking has no effect without --do_masking (as in the authors' exp_sink.py): "
+                               "evaluating the unmodified model")
+            return "none"
+        return "sink_top" if args.unmasking else "top"
     if not args.do_masking:
         if args.is_all_random or args.no_intersection:
             logger.warning("--is_all_random/--no_intersection have no effect without --do_masking")
@@ -444,46 +482,56 @@ def _configs(args: argparse.Namespace, experiment: str, adapter: ModelAdapter,
     k = 0 if head_set == "none" else args.num_of_masking_head
     heads = select_heads(head_set, k, ranking, adapter.shape.num_layers, adapter.shape.num_heads, args.seed,
                          adapter.scoreable_layers)
+    k = len(heads)  # what is masked: a head list shorter than --num_of_masking_head gives fewer heads
     logger.info("head set %s (k=%d): %s", head_set, k, ", ".join(heads) or "none")
-    beta = args.beta if experiment == "sink" and head_set != "none" else None
+    beta = args.beta if head_set == "sink_top" else None
     for dataset in args.datasets:
         yield RunConfig(experiment, args.model_id, dataset, args.task, head_set, k, args.seed, heads,
                         str(heads_path) if heads_path else None, beta, sources[dataset], args.n, args.data_seed,
-                        args.max_new_tokens)
+                        args.max_new_tokens, args.tag, getattr(args, "protocol", None) or "")
 
 
 def run_main(experiment: str, argv: list[str] | None = None) -> int:
     parser = masking_parser() if experiment == "masking" else sink_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
+    return run_cli(_run, experiment, args)
+
+
+def _run(experiment: str, args: argparse.Namespace) -> int:
+    if experiment == "sink" and not 0.0 <= args.beta <= 1.0:
+        raise UserError(f"--beta must be in [0, 1], got {args.beta}")
+    ensure_writable_dir(args.out)
+    shard = Shard.parse(args.shard)
+    sources = resolve_sources(args.datasets, args.data)
+    if args.heads is None and _head_set(args, experiment) in ("top", "random_disjoint", "sink_top"):
+        path = default_heads_path(args.model_id, args.task)
+        if not path.is_file():
+            raise UserError(f"no head list at {path}: run step3 first or pass --heads")
+    adapter = load_adapter(args.model_id, **adapter_kwargs(args, shard.device_map()))
     try:
-        if experiment == "sink" and not 0.0 <= args.beta <= 1.0:
-            raise ValueError(f"--beta must be in [0, 1], got {args.beta}")
-        if args.batch_size < 1:
-            raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
-        ensure_writable_dir(args.out)
-        shard = Shard.parse(args.shard)
-        sources = resolve_sources(args.datasets, args.data)
-        if args.heads is None and _head_set(args, experiment) in ("top", "random_disjoint", "sink_top"):
-            path = default_heads_path(args.model_id, args.task)
-            if not path.is_file():
-                raise FileNotFoundError(f"no head list at {path}: run step3 first or pass --heads")
-        adapter = load_adapter(args.model_id, **adapter_kwargs(args, shard.device_map()))
         configs = list(_configs(args, experiment, adapter, sources))
-    except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError) as err:
-        logger.error("%s", err)
-        return 2
-    if getattr(adapter.model.config, "ocr_heads_random_weights", False):
-        logger.warning("%s has random weights: its results are noise, not findings", args.model_id)
-    scored = 0
+    except KeyError as err:
+        raise UserError(f"unknown key {err} in the head list") from None
+    note = model_note(adapter.model.config, args.model_id)
+    if note:
+        logger.warning("%s: %s", args.model_id, note)
+    scored, errors = 0, 0
     for cfg in configs:
         try:
             summary = run_one(adapter, cfg, args.out, shard, args.merge, args.batch_size)
             # None: this shard's share is logged and the merge writes the results.
             scored += 1 if summary is None else summary["n"]
-        except (FileNotFoundError, ValueError, KeyError) as err:
-            logger.error("%s on %s: %s", experiment, cfg.dataset, err)
-    return 0 if scored else 1
+        except (FileNotFoundError, ValueError, KeyError, UserError) as err:
+            # One dataset's problem must not stop the others; it is still reported in the one error style.
+            print(f"{error_line(err)} ({experiment} on {cfg.dataset})", file=sys.stderr)
+            errors += 1
+    if errors:
+        return 2
+    if not scored:
+        raise UserError(f"no sample was scored: every sample failed (see the per-sample logs under "
+                        f"{args.out / experiment})")
+    return 0
 
 
 def masking_main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,8 @@ def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2) -> Non
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates the file 0600; a result file gets the mode open() would give it (the umask's).
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w") as handle:
             json.dump(obj, handle, indent=indent)
             handle.write("\n")
@@ -28,6 +30,12 @@ def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2) -> Non
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_json(path: str | Path) -> Any:

@@ -11,7 +11,6 @@ size. Random weights: the scores are noise. Needs ~15 GB of RAM and disk, a few 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import random
@@ -23,6 +22,7 @@ import torch
 from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+from ocr_heads.cli import EXIT_EMPTY_RUN, Parser
 from ocr_heads.data import haystack
 from ocr_heads.data.samples import generate_samples
 from ocr_heads.models.charset import build_char_tokenizer
@@ -68,7 +68,7 @@ def build_full_size(out: Path, seed: int = 0, config_path: Path = CONFIG) -> Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="work dir (default: a temp dir, removed after)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             if len(scores) != 28 * 12:
                 raise SystemExit(f"smoke: {kind} score file has {len(scores)} heads, expected 28 x 12")
         logger.info("smoke run passed in %.0f s (exit codes %s)", time.perf_counter() - start, codes)
-        return max(codes)
+        # Random weights rarely write the answer: a run without events (exit 3) still checks every shape.
+        return max(0 if code == EXIT_EMPTY_RUN else code for code in codes)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import logging
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +20,13 @@ import transformers
 import ocr_heads
 from ocr_heads import sample_scoring, scoring
 from ocr_heads.attention import AttentionRecorder, capture, verify_against_eager
-from ocr_heads.data.samples import Sample, load_samples
+from ocr_heads.caveats import model_note
+from ocr_heads.cli import EmptyRunError, Parser, count_help, positive_int, run_cli, setup_logging
+from ocr_heads.data.samples import Sample, load_sample_dirs
+from ocr_heads.data.step1 import DEFAULT_OUT
 from ocr_heads.geometry import AUTHORS_OVERLAP, DEFAULT_OVERLAP
 from ocr_heads.heads import all_heads, parse_head
+from ocr_heads.identity import claim, data_fingerprint
 from ocr_heads.io import ensure_writable_dir
 from ocr_heads.models import ModelAdapter, load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args
@@ -99,15 +102,16 @@ def _git_sha() -> str | None:
     return out.stdout.strip()
 
 
-def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config, data: Path,
-                 order: list[str]) -> tuple[int, int]:
-    """Merge every log of the run (single or shards) into the score files; returns (scored, failed)."""
+def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config, data: list[Path],
+                 order: list[str]) -> tuple[int, int, int]:
+    """Merge every log of the run (single or shards) into the score files; returns (scored, failed, events)."""
     records, failed = collect(shard_logs(out_dir, stem), order)
     heads = all_heads(adapter_info["num_layers"], adapter_info["num_heads"])
     meta = {
         "kind": cfg.head_score.name,
         **adapter_info,
-        "data": str(data),
+        "data": str(data[0]) if len(data) == 1 else [str(path) for path in data],
+        "data_fingerprint": data_fingerprints(data),
         "n_samples": len(records),
         "n_failed": len(failed),
         "n_events": sum(r["events"] for r in records),
@@ -124,7 +128,7 @@ def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config,
     if records:
         save_scores(out_dir / f"{stem}.json",
                     per_head_lists(records, heads, adapter_info.get("not_scoreable_layers", [])), meta)
-    return len(records), len(failed)
+    return len(records), len(failed), meta["n_events"]
 
 
 class ScoreChoice(argparse.Action):
@@ -143,7 +147,7 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
     default = get_score(DEFAULT[kind])
     what = "page images" if kind == "image" else "the context as plain text (no image)"
     scores = ", ".join(s.name for s in all_scores().values() if s.modality == kind)
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description=f"Step 2: score every decoder head (--score: {scores}; default {default.name}). Feeds each step1 "
         f"sample as {what} plus the question, decodes greedily, and records per head what the score reads (the "
         "argmax of the attention row that produced each answer token, and for prefill scores selected prefill "
@@ -151,15 +155,25 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
         epilog=f"Writes OUT/{kind}/NAME_{default.tag}.json ({{\"l0_h0\": [values...]}}), NAME_{default.tag}_mean.json, "
         f"NAME_{default.tag}.meta.json and the per-sample log NAME_{default.tag}.samples.jsonl (generated text, "
         f"recall, hits); {default.tag} is the {default.name} score's file tag, another --score writes its own tag "
-        "instead. NAME is the last component of --model_id. Rerunning the same command resumes.",
+        "instead. NAME is the last component of --model_id (NAME-TAG with --tag). Rerunning the same command resumes; "
+        "writing into scores made from other data or settings is refused (use --tag or another --out). Exit "
+        "status 3: the run wrote its files but no answer token was ever scored.",
     )
     parser.add_argument("--score", nargs="?", default=default.name, action=ScoreChoice, metavar="NAME",
                         help=f"the head score (default {default.name}); --score alone lists the registered ones")
     add_model_args(parser)
-    parser.add_argument("--data", required=True, type=Path, help="step1 output dir (holding samples.jsonl)")
+    default_data = [DEFAULT_OUT["passkey"], DEFAULT_OUT["niah"]]
+    parser.add_argument("--data", nargs="+", type=Path, default=default_data, metavar="DIR",
+                        help="step1 output dir(s) holding samples.jsonl; several are scored as one run (default: "
+                        f"{' '.join(map(str, default_data))}, step1's default outputs: passkey and NIAH, as the "
+                        "authors' step2 scores both)")
     parser.add_argument("--out", default=Path("scores"), type=Path, help="scores root (default: scores)")
-    parser.add_argument("--n", type=int, default=None, help="score only the first N samples")
-    parser.add_argument("--max_new_tokens", type=int, default=32, help="greedy decoding length (default 32)")
+    parser.add_argument("--n", type=positive_int, default=None,
+                        help=count_help("per --data dir (the first N of DIR/samples.jsonl)", None))
+    parser.add_argument("--max_new_tokens", type=positive_int, default=32,
+                        help="greedy decoding length (default 32)")
+    parser.add_argument("--tag", default=None,
+                        help="name these scores NAME-TAG: keeps runs on other data or settings apart")
     parser.add_argument("--alignment", choices=scoring.ALIGNMENTS, default="produce",
                         help="produce: the row that produced each token (default); authors: the released rule")
     parser.add_argument("--shard", default=None, help="i/n: score every n-th sample starting at i (0-based)")
@@ -167,33 +181,53 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
     parser.add_argument("--verify-eager", action="store_true",
                         help="re-run the first scored sample with eager attention + output_attentions and fail "
                         "if any recorded argmax differs")
-    parser.add_argument("--batch_size", type=int, default=1,
+    parser.add_argument("--batch_size", type=positive_int, default=1,
                         help="samples generated together (left-padded; scores equal --batch_size 1; default 1)")
     if kind == "image":
         parser.add_argument("--overlap", type=float, default=None,
                             help="a tile covers a character when it holds more than this fraction of its box "
                             f"(default {DEFAULT_OVERLAP}; with --alignment authors the released {AUTHORS_OVERLAP}, "
                             "i.e. 0.1 percent, on int-truncated resized coordinates)")
-        parser.add_argument("--fine_grained", action="store_true", help="accepted for compatibility (always on)")
+        parser.add_argument("--fine_grained", action="store_true",
+                            help="accepted for the authors' commands: one event per answer character against "
+                            "that character's tiles, their fine-grained mode, is the only mode here (always on)")
     return parser
 
 
 def main(kind: str, argv: list[str] | None = None) -> int:
     args = build_parser(kind).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
+    return run_cli(_main, kind, args)
+
+
+def data_fingerprints(data: list[Path]) -> str | list[str | None] | None:
+    """The content fingerprint of one step1 folder, or one per folder of a run over several."""
+    fingerprints = [data_fingerprint(path) for path in data]
+    return fingerprints[0] if len(fingerprints) == 1 else fingerprints
+
+
+def run_identity(kind: str, args: argparse.Namespace, model: str, cfg: Step2Config) -> dict:
+    """What the scores of one output stem are made from; a resumed run must match it."""
+    identity = {"kind": kind, "model": model, "data": "+".join(Path(d).resolve().name for d in args.data),
+                "data_fingerprint": data_fingerprints(args.data), "alignment": cfg.alignment,
+                "max_new_tokens": cfg.max_new_tokens}
+    for key in ("overlap", "min_pixels", "max_pixels", "max_patches", "protocol"):
+        if getattr(args, key, None) is not None:
+            identity[key] = getattr(args, key)
+    return identity
+
+
+def _main(kind: str, args: argparse.Namespace) -> int:
     cfg = Step2Config(kind, args.max_new_tokens, args.alignment, getattr(args, "overlap", None), args.score)
-    try:
-        check_score(cfg)
-        shard = Shard.parse(args.shard)
-        if args.batch_size < 1:
-            raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
-        out_dir = ensure_writable_dir(args.out / kind)
-        samples = load_samples(args.data, args.n)
-        adapter = load_adapter(args.model_id, **adapter_kwargs(args, shard.device_map()))
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    stem = score_stem(adapter.name, cfg.head_score)
+    check_score(cfg)
+    shard = Shard.parse(args.shard)
+    out_dir = ensure_writable_dir(args.out / kind)
+    samples = load_sample_dirs(args.data, args.n)
+    adapter = load_adapter(args.model_id, **adapter_kwargs(args, shard.device_map()))
+    name = f"{adapter.name}-{args.tag}" if args.tag else adapter.name
+    stem = score_stem(name, cfg.head_score)
+    claim(out_dir / f"{stem}.run.json", run_identity(kind, args, adapter.name, cfg), str(out_dir / stem),
+          "pass --tag NAME (scores NAME-TAG) or another --out to keep both")
     info = {"model": adapter.name, "model_id": args.model_id, "num_layers": adapter.shape.num_layers,
             "num_heads": adapter.shape.num_heads, "num_kv_heads": adapter.shape.num_kv_heads,
             # Layers without attention rows (linear attention): their heads have no events in the score file.
@@ -201,9 +235,12 @@ def main(kind: str, argv: list[str] | None = None) -> int:
                                      if layer not in adapter.scoreable_layers]}
     if kind == "image":
         info["protocol"] = adapter.settings()
-    if getattr(adapter.model.config, "ocr_heads_random_weights", False):
-        info["warning"] = "random weights: these scores are noise, not findings"
-        logger.warning("%s has random weights: its scores are noise, not findings", args.model_id)
+    if args.tag:
+        info["tag"] = args.tag
+    note = model_note(adapter.model.config, args.model_id)
+    if note:
+        info["warning"] = note
+        logger.warning("%s: %s", args.model_id, note)
     order = [s.id for s in samples]
     if not args.merge:
         failed = _score(adapter, samples, shard, cfg, out_dir / shard.log_name(stem), args.verify_eager,
@@ -216,11 +253,19 @@ def main(kind: str, argv: list[str] | None = None) -> int:
         elif shard.count > 1:
             logger.info("shard %d/%d done; merge with the same command plus --merge", shard.index, shard.count)
             return 1 if failed == len(shard.select(samples)) else 0
-    scored, failed = write_scores(out_dir, stem, info, cfg, args.data, order)
-    logger.info("%d samples scored, %d failed -> %s", scored, failed, out_dir / f"{stem}.json")
+    scored, failed, events = write_scores(out_dir, stem, info, cfg, args.data, order)
+    logger.info("%d samples scored, %d failed, %d answer-token events -> %s", scored, failed, events,
+                out_dir / f"{stem}.json")
     if failed:
         logger.warning("%d samples failed; their errors are in %s", failed, out_dir / f"{stem}.samples.jsonl")
-    return 1 if scored == 0 else 0
+    if scored == 0:
+        return 1
+    if events == 0:
+        raise EmptyRunError(
+            f"{out_dir / stem}.json holds no answer-token events: the model never wrote the answer in {scored} "
+            f"samples (see 'generated' in {stem}.samples.jsonl). Likely causes: a wrong chat template, "
+            f"--max_new_tokens too small ({cfg.max_new_tokens}), or a model that does not answer")
+    return 0
 
 
 def check_score(cfg: Step2Config) -> None:
@@ -245,7 +290,7 @@ def _score(adapter: ModelAdapter, samples: list[Sample], shard: Shard, cfg: Step
                 if not verified:
                     mismatches = verify_against_eager(adapter, outcome.inputs, outcome.generated, outcome.record)
                     if mismatches:
-                        raise SystemExit(f"--verify-eager: {len(mismatches)} argmax differ from eager, first: "
+                        raise SystemExit(f"error: --verify-eager: {len(mismatches)} argmax differ from eager, first: "
                                          f"{mismatches[0]}")
                     logger.info("--verify-eager: sample %s matches eager attention on every head and step (%s, "
                                 "ties within its rounding tolerance allowed)", sample.id, adapter.model.dtype)

@@ -16,6 +16,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from ocr_heads.caveats import note_of
+from ocr_heads.cli import Parser, UserError, run_cli, setup_logging
 from ocr_heads.io import write_json_atomic
 from ocr_heads.scorefile import load_scores
 from ocr_heads.selection import (
@@ -44,9 +46,7 @@ def model_shape(model_id: str) -> tuple[int, int] | None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--scores", type=Path, help="per-event score JSON (its _mean/.meta.json companions optional)"
     )
@@ -97,12 +97,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     args = parse_args(argv)
-    try:
-        scores = load_scores(args.scores)
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"error: {err}") from None
+    return run_cli(_run, args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    scores = load_scores(args.scores)
+    # Retrieval files hold one (all-zero) value per sample even when nothing was scored: the meta says so.
+    if all(not values for values in scores.per_head.values()) or scores.meta.get("n_events") == 0:
+        raise UserError(f"{args.scores} holds no events (its step2 run never scored an answer token): "
+                        "no heads can be selected from it")
     expected = (args.num_layers, args.num_heads)
     if None in expected and args.model_id:
         expected = model_shape(args.model_id) or expected
@@ -111,14 +116,16 @@ def main(argv: list[str] | None = None) -> int:
         ("heads", expected[1], scores.num_heads),
     ):
         if want is not None and want != have:
-            raise SystemExit(
-                f"error: {args.scores} has {have} {what} but the model has {want}: wrong file for this model?"
-            )
+            raise UserError(f"{args.scores} has {have} {what} but the model has {want}: wrong file for this model?")
     selected = select_heads(scores, args.rule, args.min_score, args.min_frequency)
-    write_json_atomic(
-        args.out, selection_record(scores, selected, args.rule, args.min_score, args.min_frequency)
-    )
+    record = selection_record(scores, selected, args.rule, args.min_score, args.min_frequency)
+    note = note_of(scores.meta)
+    if note:
+        record["warning"] = note  # the head list travels without its score file: the caveat goes with it
+    write_json_atomic(args.out, record)
     print(f"{len(selected)} heads selected by the {args.rule} rule from {args.scores} -> {args.out}")
+    if note:
+        print(f"  caveat: {note}")
     for entry in selected[:10]:
         print(f"  {entry.head:>8}  score {entry.score:.4f}  frequency {entry.frequency:.3f}")
     return 0

@@ -89,20 +89,20 @@ def test_bad_shard_and_unwritable_output(tiny_model_dir, tmp_path, capsys):
         ({}, "empty"),
     ],
 )
-def test_bad_score_files(tmp_path, content, message):
+def test_bad_score_files(tmp_path, content, message, capsys):
     path = tmp_path / "scores.json"
     path.write_text(json.dumps(content))
-    with pytest.raises(SystemExit, match=message):
-        step3_extracted_heads.main(["--scores", str(path), "--out", str(tmp_path / "heads.json")])
+    assert step3_extracted_heads.main(["--scores", str(path), "--out", str(tmp_path / "heads.json")]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: ") and message in line
     assert not (tmp_path / "heads.json").exists()
 
 
-def test_head_list_naming_a_head_the_model_lacks(tiny_model_dir, passkey_dir, tmp_path, caplog):
+def test_head_list_naming_a_head_the_model_lacks(tiny_model_dir, passkey_dir, tmp_path, capsys):
     heads = tmp_path / "heads.json"
     heads.write_text(json.dumps({"heads": [{"head": "l9_h9", "score": 0.5, "frequency": 0.5}]}))
-    with caplog.at_level(logging.ERROR):
-        code = masking_main(["--model_id", str(tiny_model_dir), "--datasets", "passkey_text", "--data",
-                             str(passkey_dir), "--task", "text", "--heads", str(heads), "--do_masking",
-                             "--num_of_masking_head", "1", "--n", "2", "--out", str(tmp_path / "res")])
+    code = masking_main(["--model_id", str(tiny_model_dir), "--datasets", "passkey_text", "--data",
+                         str(passkey_dir), "--task", "text", "--heads", str(heads), "--do_masking",
+                         "--num_of_masking_head", "1", "--n", "2", "--out", str(tmp_path / "res")])
     assert code == 2
-    assert "head l9_h9 does not exist in a model with 3 layers x 4 heads" in caplog.text
+    assert "error: head l9_h9 does not exist in a model with 3 layers x 4 heads" in capsys.readouterr().err

@@ -163,21 +163,23 @@ def test_masking_text_task_on_nq(tiny_model_dir, nq_file, tmp_path, monkeypatch)
         ("nq", "text", "top", "em"), ("nq", "text", "top", "f1")]
 
 
-def test_masking_errors(tiny_model_dir, passkey_dir, heads_file, tmp_path, caplog):
+def test_masking_errors(tiny_model_dir, passkey_dir, heads_file, tmp_path, capsys):
     base = ["--datasets", "passkey", "--model_id", str(tiny_model_dir), "--data", str(passkey_dir), "--n", "1",
             "--max_new_tokens", "2", "--out", str(tmp_path / "r"), "--do_masking"]
     assert masking_main([*base, "--heads", str(tmp_path / "missing.json")]) == 2
     big = tmp_path / "big.json"
     big.write_text(json.dumps({"heads": [{"head": "l7_h0", "score": 1.0}]}))
     assert masking_main([*base, "--heads", str(big)]) == 2
-    assert "does not exist" in caplog.text
+    assert "does not exist" in capsys.readouterr().err
     assert masking_main([*base, "--no_intersection", "--heads", str(heads_file)]) == 2
     # Resuming a run with a different head list is refused rather than mixing samples.
     assert masking_main([*base, "--heads", str(heads_file), "--num_of_masking_head", "1"]) == 0
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"heads": [{"head": "l1_h1", "score": 1.0}]}))
-    assert masking_main([*base, "--heads", str(other), "--num_of_masking_head", "1"]) == 1
-    assert "different ['heads']" in caplog.text
+    capsys.readouterr()
+    assert masking_main([*base, "--heads", str(other), "--num_of_masking_head", "1"]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "error" in x.lower()]
+    assert line.startswith("error: ") and "heads=['l0_h3'] (now ['l1_h1'])" in line and "--tag" in line
 
 
 # ---------------------------------------------------------------- sink end to end
@@ -188,7 +190,7 @@ def test_sink_baseline_and_redistribution(tiny_adapter, tiny_model_dir, passkey_
     common = ["--datasets", "passkey", "--model_id", str(tiny_model_dir), "--data", str(passkey_dir), "--n", "2",
               "--max_new_tokens", "4", "--out", str(out), "--heads", str(heads_file)]
     assert sink_main(common) == 0
-    assert sink_main([*common, "--unmasking", "--beta", "0.3", "--num_of_masking_head", "2"]) == 0
+    assert sink_main([*common, "--do_masking", "--unmasking", "--beta", "0.3", "--num_of_masking_head", "2"]) == 0
     rows = read_csv(out / "sink.csv")
     assert list(rows[0]) == [*CSV_COLUMNS, "beta"]
     expected = [("none", "0", "")] * 2 + [("sink_top", "2", "0.3")] * 2
@@ -199,7 +201,7 @@ def test_sink_baseline_and_redistribution(tiny_adapter, tiny_model_dir, passkey_
     with redistribute_sink_heads(tiny_adapter, ["l0_h3", "l2_h1"], 0.3):
         generated = tiny_adapter.generate(example_inputs(tiny_adapter, example), 4)
     assert summary["predictions"][0]["prediction"] == tiny_adapter.decode(generated).strip()
-    assert sink_main([*common, "--unmasking", "--beta", "1.5"]) == 2
+    assert sink_main([*common, "--do_masking", "--unmasking", "--beta", "1.5"]) == 2
 
 
 # ---------------------------------------------------------------- case study
@@ -251,4 +253,6 @@ def test_exp_case_end_to_end(tiny_adapter, tiny_model_dir, single_char_dir, tmp_
     assert len(log.read_text().splitlines()) == 3
     assert case_main(argv) == 0  # resumes: nothing new to score
     assert len(log.read_text().splitlines()) == 3
-    assert case_main([*argv[:-2], "--out", str(tmp_path / "x"), "--n", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        case_main([*argv[:-2], "--out", str(tmp_path / "x"), "--n", "0"])
+    assert exit_info.value.code == 2

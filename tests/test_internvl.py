@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw
 
 import step3_extracted_heads
 from ocr_heads.attention import capture, text_attention, verify_against_eager
+from ocr_heads.cli import EXIT_EMPTY_RUN
 from ocr_heads.data import step1
 from ocr_heads.data.samples import load_samples
 from ocr_heads.interventions import mask_heads, redistribute_sink_heads
@@ -194,15 +195,20 @@ def test_step1_to_step3_on_tiny_internvl(internvl_dir, tmp_path):
     for kind, suffix in (("image", "fg"), ("text", "te")):
         argv = ["--model_id", str(internvl_dir), "--data", str(data), "--out", str(tmp_path / "scores"),
                 "--max_new_tokens", "4"]
-        assert step2_main(kind, argv) == 0
+        code = step2_main(kind, argv)
         score_file = tmp_path / "scores" / kind / f"tiny-internvl_{suffix}.json"
         scores = json.loads(score_file.read_text())
         assert list(scores) == heads  # exactly layers x heads keys of the config
         meta = json.loads(score_file.with_name(f"tiny-internvl_{suffix}.meta.json").read_text())
         assert meta["n_samples"] == 2 and meta["n_failed"] == 0 and "noise" in meta["warning"]
+        # Random weights may never write the answer: such a run exits 3 and step3 refuses its file.
+        empty = meta["n_events"] == 0
+        assert code == (EXIT_EMPTY_RUN if empty else 0)
         out = tmp_path / f"heads_{suffix}.json"
         assert step3_extracted_heads.main(["--scores", str(score_file), "--min_score", "0", "--min_frequency", "0",
-                                           "--out", str(out)]) == 0
+                                           "--out", str(out)]) == (2 if empty else 0)
+        if empty:
+            continue
         assert {h["head"] for h in json.loads(out.read_text())["heads"]} <= set(heads)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ocr_heads.cli import EXIT_EMPTY_RUN
 from ocr_heads.data import haystack
 from ocr_heads.data.samples import generate_samples
 from ocr_heads.io import append_jsonl, read_jsonl
@@ -35,11 +36,17 @@ needs_accelerate = pytest.mark.skipif(shutil.which("accelerate", path=str(LAUNCH
                                       reason="accelerate launcher not installed")
 
 
-def accelerate_two_processes(script: str, args: list[str]) -> None:
-    """``accelerate launch`` with 2 CPU processes (gloo), as a multi-GPU user would launch it."""
-    subprocess.run([str(LAUNCHER), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                    "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / script), *args],
-                   check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=ROOT)
+def accelerate_two_processes(script: str, args: list[str], allow_empty: bool = False) -> None:
+    """``accelerate launch`` with 2 CPU processes (gloo), as a multi-GPU user would launch it.
+
+    ``allow_empty``: a step2 run of the random model that never writes the answer ends with exit 3
+    (files written, no events); the launcher then fails too, and the merged files are still compared.
+    """
+    result = subprocess.run([str(LAUNCHER), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                             "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / script), *args],
+                            capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=ROOT)
+    empty = allow_empty and b"holds no answer-token events" in result.stderr
+    assert result.returncode == 0 or empty, result.stderr.decode()[-2000:]
 
 
 def masking_args(model_dir: Path, data: Path, tmp_path: Path, n: int, new_tokens: int) -> list[str]:
@@ -71,9 +78,15 @@ def kill_after_records(cmd: list[str], log: Path, records: int, timeout: float =
     return len(log.read_text().splitlines())
 
 
+def step2_ok(code: int, out: Path) -> bool:
+    """0, or 3 for a run whose files hold no event (the random model never wrote the answer)."""
+    meta = json.loads((out / "text" / "tiny-qwen2-vl_te.meta.json").read_text())
+    return code == (EXIT_EMPTY_RUN if meta["n_events"] == 0 else 0)
+
+
 def test_step2_survives_sigkill_and_resumes_to_identical_bytes(tiny_model_dir, many_samples, tmp_path):
     args = ["--model_id", str(tiny_model_dir), "--data", str(many_samples), "--max_new_tokens", "16"]
-    assert step2_main("text", [*args, "--out", str(tmp_path / "clean")]) == 0
+    assert step2_ok(step2_main("text", [*args, "--out", str(tmp_path / "clean")]), tmp_path / "clean")
     crashed = tmp_path / "crashed"
     log = crashed / "text" / "tiny-qwen2-vl_te.samples.jsonl"
     cmd = [sys.executable, str(ROOT / "step2_text_retrieval_head.py"), *args, "--out", str(crashed)]
@@ -82,7 +95,7 @@ def test_step2_survives_sigkill_and_resumes_to_identical_bytes(tiny_model_dir, m
     # A torn last line, as a kill mid-write leaves it: detected and redone, not crashed on.
     with log.open("a") as handle:
         handle.write('{"id": "passkey_400_00')
-    assert step2_main("text", [*args, "--out", str(crashed)]) == 0
+    assert step2_ok(step2_main("text", [*args, "--out", str(crashed)]), crashed)
     ids = _ids(log)
     assert len(ids) == len(set(ids)) == 16, "a sample was scored twice or lost"
     for name in ("tiny-qwen2-vl_te.json", "tiny-qwen2-vl_te_mean.json"):
@@ -123,8 +136,8 @@ def test_torn_line_in_the_middle_is_an_error_not_silently_dropped(tmp_path):
 @needs_accelerate
 def test_accelerate_two_processes_equal_one(tiny_model_dir, many_samples, tmp_path):
     args = ["--model_id", str(tiny_model_dir), "--data", str(many_samples), "--max_new_tokens", "8", "--n", "8"]
-    assert step2_main("text", [*args, "--out", str(tmp_path / "one")]) == 0
-    accelerate_two_processes("step2_text_retrieval_head.py", [*args, "--out", str(tmp_path / "two")])
+    assert step2_ok(step2_main("text", [*args, "--out", str(tmp_path / "one")]), tmp_path / "one")
+    accelerate_two_processes("step2_text_retrieval_head.py", [*args, "--out", str(tmp_path / "two")], allow_empty=True)
     logs = sorted(p.name for p in (tmp_path / "two" / "text").glob("*.samples.jsonl"))
     assert logs == ["tiny-qwen2-vl_te.shard0of2.samples.jsonl", "tiny-qwen2-vl_te.shard1of2.samples.jsonl"]
     for name in ("tiny-qwen2-vl_te.json", "tiny-qwen2-vl_te_mean.json"):

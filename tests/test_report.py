@@ -128,6 +128,7 @@ def test_report_writes_every_figure_and_the_numbers(inputs: dict[str, Path]) -> 
 
 
 def test_cli_overrides_and_missing_results(inputs: dict[str, Path], tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
     assert (
         report_main(
             [
@@ -137,8 +138,8 @@ def test_cli_overrides_and_missing_results(inputs: dict[str, Path], tmp_path: Pa
                 "--out",
                 str(inputs["out"]),
                 "--results",
-                str(tmp_path / "nothing"),
-                "--model",
+                str(tmp_path / "empty"),
+                "--model_name",
                 "A,B",
                 "--kind",
                 "retrieval",

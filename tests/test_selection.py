@@ -125,22 +125,20 @@ def test_cli_seed_readme_style_resolves_paths(tmp_path: Path) -> None:
     assert len(json.loads((heads / "Tiny-VL_te_documented.json").read_text())["heads"]) == 3
 
 
-def test_cli_head_count_mismatch_is_a_clear_error(tiny: Path, tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match=re.escape(f"{tiny} has 2 heads but the model has 12: wrong file")):
-        step3_extracted_heads.main(
-            ["--scores", str(tiny), "--out", str(tmp_path / "o.json"), "--num_heads", "12"]
-        )
+def test_cli_head_count_mismatch_is_a_clear_error(tiny: Path, tmp_path: Path, capsys) -> None:
+    argv = ["--scores", str(tiny), "--out", str(tmp_path / "o.json"), "--num_heads", "12"]
+    assert step3_extracted_heads.main(argv) == 2
+    assert f"error: {tiny} has 2 heads but the model has 12: wrong file" in capsys.readouterr().err
 
 
-def test_cli_config_check_reads_a_local_model_config(tiny: Path, tmp_path: Path) -> None:
+def test_cli_config_check_reads_a_local_model_config(tiny: Path, tmp_path: Path, capsys) -> None:
     from transformers import Qwen2VLConfig
 
     model_dir = tmp_path / "tiny-qwen"
     Qwen2VLConfig(text_config={"num_hidden_layers": 3, "num_attention_heads": 2}).save_pretrained(model_dir)
-    with pytest.raises(SystemExit, match="has 2 layers but the model has 3"):
-        step3_extracted_heads.main(
-            ["--scores", str(tiny), "--out", str(tmp_path / "o.json"), "--model_id", str(model_dir)]
-        )
+    argv = ["--scores", str(tiny), "--out", str(tmp_path / "o.json"), "--model_id", str(model_dir)]
+    assert step3_extracted_heads.main(argv) == 2
+    assert "has 2 layers but the model has 3" in capsys.readouterr().err
 
 
 def test_cli_help_names_inputs_and_outputs() -> None:
@@ -185,13 +183,13 @@ def test_internvl_ocr_heads_agree_under_both_rules() -> None:
     assert [h.head for h in authors[:3]] == ["l9_h0", "l7_h4", "l7_h6"]  # l7_h4/l7_h6 tie: layer-major order
 
 
-def test_cli_scores_with_wrong_keys_or_values_is_a_clear_error(tmp_path: Path) -> None:
+def test_cli_scores_with_wrong_keys_or_values_is_a_clear_error(tmp_path: Path, capsys) -> None:
     bad_keys = tmp_path / "bad_keys.json"
     bad_keys.write_text(json.dumps({"layer0": [1, 0]}))
-    with pytest.raises(SystemExit, match="key 'layer0' is not a head name"):
-        step3_extracted_heads.main(["--scores", str(bad_keys), "--out", str(tmp_path / "o.json")])
+    assert step3_extracted_heads.main(["--scores", str(bad_keys), "--out", str(tmp_path / "o.json")]) == 2
+    assert "key 'layer0' is not a head name" in capsys.readouterr().err
     bad_values = tmp_path / "bad_values.json"
     bad_values.write_text(json.dumps({"l0_h0": ["x"]}))
-    with pytest.raises(SystemExit, match="^error: .*l0_h0"):
-        step3_extracted_heads.main(["--scores", str(bad_values), "--out", str(tmp_path / "o.json")])
+    assert step3_extracted_heads.main(["--scores", str(bad_values), "--out", str(tmp_path / "o.json")]) == 2
+    assert re.match(r"^error: .*l0_h0", capsys.readouterr().err)
     assert not (tmp_path / "o.json").exists()

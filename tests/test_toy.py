@@ -55,6 +55,27 @@ def test_samples_are_deterministic_and_fit_one_page():
     assert make_sample(random.Random(1)).context != make_sample(random.Random(2)).context
 
 
+def test_demo_splits_are_seeded_and_disjoint(tmp_path):
+    """The demo finds heads on one split, chooses k on a second and reports on a third (ocr_heads.demo.SPLITS):
+    no sample id or context is shared, and each split is the same on every run."""
+    from itertools import combinations
+
+    from ocr_heads.demo import SPLITS
+
+    ids, contexts = {}, {}
+    for name, (seed, stream) in SPLITS.items():
+        write_samples(tmp_path / name, 10, seed, stream)
+        samples = load_samples(tmp_path / name)
+        ids[name], contexts[name] = {s.id for s in samples}, {s.context for s in samples}
+        assert len(ids[name]) == len(contexts[name]) == 10
+    assert set(SPLITS) == {"scoring", "calibration", "heldout"}
+    for a, b in combinations(SPLITS, 2):
+        assert not ids[a] & ids[b] and not contexts[a] & contexts[b], (a, b)
+    write_samples(tmp_path / "again", 10, *SPLITS["calibration"])
+    again = load_samples(tmp_path / "again")
+    assert {s.id for s in again} == ids["calibration"] and {s.context for s in again} == contexts["calibration"]
+
+
 @needs_toy
 def test_checkpoint_reaches_recorded_accuracy(toy_adapter):
     from ocr_heads.toy.card import recorded_accuracy
@@ -112,14 +133,30 @@ def test_training_runs_resumes_and_saves(tmp_path):
     assert [s["step"] for s in resumed["steps"]] == [0, 1, 2]
 
 
+# The step3 OCR head list (documented rule) of models/toy-qwen2-vl, best first, as `make demo` writes it to
+# results/demo/ocr_heads.json.
+TOY_OCR_HEADS = ["l1_h4", "l1_h5", "l1_h6", "l1_h7", "l1_h2", "l1_h3", "l2_h0", "l2_h3", "l0_h3", "l2_h2",
+                 "l5_h2", "l0_h0", "l5_h1", "l2_h1", "l3_h1", "l3_h0"]
+
+
 @needs_toy
 def test_ocr_heads_matter_causally(toy_adapter):
-    """Masking the top-3 OCR heads that `make demo` finds (results/demo/ocr_heads.json) breaks reading;
-    three heads of other layers do not."""
+    """Masking the top-3 OCR heads breaks reading.
+
+    No claim is made about "other" heads: with control heads drawn by the demo's seeds from outside this
+    OCR list (select_heads("random_disjoint", 3, TOY_OCR_HEADS, 6, 8, seed), seeds 0-4), image EM on these 20
+    samples (baseline 0.95) was 0.95, 0.40, 0.00, 0.95, 0.95 for seeds 0-4: some heads the OCR score does not
+    select (e.g. l0_h5, l0_h7, l4_h5 together) are needed for reading too, so the former hand-picked
+    "harmless" controls do not generalise."""
+    from ocr_heads.demo import RANDOM_SEEDS
+    from ocr_heads.experiments import select_heads
     from ocr_heads.toy.evaluate import evaluate
 
-    base = evaluate(toy_adapter, 20, 4242)
-    ocr = evaluate(toy_adapter, 20, 4242, ["l1_h4", "l1_h5", "l1_h6"])
-    other = evaluate(toy_adapter, 20, 4242, ["l3_h0", "l4_h4", "l0_h4"])
+    base = evaluate(toy_adapter, 20, 4242, tasks=("image",))
+    ocr = evaluate(toy_adapter, 20, 4242, TOY_OCR_HEADS[:3], tasks=("image",))
     assert base["image_em"] - ocr["image_em"] >= 0.3
-    assert base["image_em"] - other["image_em"] <= 0.1
+    shape = toy_adapter.shape
+    controls = [select_heads("random_disjoint", 3, TOY_OCR_HEADS, shape.num_layers, shape.num_heads, seed)
+                for seed in RANDOM_SEEDS]
+    assert all(len(c) == 3 and not set(c) & set(TOY_OCR_HEADS) for c in controls)
+    assert len({tuple(c) for c in controls}) == len(RANDOM_SEEDS)

@@ -239,3 +239,17 @@ def load_samples(data_dir: str | Path, limit: int | None = None) -> list[Sample]
     if not samples:
         raise ValueError(f"{path} holds no samples")
     return samples[:limit] if limit else samples
+
+
+def load_sample_dirs(data_dirs: list[str | Path], limit: int | None = None) -> list[Sample]:
+    """The samples of several step1 outputs, in order (``limit`` applies to each), e.g. passkey and NIAH
+    together as the authors' step2 scores both; ids must be unique across them (they key the run logs)."""
+    samples: list[Sample] = []
+    seen: dict[str, Path] = {}
+    for data_dir in data_dirs:
+        for sample in load_samples(data_dir, limit):
+            if sample.id in seen:
+                raise ValueError(f"sample id {sample.id} is in both {seen[sample.id]} and {data_dir}")
+            seen[sample.id] = Path(data_dir)
+            samples.append(sample)
+    return samples

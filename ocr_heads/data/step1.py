@@ -3,31 +3,44 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import random
 import string
 from collections.abc import Callable
 from pathlib import Path
 
+from ocr_heads.cli import Parser, UserError, count_help, positive_int, run_cli, setup_logging
 from ocr_heads.data import haystack
 from ocr_heads.data.haystack import Needle
 from ocr_heads.data.samples import SAMPLES_FILE, generate_from_contexts, generate_samples
+from ocr_heads.identity import STEP1_SETTINGS, claim
+from ocr_heads.io import read_jsonl
 
 NeedleMaker = Callable[[random.Random], Needle]
 
+# Where step1 writes when --out is not given, and so where step2 and exp_case read by default: the
+# authors' scripts take no paths (they write fixed folders), so their bare commands must chain here too.
+DEFAULT_OUT = {"passkey": Path("dataset/passkey"), "niah": Path("dataset/niah"), "chars": Path("dataset/chars")}
+
 
 def build_parser(task: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description=description,
         epilog=(
             f"Writes OUT/{SAMPLES_FILE} (one JSON record per sample: id, question, answer, context, "
             "pages [paths relative to OUT], evidence {page index: [[x0,y0,x1,y1] per answer character]}, "
-            "occurrences, needle_span) and the page images OUT/<id>/page_<k>.png. Pages: 50 characters "
-            "a line, 15 lines a page, DejaVu Sans Mono. Rerunning keeps samples already written."
+            "occurrences, needle_span), the page images OUT/<id>/page_<k>.png and OUT/step1.json (the settings "
+            "that define the samples). Pages: 50 characters a line, 15 lines a page, DejaVu Sans Mono. Rerunning "
+            "with the same settings keeps samples already written (and adds more for a larger --n or new "
+            "--lengths); a rerun with another --seed, --source, --digits or --single-char into the same --out is "
+            "refused."
         ),
     )
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
-    parser.add_argument("--n", type=int, default=150, help="samples per context length (default 150)")
+    chars = " (--single-char: " + str(DEFAULT_OUT["chars"]) + ")" if task == "passkey" else ""
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"output directory (default {DEFAULT_OUT[task]}{chars}, where step2 and exp_case "
+                        "read by default)")
+    parser.add_argument("--n", type=positive_int, default=150,
+                        help=count_help("per context length (per character with --single-char)", 150))
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192],
                         help="context lengths in tokens, ~4 characters each (default 1024 2048 4096 8192)")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
@@ -41,12 +54,45 @@ def build_parser(task: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def settings(task: str, args: argparse.Namespace) -> dict:
+    """What defines the samples of a step1 folder (--n and --lengths only add samples, so they may change)."""
+    record = {"task": task, "seed": args.seed, "source": args.source}
+    if task == "passkey":
+        record.update(digits=args.digits, single_char=bool(args.single_char))
+    return record
+
+
+def _check_legacy(out: Path, wanted: dict) -> None:
+    """A folder written before step1.json existed: compare what its records say."""
+    first = next(iter(read_jsonl(out / SAMPLES_FILE)), None)
+    if first is None:
+        return
+    found = {key: first[key] for key in ("seed", "source") if key in first}
+    if wanted["task"] == "passkey" and not wanted["single_char"] and str(first.get("id", "")).startswith("passkey_"):
+        found["digits"] = len(str(first.get("answer", "")))
+    changed = [f"{key}={value!r} (now {wanted[key]!r})" for key, value in found.items() if wanted[key] != value]
+    if changed:
+        raise UserError(f"{out} holds samples made with other settings: {'; '.join(changed)}. Nothing was written; "
+                        "use another --out")
+
+
+def output_dir(task: str, args: argparse.Namespace) -> Path:
+    """--out, or the default folder of this generator."""
+    if args.out is not None:
+        return args.out
+    return DEFAULT_OUT["chars" if getattr(args, "single_char", False) else task]
+
+
 def run(task: str, args: argparse.Namespace) -> Path:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.n < 1:
-        raise SystemExit("error: --n must be at least 1")
+    setup_logging()
+    args.out = output_dir(task, args)
     if any(length < 16 for length in args.lengths):
-        raise SystemExit("error: --lengths must be at least 16 tokens")
+        raise UserError("--lengths must be at least 16 tokens")
+    out = Path(args.out)
+    wanted = settings(task, args)
+    if not (out / STEP1_SETTINGS).is_file() and (out / SAMPLES_FILE).is_file():
+        _check_legacy(out, wanted)
+    claim(out / STEP1_SETTINGS, wanted, str(out), "use another --out to keep both")
     if args.source == "hf" and task == "passkey" and not getattr(args, "single_char", False):
         # The hub rows come with their own needles: render them as they are.
         contexts = {length: haystack.hf_passkey_contexts(length, args.n, args.seed) for length in args.lengths}
@@ -72,3 +118,9 @@ def _source(task: str, args: argparse.Namespace) -> tuple[str, NeedleMaker]:
     if task == "passkey":  # single-character case study: NeedleBench's plain haystack, our needles
         return corpus, lambda rng: haystack.passkey_needle(rng, args.digits)
     return corpus, lambda rng: rng.choice(needles)
+
+
+def main(task: str, description: str, argv: list[str] | None = None) -> int:
+    """The command line of step1_passkey.py / step1_niah.py (user mistakes: one ``error:`` line, exit 2)."""
+    args = build_parser(task, description).parse_args(argv)
+    return run_cli(lambda: run(task, args) and 0)

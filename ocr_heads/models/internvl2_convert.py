@@ -23,7 +23,6 @@ GotOcr2 image processor with InternVL2's tiling) and loads through the native ad
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ from safetensors import safe_open
 from transformers import InternVLConfig, InternVLForConditionalGeneration, PreTrainedTokenizerFast
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 
+from ocr_heads.cli import Parser
 from ocr_heads.models.internvl import CONTEXT_IMAGE, END_IMAGE, IMAGENET_MEAN, IMAGENET_STD, START_IMAGE
 
 logger = logging.getLogger(__name__)
@@ -339,7 +339,7 @@ def source_dir(model_id: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description="Convert an InternVL2 checkpoint (remote code: InternViT + InternLM2, e.g. OpenGVLab/InternVL2-8B) "
         "into transformers' native InternVLForConditionalGeneration layout. Reads config.json, the safetensors "
         "weights and the tokenizer files (downloaded for a hub id); runs no remote code.",

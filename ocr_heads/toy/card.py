@@ -105,7 +105,7 @@ them from plain text. It exists so the pipeline has a model whose OCR heads are 
 
 ## Held-out accuracy
 
-`python -m ocr_heads.toy.evaluate --model models/toy-qwen2-vl --n {heldout['n']} --seed {heldout_seed} --json`
+`python -m ocr_heads.toy.evaluate --model_id models/toy-qwen2-vl --n {heldout['n']} --seed {heldout_seed} --json`
 (fresh samples, greedy decoding through the project's adapter, exact match):
 
 | task | exact match |

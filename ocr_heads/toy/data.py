@@ -12,7 +12,6 @@ step2, step3 and the experiments read these samples unchanged.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import random
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
+from ocr_heads.cli import Parser, count_help, positive_int, run_cli, setup_logging
 from ocr_heads.data.haystack import Needle, embedded_corpus, haystack_slice, insert_needle
 from ocr_heads.data.render import CharBox, PageLayout, PageStyle, load_font
 from ocr_heads.data.samples import SAMPLES_FILE, evidence_boxes, find_answer_spans
@@ -181,21 +181,21 @@ def write_samples(out_dir: str | Path, n: int, seed: int, split: str = "heldout"
     return path
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+def main(argv: list[str] | None = None) -> int:
+    parser = Parser(
         description="Step 1 for the toy model: passkey pages with one character per 28x28 tile.",
         epilog=f"Writes OUT/{SAMPLES_FILE} (step1 records: id, question, answer, context, pages, evidence, "
         "occurrences, needle_span) and OUT/<id>/page_0.png. Training draws from split 'train'; use any other "
         "split (default heldout) for evaluation.",
     )
     parser.add_argument("--out", required=True, type=Path, help="output directory")
-    parser.add_argument("--n", type=int, default=50, help="number of samples (default 50)")
+    parser.add_argument("--n", type=positive_int, default=50, help=count_help("in total", 50))
     parser.add_argument("--seed", type=int, default=1000, help="sample seed (default 1000)")
     parser.add_argument("--split", default="heldout", help="stream name (default heldout; training uses 'train')")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    write_samples(args.out, args.n, args.seed, args.split)
+    setup_logging()
+    return run_cli(lambda: write_samples(args.out, args.n, args.seed, args.split) and 0)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

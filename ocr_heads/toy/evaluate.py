@@ -17,6 +17,7 @@ from contextlib import nullcontext
 
 from tqdm import tqdm
 
+from ocr_heads.cli import Parser, count_help, positive_int, run_cli, setup_logging
 from ocr_heads.interventions import mask_heads
 from ocr_heads.models import ModelAdapter, load_adapter
 from ocr_heads.toy.data import QUESTION, TOY_PROTOCOL, make_sample, sample_rng
@@ -29,41 +30,42 @@ MAX_NEW_TOKENS = 8
 
 
 def evaluate(adapter: ModelAdapter, n: int, seed: int, heads: list[str] | None = None,
-             question: str = QUESTION) -> dict:
-    """Exact match on ``n`` fresh samples of each task, optionally with ``heads`` masked."""
+             question: str = QUESTION, tasks: tuple[str, ...] = ("image", "text")) -> dict:
+    """Exact match on ``n`` fresh samples of each task in ``tasks``, optionally with ``heads`` masked."""
     if n < 1:
         raise ValueError(f"--n must be >= 1, got {n}")
-    correct = {"image": 0, "text": 0}
+    correct = dict.fromkeys(tasks, 0)
     with mask_heads(adapter, heads) if heads else nullcontext():
         for i in tqdm(range(n), desc="toy evaluate", unit="sample"):
             sample = make_sample(sample_rng(seed, EVAL_SPLIT, i))
             for task, inputs in (("image", lambda s=sample: adapter.image_inputs(s.layout.render(), question)),
                                  ("text", lambda s=sample: adapter.text_inputs(s.context, question))):
-                prediction = adapter.decode(adapter.generate(inputs(), MAX_NEW_TOKENS)).strip()
-                correct[task] += prediction == sample.answer
-    return {"image_em": correct["image"] / n, "text_em": correct["text"] / n, "n": n, "seed": seed,
+                if task in correct:
+                    prediction = adapter.decode(adapter.generate(inputs(), MAX_NEW_TOKENS)).strip()
+                    correct[task] += prediction == sample.answer
+    return {**{f"{task}_em": hits / n for task, hits in correct.items()}, "n": n, "seed": seed,
             "masked_heads": list(heads or [])}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description="Held-out exact match of a toy Qwen2-VL on image and text passkeys (fresh samples from "
         "--seed; reads only the model directory).",
     )
-    parser.add_argument("--model", required=True, help="model directory (e.g. models/toy-qwen2-vl)")
-    parser.add_argument("--n", type=int, default=100, help="samples per task (default 100)")
+    parser.add_argument("--model_id", required=True, help="model directory (e.g. models/toy-qwen2-vl)")
+    parser.add_argument("--n", type=positive_int, default=100, help=count_help("per task (image and text)", 100))
     parser.add_argument("--seed", type=int, default=12345, help="sample seed (default 12345)")
     parser.add_argument("--mask-heads", default="", help="comma-separated heads to mask, e.g. l3_h1,l2_h0")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line (last line)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
+    return run_cli(_run, args)
+
+
+def _run(args: argparse.Namespace) -> int:
     heads = [h.strip() for h in args.mask_heads.split(",") if h.strip()]
-    try:
-        adapter = load_adapter(args.model, protocol=TOY_PROTOCOL)
-        result = evaluate(adapter, args.n, args.seed, heads)
-    except (FileNotFoundError, ValueError) as err:
-        logger.error("%s", err)
-        return 2
+    adapter = load_adapter(args.model_id, protocol=TOY_PROTOCOL)
+    result = evaluate(adapter, args.n, args.seed, heads)
     if args.json:
         print(json.dumps(result))
     else:

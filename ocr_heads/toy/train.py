@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ocr_heads.cli import Parser
 from ocr_heads.io import write_json_atomic
 from ocr_heads.models import ModelAdapter, load_adapter
 from ocr_heads.models.tiny import build_tiny_qwen2_vl
@@ -263,7 +264,7 @@ def train(out: Path, cfg: TrainConfig) -> dict:
 
 def parse_config(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]:
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description="Train the toy Qwen2-VL (passkeys from tile-exact pages and from text) on CPU, "
         "deterministically. Reads nothing (data is generated); resumes from OUT/train_state.pt.",
         epilog="Writes OUT/model.safetensors, config.json, generation_config.json, tokenizer and "

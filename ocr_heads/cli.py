@@ -1,0 +1,112 @@
+"""Command-line conventions shared by every script of the project.
+
+- Every long flag accepts both spellings (``--model_id`` and ``--model-id``): the authors' scripts use
+  snake_case, the newer flags kebab-case, and a user should not have to remember which is which.
+- A user mistake ends with one ``error: ...`` line on stderr and exit status 2, never a traceback
+  (``Parser.error`` for argparse, ``run_cli`` for errors found while running).
+- ``--n`` is an integer >= 1 everywhere and its help says what N counts (``count_help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+EXIT_USER_ERROR = 2
+EXIT_EMPTY_RUN = 3
+SPELLING_NOTE = "Every flag also accepts its other spelling (--model_id or --model-id)."
+
+
+class UserError(Exception):
+    """A mistake the user can fix (bad input, conflicting output); printed as one ``error:`` line."""
+
+
+class EmptyRunError(UserError):
+    """The run finished but produced nothing to score; its files are written for inspection."""
+
+
+# Errors that stem from what the user gave (paths, file contents, flag values), not from a bug.
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                                                PermissionError, ValueError)
+
+
+def other_spelling(flag: str) -> str | None:
+    """``--model_id`` <-> ``--model-id``; None for short flags and single words."""
+    if not flag.startswith("--"):
+        return None
+    body = flag[2:]
+    if "_" in body:
+        return "--" + body.replace("_", "-")
+    if "-" in body:
+        return "--" + body.replace("-", "_")
+    return None
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def count_help(unit: str, default: object | None) -> str:
+    """The one wording of ``--n`` in every script: what N counts, and its default."""
+    tail = "all of them" if default is None else str(default)
+    return f"N, the number of samples to use: N {unit} (an integer >= 1; default {tail})"
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser with both flag spellings and one-line ``error:`` messages (exit 2)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        epilog = kwargs.get("epilog")
+        kwargs["epilog"] = f"{epilog}\n{SPELLING_NOTE}" if epilog else SPELLING_NOTE
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None):
+        argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args([self._canonical(token) for token in argv], namespace)
+
+    def _canonical(self, token: str) -> str:
+        if not token.startswith("--") or token == "--":
+            return token
+        flag, sep, value = token.partition("=")
+        if flag in self._option_string_actions:
+            return token
+        other = other_spelling(flag)
+        if other is not None and other in self._option_string_actions:
+            return other + sep + value
+        return token
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} --help)\n")
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def error_line(err: BaseException) -> str:
+    # FileNotFoundError from open() reads "[Errno 2] No such file or directory: 'x'": keep what matters.
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return f"error: {err.filename}: {err.strerror}"
+    return f"error: {err}"
+
+
+def run_cli(main: Callable[..., int | None], *args: object) -> int:
+    """Run a command's ``main``; a user mistake becomes one ``error:`` line and exit 2 (3 for empty runs)."""
+    try:
+        status = main(*args)
+    except EmptyRunError as err:
+        print(error_line(err), file=sys.stderr)
+        return EXIT_EMPTY_RUN
+    except USER_ERRORS as err:
+        print(error_line(err), file=sys.stderr)
+        return EXIT_USER_ERROR
+    return int(status or 0)
