@@ -104,14 +104,15 @@ TOY_MODEL = ROOT / "models" / "toy-qwen2-vl"
 def test_authors_alignment_end_to_end_on_the_toy_model(tmp_path):
     """The trained toy reads its 5-digit keys: both alignments score events; authors records the released
     threshold and its argmax (prompt minus its last position) still matches eager attention."""
-    from ocr_heads.toy.data import write_samples
+    from ocr_heads.toy.data import TOY_PROTOCOL, write_samples
 
     data = tmp_path / "toy"
     write_samples(data, 2, seed=11)
     metas = {}
     for alignment in ("produce", "authors"):
         out = tmp_path / alignment
-        step2("image", TOY_MODEL, data, out, "--alignment", alignment, "--max_new_tokens", "8", "--verify-eager")
+        step2("image", TOY_MODEL, data, out, "--alignment", alignment, "--max_new_tokens", "8", "--verify-eager",
+              "--protocol", TOY_PROTOCOL)
         metas[alignment] = json.loads((out / "image" / "toy-qwen2-vl_fg.meta.json").read_text())
         records = list(read_jsonl(out / "image" / "toy-qwen2-vl_fg.samples.jsonl"))
         assert all(r["recall"] == 1.0 for r in records), [r["generated"] for r in records]
