@@ -63,6 +63,11 @@ def test_prefill_score_file_ranked_by_step3(toy_data, tmp_path, capsys):
     ranked = [entry["head"] for entry in heads["heads"]]
     assert [entry["score"] for entry in heads["heads"]] == sorted((e["score"] for e in heads["heads"]), reverse=True)
     assert all(head.startswith("l0_") for head in ranked[:5]), ranked  # the layer-0 heads that read at prefill
+    # The authors' style, by file tag and model: the same list at scores/heads/NAME_prefill_documented.json.
+    assert step3_extracted_heads.main(["--te_fg_cg", "prefill", "--model_id", str(TOY_MODEL), "--scores_dir",
+                                       str(tmp_path / "scores")]) == 0
+    by_tag = json.loads((tmp_path / "scores" / "heads" / "toy-qwen2-vl_prefill_documented.json").read_text())
+    assert by_tag["heads"] == heads["heads"]
 
 
 @pytest.mark.parametrize("argv", [["--score"], ["--score", "nope"]])
