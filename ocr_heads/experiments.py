@@ -28,7 +28,9 @@ from ocr_heads.io import ensure_writable_dir, read_json, write_json_atomic
 from ocr_heads.metrics import aggregate
 from ocr_heads.models import ModelAdapter, ModelInputs, load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args
+from ocr_heads.paths import heads_file, model_name
 from ocr_heads.runner import SAMPLE_ERRORS, Shard, collect, run_batches, shard_logs
+from ocr_heads.scores import default_score
 from ocr_heads.tasks import DEFAULT_N, TASKS, Example, Task, get_task
 from ocr_heads.tasks.base import example_rng
 
@@ -37,20 +39,16 @@ logger = logging.getLogger(__name__)
 HEAD_SETS = ("none", "top", "random", "random_disjoint", "sink_top")
 # model first: a results CSV may hold several models' rows, which must never be averaged together.
 CSV_COLUMNS = ["model", "protocol", "dataset", "task", "head_set", "k", "seed", "metric", "value", "n", "note"]
-SCORE_SUFFIX = {"image": "fg", "text": "te"}
 DEFAULT_MODEL = "Qwen/Qwen2-VL-2B-Instruct"
 
 
 # ---------------------------------------------------------------- head lists and head sets
 
 
-def model_name(model_id: str) -> str:
-    return model_id.rstrip("/").split("/")[-1]
-
-
 def default_heads_path(model_id: str, task: str) -> Path:
-    """Where step3 writes the documented-rule head list for this model and task."""
-    return Path("scores") / "heads" / f"{model_name(model_id)}_{SCORE_SUFFIX[task]}_documented.json"
+    """Where step3 writes the documented-rule head list of this model's default score for ``task`` (image: OCR
+    heads, text: retrieval heads)."""
+    return heads_file("scores", model_name(model_id), default_score(task), "documented")
 
 
 def _rank_by_value(values: dict[str, float]) -> list[str]:
