@@ -214,8 +214,29 @@ def _per_sample(lists: list) -> list[list[int]]:
     return [lists] if lists else []
 
 
-_ACTIVE: list[AttentionRecorder] = []
-_EDITS: list[AttentionEdit] = []
+@dataclass
+class AttentionHooks:
+    """What the ocr_heads attention function applies for one model: its edits, and its recorders (the newest
+    records). It hangs on that model's attention modules, so two models in one process never see each
+    other's recorders or edits."""
+
+    recorders: list[AttentionRecorder] = field(default_factory=list)
+    edits: list[AttentionEdit] = field(default_factory=list)
+
+
+_HOOKS = "_ocr_heads_hooks"
+_NO_HOOKS = AttentionHooks()
+
+
+def model_hooks(adapter: ModelAdapter) -> AttentionHooks:
+    """The hooks of the adapter's model, attached to each of its attention modules on first use."""
+    modules = [module for module in adapter.attention_modules() if module is not None]
+    hooks = getattr(modules[0], _HOOKS, None) if modules else None
+    if hooks is None:
+        hooks = AttentionHooks()
+        for module in modules:
+            module.__dict__[_HOOKS] = hooks  # a plain attribute, not a submodule or a parameter
+    return hooks
 
 
 def last_row_scores(query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -300,13 +321,14 @@ def check_supported(module: torch.nn.Module, key: torch.Tensor, recomputes_rows:
 
 def ocr_heads_attention_forward(module, query, key, value, attention_mask, **kwargs):
     """sdpa, then the active edits, then the statistics of the producing row for the active recorder."""
-    recomputes = bool(_ACTIVE and (_ACTIVE[-1].prompt_rows or _ACTIVE[-1].mass_rows))
+    hooks = getattr(module, _HOOKS, _NO_HOOKS)
+    recorder = hooks.recorders[-1] if hooks.recorders else None
+    recomputes = bool(recorder and (recorder.prompt_rows or recorder.mass_rows))
     check_supported(module, key, recomputes_rows=recomputes, **kwargs)
     output, weights = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    for edit in _EDITS:
+    for edit in hooks.edits:
         output = edit(module, query, key, value, attention_mask, output, **kwargs)
-    if _ACTIVE:
-        recorder = _ACTIVE[-1]
+    if recorder is not None:
         if recorder.prompt_length is None:
             recorder.prompt_length = key.shape[2]
         pads = recorder.pad_tensor(query.shape[0], query.device)
@@ -367,23 +389,25 @@ def capture(adapter: ModelAdapter) -> Iterator[AttentionRecorder]:
     """
     recorder = AttentionRecorder(num_layers=adapter.shape.num_layers, layers=adapter.scoreable_layers)
     recorder.reset()
+    recorders = model_hooks(adapter).recorders
     with text_attention(adapter, IMPLEMENTATION):
-        _ACTIVE.append(recorder)
+        recorders.append(recorder)
         try:
             yield recorder
         finally:
-            _ACTIVE.remove(recorder)
+            recorders.remove(recorder)
 
 
 @contextmanager
 def edited(adapter: ModelAdapter, edit: AttentionEdit) -> Iterator[None]:
     """Apply ``edit`` to the language model's attention output inside the block (see module docstring)."""
+    edits = model_hooks(adapter).edits
     with text_attention(adapter, IMPLEMENTATION):
-        _EDITS.append(edit)
+        edits.append(edit)
         try:
             yield
         finally:
-            _EDITS.remove(edit)
+            edits.remove(edit)
 
 
 def eager_attention_rows(adapter: ModelAdapter, inputs, generated: list[int]) -> dict[int, torch.Tensor]:

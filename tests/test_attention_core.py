@@ -1,5 +1,6 @@
 """Selected-row attention probabilities == eager attention computed the plain way in the test."""
 
+import pytest
 import torch
 
 from ocr_heads import attention_core
@@ -105,3 +106,27 @@ def test_recorded_prefill_mass_equals_eager(tiny_adapter, passkey_dir):
         expected = probs[0][:, rows][:, :, keys]
         torch.testing.assert_close(mass[layer], expected, atol=1e-6, rtol=1e-5)
     assert mass[:, :, :, -1].abs().max() == 0  # causal: no post-image row sees the last prompt position
+
+
+def test_two_models_keep_their_own_recorders_and_edits(tiny_adapter, tiny_model_dir, passkey_dir):
+    """Recorders and edits belong to the model they were installed on, not to the process."""
+    from ocr_heads.interventions import mask_heads
+    from ocr_heads.models import load_adapter
+
+    other = load_adapter(str(tiny_model_dir))
+    sample = load_samples(passkey_dir)[0]
+    inputs = tiny_adapter.image_inputs(sample.load_pages(), sample.question)
+    plain = other.generate(inputs, max_new_tokens=4)
+    with capture(tiny_adapter) as recorder:
+        other.set_text_attention("ocr_heads")  # the other model runs the same attention function
+        try:
+            assert other.generate(inputs, max_new_tokens=4) == plain
+            with pytest.raises(RuntimeError, match="nothing was recorded"):
+                recorder.result()  # the other model's generate left this recorder alone
+            with mask_heads(tiny_adapter, ["l0_h0", "l1_h1", "l2_h2", "l2_h3"]):
+                assert other.generate(inputs, max_new_tokens=4) == plain  # ... and this model's edits too
+        finally:
+            other.set_text_attention("sdpa")
+        recorder.reset()
+        tiny_adapter.generate(inputs, max_new_tokens=4)
+        assert recorder.result().argmax.shape == (4, 3, 4)
