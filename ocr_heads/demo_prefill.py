@@ -13,7 +13,7 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ocr_heads.experiments import load_head_ranking, select_heads
+from ocr_heads.selection import choose_heads, load_head_ranking
 
 if TYPE_CHECKING:
     from ocr_heads.demo import Masking
@@ -32,7 +32,7 @@ def prefill_masking(top: Masking, union: Masking, ocr_path: Path, prefill_path: 
     both = ocr + [head for head in prefill if head not in ocr]
     prefill_em = top.em("passkey", "image", "top", prefill, heads_path=prefill_path)
     union_em = union.em("passkey", "image", "top", both)
-    randoms = [union.em("passkey", "image", "random", select_heads("random", len(both), [], union.layers,
+    randoms = [union.em("passkey", "image", "random", choose_heads("random", len(both), [], union.layers,
                                                                     union.heads, seed), seed) for seed in seeds]
     random_union = statistics.mean(randoms)
     return {"k": k, "baseline_image_em": base,
