@@ -75,6 +75,7 @@ class AttentionRecorder:
     _argmax: list[list[torch.Tensor]] = field(default_factory=list)
     _sink: list[list[torch.Tensor]] = field(default_factory=list)
     _pads: dict[torch.device, torch.Tensor] = field(default_factory=dict)
+    _prefilled: bool = False  # a prefill was recorded since the last reset
 
     def reset(self, prompt_length: int | None = None, prompt_rows: list | None = None,
               pads: list[int] | None = None, exclude_last_prompt: bool = False, mass_rows: list | None = None,
@@ -92,6 +93,20 @@ class AttentionRecorder:
         self._argmax = [[] for _ in range(self.num_layers)]
         self._sink = [[] for _ in range(self.num_layers)]
         self._pads = {}
+        self._prefilled = False
+
+    def begin_prefill(self, num_keys: int) -> None:
+        """A prefill reached the first recorded layer. A second generate since :meth:`reset` starts the record
+        over (prompt length inferred again), unless the recorder holds positions of the previous prompt (rows,
+        padding), which only a reset for the new prompt can give."""
+        if self._prefilled:
+            if self.prompt_rows or self.mass_rows or self.pads:
+                raise RuntimeError("the recorder holds rows or padding of the previous prompt: call reset() with "
+                                   "the new prompt's before each generate")
+            self.reset(exclude_last_prompt=self.exclude_last_prompt)
+        self._prefilled = True
+        if self.prompt_length is None:
+            self.prompt_length = num_keys
 
     @property
     def recorded_layers(self) -> list[int]:
@@ -329,8 +344,8 @@ def ocr_heads_attention_forward(module, query, key, value, attention_mask, **kwa
     for edit in hooks.edits:
         output = edit(module, query, key, value, attention_mask, output, **kwargs)
     if recorder is not None:
-        if recorder.prompt_length is None:
-            recorder.prompt_length = key.shape[2]
+        if query.shape[2] > 1 and module.layer_idx == recorder.recorded_layers[0]:
+            recorder.begin_prefill(key.shape[2])
         pads = recorder.pad_tensor(query.shape[0], query.device)
         argmax, sink = producing_row_statistics(query, key, attention_mask, kwargs.get("scaling"),
                                                 recorder.argmax_keys(), pads,
@@ -385,7 +400,8 @@ def text_attention(adapter: ModelAdapter, implementation: str) -> Iterator[None]
 def capture(adapter: ModelAdapter) -> Iterator[AttentionRecorder]:
     """Record per-head argmax/sink of every producing row while ``generate`` runs inside the block.
 
-    Call ``recorder.reset()`` before each generate (or use one block per sample).
+    Each generate starts the record over; call ``recorder.reset(...)`` before a generate to give its prompt
+    length, padding or prompt rows to record.
     """
     recorder = AttentionRecorder(num_layers=adapter.shape.num_layers, layers=adapter.scoreable_layers)
     recorder.reset()

@@ -130,3 +130,19 @@ def test_two_models_keep_their_own_recorders_and_edits(tiny_adapter, tiny_model_
         recorder.reset()
         tiny_adapter.generate(inputs, max_new_tokens=4)
         assert recorder.result().argmax.shape == (4, 3, 4)
+
+
+def test_recorder_starts_over_at_each_generate(tiny_adapter, passkey_dir):
+    first, second = load_samples(passkey_dir)[:2]
+    inputs = [tiny_adapter.image_inputs(s.load_pages(), s.question) for s in (first, second)]
+    with capture(tiny_adapter) as alone:
+        tiny_adapter.generate(inputs[1], max_new_tokens=3)
+        expected = alone.result()
+    with capture(tiny_adapter) as recorder:
+        tiny_adapter.generate(inputs[0], max_new_tokens=5)
+        tiny_adapter.generate(inputs[1], max_new_tokens=3)  # no reset: the record is the second generate's
+        assert torch.equal(recorder.result().argmax, expected.argmax)
+        recorder.reset(inputs[1].prompt_length, mass_rows=[inputs[1].prompt_length - 2], mass_keys=[0])
+        tiny_adapter.generate(inputs[1], max_new_tokens=2)
+        with pytest.raises(RuntimeError, match="rows or padding of the previous prompt"):
+            tiny_adapter.generate(inputs[1], max_new_tokens=2)
