@@ -263,16 +263,22 @@ def last_row_scores(query: torch.Tensor, key: torch.Tensor, attention_mask: torc
 def producing_row_statistics(query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None,
                              scaling: float | None, prompt_keys: int, pads: torch.Tensor | None,
                              offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sample and head, of the last query row: the argmax key over the sample's own prompt (padded
-    positions [pad, prompt_keys), reported in its own coordinates) and the probability on its first real
-    key (the sink); both (batch, heads).
+    """:func:`row_statistics` of every sample's last query row. Few kernels on purpose: at small sizes
+    each costs more than the decode step's sdpa call (see README, capture overhead)."""
+    probs = torch.softmax(last_row_scores(query, key, attention_mask, scaling), dim=-1, dtype=torch.float32)
+    return row_statistics(probs, prompt_keys, pads, offset)
+
+
+def row_statistics(probs: torch.Tensor, prompt_keys: int, pads: torch.Tensor | None,
+                   offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample and head, of one query row's probabilities ``probs`` (batch, heads, keys): the argmax key
+    over the sample's own prompt (padded positions [pad, prompt_keys), reported in its own coordinates) and
+    the probability on its first real key (the sink); both (batch, heads).
 
     ``pads``: (batch,) left padding, or None when no sample is padded. ``offset``: padded position of the
     first cached key (> 0 when a sliding window dropped older keys; positions outside the window have
-    probability 0, as eager gives them). Few kernels on purpose: at small sizes each costs more than the
-    decode step's sdpa call (see README, capture overhead).
+    probability 0, as eager gives them).
     """
-    probs = torch.softmax(last_row_scores(query, key, attention_mask, scaling), dim=-1, dtype=torch.float32)
     batch, heads = probs.shape[:2]
     pad = pads[:, None] if pads is not None else 0
     visible = max(prompt_keys - offset, 0)

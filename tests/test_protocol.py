@@ -138,7 +138,8 @@ def test_step2_meta_records_the_protocol_and_tokens_per_page(hub_dir, passkey_di
         out = tmp_path / protocol
         argv = ["--model_id", str(hub_dir), "--data", str(passkey_dir), "--out", str(out), "--n", "2",
                 "--max_new_tokens", "2", "--protocol", protocol]
-        assert main("image", argv) == 0
+        # A random model does not answer: the run writes its files and exits 3 (no answer-token events).
+        assert main("image", argv) in (0, 3)
         stem = out / "image" / f"{hub_dir.name}_fg"
         meta = json.loads(stem.with_suffix(".meta.json").read_text())
         assert meta["protocol"]["protocol"] == protocol

@@ -208,14 +208,14 @@ def test_authors_score_only_the_first_occurrence():
 
 
 def test_authors_argmax_leaves_out_the_last_prompt_position():
-    from ocr_heads.attention import AttentionRecorder
+    from ocr_heads.attention import AttentionRecorder, row_statistics
 
-    # Prompt of 5 positions; the decode row (6 keys) peaks on position 4, the prompt's last, then on 2.
-    row = torch.tensor([[0.05, 0.10, 0.25, 0.05, 0.40, 0.15]])  # (heads=1, keys)
+    # Prompt of 5 positions; a decode row (6 keys) peaks on position 4, the prompt's last, then on 2.
+    row = torch.tensor([[[0.05, 0.10, 0.25, 0.05, 0.40, 0.15]]])  # (batch=1, heads=1, keys)
     for exclude, expected in [(False, 4), (True, 2)]:
         recorder = AttentionRecorder(num_layers=1)
         recorder.reset(prompt_length=5, exclude_last_prompt=exclude)
-        recorder.observe(0, row)
+        recorder.observe(0, *row_statistics(row, recorder.argmax_keys(), None))
         record = recorder.result()
         assert record.argmax.tolist() == [[[expected]]]
         assert record.keys == (4 if exclude else None)
