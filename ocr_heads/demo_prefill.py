@@ -19,45 +19,57 @@ if TYPE_CHECKING:
     from ocr_heads.demo import Masking
 
 
-def prefill_masking(top: Masking, union: Masking, ocr_path: Path, prefill_path: Path, k: int, base: float,
-                    random_k: float | None, seeds: tuple[int, ...]) -> dict | None:
-    """Image EM with the top-k prefill heads masked, and with the union of the top-k OCR and top-k prefill
-    heads masked, against ``len(union)`` random heads (mean over ``seeds``). ``top`` and ``union`` write to
-    separate folders (a run's file name holds its head set and k, not whose heads). ``base``: the unmasked
-    image EM; ``random_k``: the table's k-random image EM (the control for the top-k prefill heads)."""
-    prefill = load_head_ranking(prefill_path)[:k]
-    if not prefill or not k:
+def prefill_masking(top: Masking, union: Masking, ocr_path: Path, prefill_path: Path, k: int, k_prefill: int,
+                    base: float, random_k: float | None, seeds: tuple[int, ...]) -> dict | None:
+    """Held-out image EM with the top prefill heads masked, at the OCR rows' ``k`` (control: the table's k
+    random heads, ``random_k``) and at ``k_prefill`` (chosen on the calibration split as the OCR k is;
+    control: as many random heads), and with the union of the top-k OCR and top-``k_prefill`` prefill heads
+    masked (control: as many random heads). Controls are means over ``seeds``. ``top`` and ``union`` write to
+    separate folders (a run's file name holds its head set and k, not whose heads); ``base``: unmasked EM."""
+    ranking = load_head_ranking(prefill_path)
+    if not ranking or not k:
         return None
-    ocr = load_head_ranking(ocr_path)[:k]
-    both = ocr + [head for head in prefill if head not in ocr]
-    prefill_em = top.em("passkey", "image", "top", prefill, heads_path=prefill_path)
-    union_em = union.em("passkey", "image", "top", both)
-    randoms = [union.em("passkey", "image", "random", choose_heads("random", len(both), [], union.layers,
-                                                                    union.heads, seed), seed) for seed in seeds]
-    random_union = statistics.mean(randoms)
-    return {"k": k, "baseline_image_em": base,
-            "prefill_top_k": {"heads": prefill, "image_em": prefill_em, "image_drop": base - prefill_em},
-            "random_k_image_em": random_k,
-            "union": {"heads": both, "image_em": union_em, "image_drop": base - union_em},
-            "random_union": {"k": len(both), "image_em": random_union, "image_drop": base - random_union,
-                             "seeds": dict(zip(seeds, randoms, strict=True))}}
+
+    def masked(m: Masking, heads: list[str], path: Path | None = None) -> dict:
+        em = m.em("passkey", "image", "top", heads, heads_path=path)
+        return {"heads": heads, "image_em": em, "image_drop": base - em}
+
+    def control(m: Masking, size: int) -> dict:
+        ems = [m.em("passkey", "image", "random", choose_heads("random", size, [], m.layers, m.heads, seed), seed)
+               for seed in seeds]
+        mean = statistics.mean(ems)
+        return {"k": size, "image_em": mean, "image_drop": base - mean, "seeds": dict(zip(seeds, ems, strict=True))}
+
+    both = load_head_ranking(ocr_path)[:k]
+    both += [head for head in ranking[:k_prefill] if head not in both]
+    return {"k": k, "k_prefill": k_prefill, "baseline_image_em": base, "random_k_image_em": random_k,
+            "prefill_top_k": masked(top, ranking[:k], prefill_path),
+            "prefill_top_k_prefill": masked(top, ranking[:k_prefill], prefill_path),
+            "random_k_prefill": control(top, k_prefill),
+            "union": masked(union, both), "random_union": control(union, len(both))}
 
 
 def prefill_lines(row: dict | None) -> list[str]:
     """Headline lines for :func:`prefill_masking`'s result (image EM; drops in points)."""
     if row is None:
         return ["prefill-read heads: none selected (no masking rows)"]
-    k, union, seeds = row["k"], row["union"], len(row["random_union"]["seeds"])
-    lines = [f"prefill heads masked: {', '.join(row['prefill_top_k']['heads'])}; union: {', '.join(union['heads'])}",
+    k, kp, union = row["k"], row["k_prefill"], row["union"]
+    seeds = len(row["random_union"]["seeds"])
+    lines = [f"k = {kp} for the prefill heads, chosen on the calibration split as k is for the OCR heads",
+             f"prefill heads masked: {', '.join(row['prefill_top_k_prefill']['heads'])}; union: "
+             f"{', '.join(union['heads'])}",
              f"{'heads masked':<34}{'image EM':>10}{'image drop':>12}",
              f"{'none':<34}{row['baseline_image_em']:>10.3f}"]
     cells = [(f"top-{k} prefill", row["prefill_top_k"]["image_em"])]
     if row["random_k_image_em"] is not None:
-        cells.append((f"{k} random (mean of 5 seeds)", row["random_k_image_em"]))
-    cells += [(f"top-{k} OCR + top-{k} prefill", union["image_em"]),
+        cells.append((f"{k} random (mean of {seeds} seeds)", row["random_k_image_em"]))
+    cells += [(f"top-{kp} prefill", row["prefill_top_k_prefill"]["image_em"]),
+              (f"{kp} random (mean of {seeds} seeds)", row["random_k_prefill"]["image_em"]),
+              (f"top-{k} OCR + top-{kp} prefill", union["image_em"]),
               (f"{row['random_union']['k']} random (mean of {seeds} seeds)", row["random_union"]["image_em"])]
     for label, em in cells:
         lines.append(f"{label:<34}{em:>10.3f}{100 * (row['baseline_image_em'] - em):>+11.0f}p")
-    lines.append(f"{row['random_union']['k']} random heads per seed (image EM): "
-                 + ", ".join(f"seed {seed} {em:.2f}" for seed, em in row["random_union"]["seeds"].items()))
+    for key in ("random_k_prefill", "random_union"):
+        lines.append(f"{row[key]['k']} random heads per seed (image EM): "
+                     + ", ".join(f"seed {seed} {em:.2f}" for seed, em in row[key]["seeds"].items()))
     return lines
