@@ -6,7 +6,7 @@ Loads the checkpoint's config, tokenizer and image processor only (no weights), 
 inputs step2 builds for that page under the chosen protocol, and prints the token count, the layout
 and the tile boxes. ``--json`` ends stdout with one line
 ``{"image_tokens": N, "tiles": [[x0, y0, x1, y1], ...], "protocol": "paper"}``: one box per image
-token in prompt order, in page pixels.
+token in prompt order, in page pixels, or ``null`` for a token that shows no page pixels.
 """
 
 from __future__ import annotations
@@ -41,31 +41,37 @@ class PageView:
 def view_page(adapter: ModelAdapter, page: Image.Image) -> PageView:
     """The adapter's view of one page, checked against the ids it actually puts in the prompt."""
     inputs = adapter.image_inputs([page], QUESTION)
-    (tokens,) = inputs.image_tokens
+    # A page may be several runs of image tokens (Gemma 3's pan-and-scan crops follow the whole page).
+    tiles = np.concatenate([tokens.tile_boxes for tokens in inputs.image_tokens])
     in_prompt = int((inputs.input_ids == adapter.image_token_id).sum())
-    if in_prompt != tokens.count:
-        raise ValueError(f"{in_prompt} image-token ids in the prompt, but {tokens.count} tile boxes")
-    return PageView(in_prompt, tokens.tile_boxes, tokens.layout, page.size)
+    if in_prompt != len(tiles):
+        raise ValueError(f"{in_prompt} image-token ids in the prompt, but {len(tiles)} tile boxes")
+    layout = "; ".join(tokens.layout for tokens in inputs.image_tokens if tokens.layout)
+    return PageView(in_prompt, tiles, layout, page.size)
 
 
 def draw_overlay(page: Image.Image, tiles: np.ndarray) -> Image.Image:
     """The page with every token's box outlined (boxes shared by several tokens are drawn once)."""
     canvas = page.convert("RGB")
     draw = ImageDraw.Draw(canvas)
-    for x0, y0, x1, y1 in np.unique(np.round(tiles, 2), axis=0):
+    shown = tiles[~np.isnan(tiles).any(axis=1)]
+    for x0, y0, x1, y1 in np.unique(np.round(shown, 2), axis=0):
         draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=OVERLAY_COLOUR)
     return canvas
 
 
 def json_line(view: PageView, protocol: str) -> str:
-    return json.dumps({"image_tokens": view.image_tokens, "tiles": view.tiles.tolist(), "protocol": protocol})
+    """``null`` for a token that shows no page pixels (a LLaVA-OneVision row newline)."""
+    tiles = [None if np.isnan(box).any() else box.tolist() for box in view.tiles]
+    return json.dumps({"image_tokens": view.image_tokens, "tiles": tiles, "protocol": protocol})
 
 
 def report(adapter: ModelAdapter, view: PageView) -> str:
     settings = ", ".join(f"{k}={v}" for k, v in adapter.settings().items())
     lines = [f"model: {adapter.name}", f"settings: {settings}", f"page: {view.page_size[0]}x{view.page_size[1]} px",
              f"image tokens: {view.image_tokens}", f"grid: {view.layout}", "tiles (token: x0 y0 x1 y1, page px):"]
-    lines += [f"  {i:4d}: {x0:8.2f} {y0:8.2f} {x1:8.2f} {y1:8.2f}" for i, (x0, y0, x1, y1) in enumerate(view.tiles)]
+    lines += [f"  {i:4d}: no page pixels" if np.isnan(box).any() else
+              f"  {i:4d}: {box[0]:8.2f} {box[1]:8.2f} {box[2]:8.2f} {box[3]:8.2f}" for i, box in enumerate(view.tiles)]
     return "\n".join(lines)
 
 

@@ -151,7 +151,8 @@ def test_step2_resumes_at_another_batch_size(toy_data, batch_1_scores, tmp_path)
 
 
 def _experiment(experiment: str, data: Path, out: Path, batch_size: int, heads: Path, *extra: str) -> dict:
-    argv = ["--datasets", "passkey", "--task", "image", "--model_id", str(TOY), "--data", str(data),
+    argv = ["--datasets", "passkey", "--task", "image", "--model_id", str(TOY), "--protocol", TOY_PROTOCOL,
+            "--data", str(data),
             "--n", str(N), "--max_new_tokens", str(NEW), "--out", str(out), "--heads", str(heads),
             "--batch_size", str(batch_size), *extra]
     assert run_main(experiment, argv) == 0
@@ -169,8 +170,10 @@ def heads_file(tmp_path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("experiment", "extra"), [("masking", ("--do_masking", "--num_of_masking_head", "3")),
-                                                    ("sink", ("--unmasking", "--num_of_masking_head", "2"))])
+@pytest.mark.parametrize(("experiment", "extra"), [
+    ("masking", ("--do_masking", "--num_of_masking_head", "3")),
+    ("sink", ("--do_masking", "--unmasking", "--num_of_masking_head", "2")),  # the authors' flags for the edit
+])
 def test_experiment_metrics_equal_at_batch_8(experiment, extra, toy_data, heads_file, tmp_path):
     one = _experiment(experiment, toy_data, tmp_path / "b1", 1, heads_file, *extra)
     eight = _experiment(experiment, toy_data, tmp_path / "b8", 8, heads_file, *extra)

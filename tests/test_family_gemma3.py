@@ -200,3 +200,31 @@ def test_a_character_is_targeted_in_the_page_and_in_its_crop(adapter):
                                                                                                   right)]
     assert in_run[0] and in_run[1] and not in_run[2]
     assert sum(map(len, in_run)) == len(targets)
+
+
+@pytest.mark.parametrize("size", [STEP1_PAGE, (1200, 400), (300, 900), (500, 500), (2000, 300), (260, 250)])
+def test_expected_tokens_match_the_processor_crops(model_dir, size):
+    """expected_tokens (the settings' arithmetic) against the crops the processor's own pan_and_scan makes."""
+    adapter = load_adapter(str(model_dir), pan_and_scan=True, weights=False)
+    crops = int(adapter.image_processor(images=[Image.new("RGB", size, "white")], return_tensors="pt")["num_crops"][0])
+    assert adapter.expected_tokens(size) == 256 * (1 + crops)
+    assert load_adapter(str(model_dir), weights=False).expected_tokens(size) == 256  # paper: no crops
+
+
+def test_paper_turns_pan_and_scan_off_native_keeps_the_checkpoints(model_dir, tmp_path):
+    import json
+    import shutil
+
+    scan_dir = tmp_path / "pan-and-scan"
+    shutil.copytree(model_dir, scan_dir)
+    config_path = scan_dir / "preprocessor_config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "do_pan_and_scan": True}))
+    paper = load_adapter(str(scan_dir), weights=False)
+    native = load_adapter(str(scan_dir), protocol="native", weights=False)
+    assert paper.settings() == {"protocol": "paper", "tokens_per_image": 256, "pan_and_scan": False}
+    assert native.settings() == {"protocol": "native", "tokens_per_image": 256, "pan_and_scan": True,
+                                 "min_crop_size": 256, "max_num_crops": 4, "min_ratio_to_activate": 1.2}
+    page = Image.new("RGB", STEP1_PAGE, "white")
+    assert [t.count for t in paper.image_inputs([page], "q?").image_tokens] == [256]
+    assert [t.count for t in native.image_inputs([page], "q?").image_tokens] == [256] * 3  # page + 2 crops
+    assert native.expected_tokens(STEP1_PAGE) == 3 * 256

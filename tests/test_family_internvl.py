@@ -59,11 +59,12 @@ def test_language_model_is_qwen3(adapter):
     assert hasattr(attention, "q_norm") and hasattr(attention, "k_norm")  # Qwen3's per-head RMS norms
 
 
-@pytest.mark.parametrize(("max_patches", "tiles"), [(1, 1), (None, 7)])
-def test_token_count_equals_the_processor_and_the_vision_features(adapter, max_patches, tiles):
+@pytest.mark.parametrize(("protocol", "tiles"), [("paper", 1), ("native", 7)])
+def test_token_count_equals_the_processor_and_the_vision_features(adapter, protocol, tiles):
     """Paper protocol: 1 tile = 256 tokens; native (tiny: max 6 tiles): 3x2 tiles + thumbnail = 7 x 256."""
-    paper = load_adapter(str(adapter.model.name_or_path), max_patches=max_patches) if max_patches else adapter
-    assert paper.max_patches == (max_patches or 6)
+    paper = load_adapter(str(adapter.model.name_or_path), protocol=protocol)
+    assert paper.max_patches == {"paper": 1, "native": 6}[protocol]
+    assert paper.expected_tokens(STEP1_PAGE) == tiles * 256
     page = Image.new("RGB", STEP1_PAGE, "white")
     inputs = paper.image_inputs([page], "What is the pass key?")
     ids = inputs.input_ids[0]

@@ -179,3 +179,16 @@ def test_newline_positions_are_never_targets(adapter):
     (targets,) = char_targets([{0: [[0, 0, *STEP1_PAGE]]}], inputs.image_tokens, threshold=0.0)
     # ... but never targets, whatever the threshold.
     assert targets == {tokens.start + t for t in np.flatnonzero(tokens.shows_pixels)}
+
+
+@pytest.mark.parametrize("size", SIZES + [(2000, 300), (100, 1500)])
+def test_expected_tokens_match_the_processor_count(adapter, model_dir, size):
+    """expected_tokens (plain arithmetic on the settings) against LlavaOnevisionProcessor's own count; both
+    protocols are the checkpoint's anyres (the paper has no LLaVA-OneVision setting)."""
+    expected = processor_token_count(adapter, size, 1)
+    assert adapter.expected_tokens(size) == expected
+    native = load_adapter(str(model_dir), protocol="native", weights=False)
+    assert native.expected_tokens(size) == expected
+    assert native.settings() == {**adapter.settings(), "protocol": "native"}
+    assert adapter.settings() == {"protocol": "paper", "image_size": 384, "patch_size": 14, "grid_pinpoints": 36,
+                                  "vision_aspect_ratio": "anyres_max_9"}

@@ -211,8 +211,9 @@ def test_step1_page_goes_through_step2_on_the_hub_qwen2_vl(hub_qwen2_vl_dir, pas
     from ocr_heads.step2 import main
 
     out = tmp_path / "scores"
+    # A random model does not answer: the run writes its files and exits 3 (no answer-token events).
     assert main("image", ["--model_id", str(hub_qwen2_vl_dir), "--data", str(passkey_dir), "--out", str(out),
-                          "--n", "1", "--max_new_tokens", "4"]) == 0
+                          "--n", "1", "--max_new_tokens", "4"]) in (0, 3)
     stem = "Qwen2-VL-2B-Instruct_fg"
     scores = json.loads((out / "image" / f"{stem}.json").read_text())
     assert sorted(scores) == sorted(f"l{layer}_h{head}" for layer in range(2) for head in range(4))
@@ -245,9 +246,7 @@ def test_unavailable_vocabulary_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OCR_HEADS_QWEN_TIKTOKEN", str(tmp_path / "missing.tiktoken"))
     with pytest.raises(qwen2_vocab.VocabUnavailable, match="missing.tiktoken"):
         qwen2_vocab.qwen2_tokenizer_dir()
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--out", str(tmp_path / "tiny"), "--vocab", "qwen2"])
-    assert exit_info.value.code == 2
+    assert main(["--out", str(tmp_path / "tiny"), "--vocab", "qwen2"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: OCR_HEADS_QWEN_TIKTOKEN=")
     # A truncated ranks file is refused, not converted into a wrong vocabulary.
     short = tmp_path / "short.tiktoken"

@@ -133,7 +133,13 @@ def test_item3_report_of_random_scores_says_so_and_draws_nothing_empty(tmp_path)
 
 def test_item4_a_run_without_events_exits_3_and_step3_names_the_file(tiny_model_dir, passkey_dir, tmp_path,
                                                                      capsys):
-    argv = ["--model_id", str(tiny_model_dir), "--data", str(passkey_dir), "--out", str(tmp_path), "--n", "1",
+    # The tiny model without its random-weights mark: to step2 it is a checkpoint that should answer.
+    model = tmp_path / "tiny-qwen2-vl"
+    shutil.copytree(tiny_model_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    del config["ocr_heads_random_weights"]
+    (model / "config.json").write_text(json.dumps(config))
+    argv = ["--model_id", str(model), "--data", str(passkey_dir), "--out", str(tmp_path), "--n", "1",
             "--max_new_tokens", "1"]
     assert step2_main("image", argv) == EXIT_EMPTY_RUN
     scores = tmp_path / "image" / "tiny-qwen2-vl_fg.json"
@@ -145,6 +151,10 @@ def test_item4_a_run_without_events_exits_3_and_step3_names_the_file(tiny_model_
     assert line == (f"error: {scores} holds no events (its step2 run never scored an answer token): no heads "
                     "can be selected from it")
     assert not (tmp_path / "heads.json").exists()
+    # The same run on the marked random model is expected to be empty: files written, a warning, exit 0.
+    argv[1], argv[5] = str(tiny_model_dir), str(tmp_path / "random")
+    assert step2_main("image", argv) == 0
+    assert json.loads((tmp_path / "random" / "image" / "tiny-qwen2-vl_fg.meta.json").read_text())["n_events"] == 0
 
 
 # ---------------------------------------------------------------- 5. --n means one thing

@@ -111,6 +111,7 @@ def test_authors_alignment_end_to_end_on_the_toy_model(tmp_path):
     metas = {}
     for alignment in ("produce", "authors"):
         out = tmp_path / alignment
+        # The toy reads only at the geometry it was trained on (its native bounds, not the paper's budget).
         step2("image", TOY_MODEL, data, out, "--alignment", alignment, "--max_new_tokens", "8", "--verify-eager",
               "--protocol", TOY_PROTOCOL)
         metas[alignment] = json.loads((out / "image" / "toy-qwen2-vl_fg.meta.json").read_text())

@@ -16,6 +16,8 @@ image attend to each other bidirectionally in prefill, and without it silently r
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from PIL import Image
@@ -23,6 +25,7 @@ from transformers import AutoImageProcessor, Gemma3ForConditionalGeneration
 
 from ocr_heads.models import register_family
 from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, context_offsets
+from ocr_heads.models.protocol import DEFAULT_PROTOCOL, PAPER, check_protocol
 
 BOI = "<start_of_image>"
 EOI = "<end_of_image>"
@@ -58,6 +61,16 @@ def image_regions(image_processor, page_size: tuple[int, int]) -> list[tuple[flo
     return regions
 
 
+def pan_and_scan_crops(page_size: tuple[int, int], min_crop_size: int, max_crops: int, min_ratio: float) -> int:
+    """How many pan-and-scan crops a page gets (0: none), by the rule Gemma 3's processor states: crops along the
+    long side, about one per aspect-ratio unit, 2 .. ``max_crops``, none below ``min_ratio`` or ``min_crop_size``."""
+    long, short = max(page_size), min(page_size)
+    if long / short < min_ratio:
+        return 0
+    crops = min(max(2, min(math.floor(long / short + 0.5), math.floor(long / min_crop_size))), max_crops)
+    return crops if min(math.ceil(long / crops), short) >= min_crop_size else 0
+
+
 def region_token_boxes(region: tuple[float, float, float, float], side: int) -> np.ndarray:
     """Row-major ``side x side`` token boxes over one region (the image is stretched to a square, then pooled)."""
     x0, y0, x1, y1 = region
@@ -68,22 +81,31 @@ def region_token_boxes(region: tuple[float, float, float, float], side: int) -> 
 
 @register_family("gemma3")
 class Gemma3Adapter(ModelAdapter):
+    CONFIG_TOKENS = {"image_token_index": IMAGE_TOKEN, "boi_token_index": BOI, "eoi_token_index": EOI,
+                     "image_token_id": IMAGE_TOKEN}  # hub files use *_index
+
     def __init__(
         self,
         model_id: str,
         dtype: torch.dtype | str | None = None,
         device_map: str | None = None,
+        protocol: str = DEFAULT_PROTOCOL,
         pan_and_scan: bool | None = None,
+        weights: bool = True,
         **unsupported: object,
     ) -> None:
         if unsupported:
             raise ValueError(f"Gemma 3 resizes pages to one square (optionally pan-and-scan), not by "
                              f"{sorted(unsupported)}")
-        self._load(Gemma3ForConditionalGeneration, model_id, dtype, device_map, GEMMA3_CHAT_TEMPLATE)
+        self.protocol = check_protocol(protocol)
+        self._load(Gemma3ForConditionalGeneration, model_id, dtype, device_map, GEMMA3_CHAT_TEMPLATE, weights)
         self.image_processor = AutoImageProcessor.from_pretrained(model_id)
-        if pan_and_scan is not None:
-            self.image_processor.do_pan_and_scan = pan_and_scan
-        config = self.model.config
+        # `paper`: one 896 px square, 256 tokens a page (the paper's budget; no crops, like its one InternVL
+        # tile). `native`: the checkpoint's own do_pan_and_scan (published Gemma 3 configs leave it off).
+        if pan_and_scan is None:
+            pan_and_scan = False if protocol == PAPER else bool(self.image_processor.do_pan_and_scan)
+        self.image_processor.do_pan_and_scan = pan_and_scan
+        config = self.config
         self.image_token_id = config.image_token_id
         self.tokens_per_image = int(config.mm_tokens_per_image)
         self.side = int(round(self.tokens_per_image**0.5))
@@ -93,6 +115,24 @@ class Gemma3Adapter(ModelAdapter):
                              "patches into a square grid")
         if self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) != self.image_token_id:
             raise ValueError(f"{model_id}: tokenizer's {IMAGE_TOKEN} id does not match config.image_token_id")
+
+    def settings(self) -> dict:
+        processor = self.image_processor
+        settings = {"protocol": self.protocol, "tokens_per_image": self.tokens_per_image,
+                    "pan_and_scan": bool(processor.do_pan_and_scan)}
+        if processor.do_pan_and_scan:
+            settings.update(min_crop_size=processor.pan_and_scan_min_crop_size,
+                            max_num_crops=processor.pan_and_scan_max_num_crops,
+                            min_ratio_to_activate=processor.pan_and_scan_min_ratio_to_activate)
+        return settings
+
+    def expected_tokens(self, page_size: tuple[int, int]) -> int:
+        settings = self.settings()
+        crops = 0
+        if settings["pan_and_scan"]:
+            crops = pan_and_scan_crops(page_size, settings["min_crop_size"], settings["max_num_crops"],
+                                       settings["min_ratio_to_activate"])
+        return self.tokens_per_image * (1 + crops)
 
     def image_inputs(self, pages: list[Image.Image], question: str) -> ModelInputs:
         if not pages:
@@ -109,9 +149,17 @@ class Gemma3Adapter(ModelAdapter):
         inputs.tensors["pixel_values"] = vision["pixel_values"]
         starts = self._run_starts(inputs.input_ids[0], sum(len(r) for r in regions))
         runs = iter(starts)
-        inputs.image_tokens = [ImageTokens(page=i, start=next(runs), tile_boxes=region_token_boxes(region, self.side))
-                               for i, page_regions in enumerate(regions) for region in page_regions]
+        inputs.image_tokens = [ImageTokens(page=i, start=next(runs), tile_boxes=region_token_boxes(region, self.side),
+                                           layout=self._layout(region, k))
+                               for i, page_regions in enumerate(regions) for k, region in enumerate(page_regions)]
         return inputs
+
+    def _layout(self, region: tuple[float, float, float, float], index: int) -> str:
+        size = self.config.vision_config.image_size
+        if index == 0:
+            return f"{self.side} x {self.side} tokens over the page stretched to {size} px"
+        x0, y0, x1, y1 = (int(v) for v in region)
+        return f"crop {index}: {self.side} x {self.side} tokens over page x {x0}..{x1}, y {y0}..{y1}"
 
     def _image_sequence(self, crops: int) -> str:
         """One page's text as Gemma3Processor expands it (the page, then its pan-and-scan crops)."""

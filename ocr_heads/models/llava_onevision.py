@@ -35,6 +35,7 @@ from transformers.models.llava_onevision.modeling_llava_onevision import get_any
 
 from ocr_heads.models import register_family
 from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, context_offsets
+from ocr_heads.models.protocol import DEFAULT_PROTOCOL, check_protocol
 
 IMAGE_TOKEN = "<image>"
 # LLaVA-OneVision's chat format (images first, then the text, after "<|im_start|>user "): used when a
@@ -116,19 +117,28 @@ def anyres_page_boxes(page_size: tuple[int, int], grid: int, patch: int, side: i
 
 @register_family("llava_onevision")
 class LlavaOnevisionAdapter(ModelAdapter):
+    CONFIG_TOKENS = {"image_token_index": IMAGE_TOKEN, "video_token_index": "<video>",
+                     "image_token_id": IMAGE_TOKEN, "video_token_id": "<video>"}  # hub files use *_index
+
     def __init__(
         self,
         model_id: str,
         dtype: torch.dtype | str | None = None,
         device_map: str | None = None,
+        protocol: str = DEFAULT_PROTOCOL,
+        weights: bool = True,
         **unsupported: object,
     ) -> None:
         if unsupported:
             raise ValueError(f"LLaVA-OneVision tiles pages by its grid pinpoints, not by {sorted(unsupported)}")
+        # `paper` = `native` here: the paper has no LLaVA-OneVision setting, and the model itself chooses anyres
+        # for a one-image prompt (its crop count follows config.image_grid_pinpoints, which the processor must
+        # match), so there is no budget to set without leaving the model's own layout (docs/protocol.md).
+        self.protocol = check_protocol(protocol)
         self._load(LlavaOnevisionForConditionalGeneration, model_id, dtype, device_map,
-                   LLAVA_ONEVISION_CHAT_TEMPLATE)
+                   LLAVA_ONEVISION_CHAT_TEMPLATE, weights)
         self.image_processor = AutoImageProcessor.from_pretrained(model_id)
-        config = self.model.config
+        config = self.config
         if config.vision_feature_select_strategy != "full":
             raise ValueError(f"{model_id}: vision_feature_select_strategy {config.vision_feature_select_strategy!r} "
                              "is not supported (LLaVA-OneVision's SigLIP tower uses 'full')")
@@ -141,8 +151,29 @@ class LlavaOnevisionAdapter(ModelAdapter):
         crop = self.image_processor.size
         if (crop.get("height"), crop.get("width")) != (self.side, self.side):
             raise ValueError(f"{model_id}: image processor size {crop} does not match the vision tower's {self.side}")
+        if [list(p) for p in self.image_processor.image_grid_pinpoints] != self.pinpoints:
+            raise ValueError(f"{model_id}: the image processor's grid pinpoints differ from the model config's")
         if self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) != self.image_token_id:
             raise ValueError(f"{model_id}: tokenizer's {IMAGE_TOKEN} id does not match config.image_token_id")
+
+    def settings(self) -> dict:
+        return {"protocol": self.protocol, "image_size": self.side, "patch_size": self.patch,
+                "grid_pinpoints": len(self.pinpoints), "vision_aspect_ratio": f"anyres_max_{self.max_crops}"}
+
+    def expected_tokens(self, page_size: tuple[int, int]) -> int:
+        """A one-page prompt: the base image's g x g, plus the unpadded (and, past anyres_max, shrunk) crop
+        canvas with one newline per row; plain arithmetic on the settings, as the processor counts them."""
+        width, height = page_size
+        best_h, best_w = select_best_resolution((height, width), self.pinpoints)
+        rows, cols = self.grid * (best_h // self.side), self.grid * (best_w // self.side)
+        if width / height > cols / rows:  # wider than the canvas: padding rows above and below are dropped
+            rows -= (rows - int(round(height * cols / width, 7))) // 2 * 2
+        else:
+            cols -= (cols - int(round(width * rows / height, 7))) // 2 * 2
+        ratio = math.sqrt(rows * cols / (self.max_crops * self.grid**2))
+        if ratio > 1.1:
+            rows, cols = int(rows // ratio), int(cols // ratio)
+        return self.grid**2 + rows * (cols + 1)
 
     def page_boxes(self, page_size: tuple[int, int], pages_in_prompt: int) -> np.ndarray:
         """Boxes of one page's image tokens, in prompt order (NaN where a token shows no page pixels)."""
@@ -157,15 +188,25 @@ class LlavaOnevisionAdapter(ModelAdapter):
         # One sample holding all pages: the processor (and the model) switch off anyres for several images.
         vision = self.image_processor(images=[pages], return_tensors="pt")
         boxes = [self.page_boxes(page.size, len(pages)) for page in pages]
+        layouts = [self._layout(b, len(pages)) for b in boxes]
         counts = [len(b) for b in boxes]
         content = [{"type": "image"} for _ in pages] + [{"type": "text", "text": question}]
         inputs = self._tokenize(content, context=None, image_token_counts=counts)
         inputs.tensors.update(pixel_values=vision["pixel_values"], image_sizes=vision["image_sizes"],
                               batch_num_images=torch.as_tensor(vision["batch_num_images"]))
         starts = self._image_starts(inputs.input_ids[0], counts)
-        inputs.image_tokens = [ImageTokens(page=i, start=s, tile_boxes=b)
-                               for i, (s, b) in enumerate(zip(starts, boxes, strict=True))]
+        inputs.image_tokens = [ImageTokens(page=i, start=s, tile_boxes=b, layout=layout)
+                               for i, (s, b, layout) in enumerate(zip(starts, boxes, layouts, strict=True))]
         return inputs
+
+    def _layout(self, boxes: np.ndarray, pages_in_prompt: int) -> str:
+        g = self.grid
+        if pages_in_prompt > 1:
+            return f"{g} x {g} features of the page padded to a square, {self.side} px, + 1 newline"
+        rows = int(np.isnan(boxes[g * g:]).all(axis=1).sum())  # crop-canvas newlines: one per row
+        cols = (len(boxes) - g * g) // rows - 1
+        return (f"{g} x {g} base features of the page stretched to {self.side} px, then {rows} x {cols} crop-canvas "
+                f"cells + {rows} newlines")
 
     def _tokenize(self, content: list[dict], context: str | None, image_token_counts: list[int]) -> ModelInputs:
         prompt = self.tokenizer.apply_chat_template(
