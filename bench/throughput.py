@@ -43,7 +43,7 @@ def score_all(adapter, recorder, samples, cfg, batch_size: int) -> tuple[float, 
         for outcome in score_batch(adapter, recorder, samples[i : i + batch_size], cfg):
             if isinstance(outcome, Exception):
                 raise outcome
-            records.append({k: v for k, v in outcome.items() if not k.startswith("_")})
+            records.append(outcome.log_record())
     return time.perf_counter() - start, records
 
 

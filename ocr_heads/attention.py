@@ -26,6 +26,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from ocr_heads.attention_core import DEFAULT_CHUNK, attention_logits, key_mass
 from ocr_heads.models.base import ModelAdapter
 
 IMPLEMENTATION = "ocr_heads"
@@ -65,13 +66,20 @@ class AttentionRecorder:
     # Layers that have attention rows (default: all). The others (the linear-attention layers of a hybrid
     # model) never call the attention function; their entries in the result are NOT_RECORDED.
     layers: list[int] | None = None
+    # Prefill rows whose probabilities on ``mass_keys`` are recorded (own coordinates; the prefill score):
+    # one list each for a single sample, or one list per sample.
+    mass_rows: list = field(default_factory=list)
+    mass_keys: list = field(default_factory=list)
     _prompt_argmax: list = field(default_factory=list)
+    _mass: list = field(default_factory=list)
     _argmax: list[list[torch.Tensor]] = field(default_factory=list)
     _sink: list[list[torch.Tensor]] = field(default_factory=list)
     _pads: dict[torch.device, torch.Tensor] = field(default_factory=dict)
+    _prefilled: bool = False  # a prefill was recorded since the last reset
 
     def reset(self, prompt_length: int | None = None, prompt_rows: list | None = None,
-              pads: list[int] | None = None, exclude_last_prompt: bool = False) -> None:
+              pads: list[int] | None = None, exclude_last_prompt: bool = False, mass_rows: list | None = None,
+              mass_keys: list | None = None) -> None:
         """Start a new generate. ``exclude_last_prompt`` restricts the argmax to positions [0, P-1): the
         released OCR code slices ``attn[row, :-len(generated)]`` out of a matrix one column shorter than
         prompt + output, which drops the prompt's last position."""
@@ -79,10 +87,26 @@ class AttentionRecorder:
         self.prompt_rows = list(prompt_rows or [])
         self.pads = list(pads) if pads is not None else None
         self.exclude_last_prompt = exclude_last_prompt
+        self.mass_rows, self.mass_keys = list(mass_rows or []), list(mass_keys or [])
         self._prompt_argmax = [None] * self.num_layers
+        self._mass = [None] * self.num_layers
         self._argmax = [[] for _ in range(self.num_layers)]
         self._sink = [[] for _ in range(self.num_layers)]
         self._pads = {}
+        self._prefilled = False
+
+    def begin_prefill(self, num_keys: int) -> None:
+        """A prefill reached the first recorded layer. A second generate since :meth:`reset` starts the record
+        over (prompt length inferred again), unless the recorder holds positions of the previous prompt (rows,
+        padding), which only a reset for the new prompt can give."""
+        if self._prefilled:
+            if self.prompt_rows or self.mass_rows or self.pads:
+                raise RuntimeError("the recorder holds rows or padding of the previous prompt: call reset() with "
+                                   "the new prompt's before each generate")
+            self.reset(exclude_last_prompt=self.exclude_last_prompt)
+        self._prefilled = True
+        if self.prompt_length is None:
+            self.prompt_length = num_keys
 
     @property
     def recorded_layers(self) -> list[int]:
@@ -108,9 +132,11 @@ class AttentionRecorder:
 
     def rows_per_sample(self) -> list[list[int]]:
         """``prompt_rows`` as one list per sample."""
-        if self.prompt_rows and isinstance(self.prompt_rows[0], (list, tuple)):
-            return [list(rows) for rows in self.prompt_rows]
-        return [self.prompt_rows] if self.prompt_rows else []
+        return _per_sample(self.prompt_rows)
+
+    def mass_per_sample(self) -> list[tuple[list[int], list[int]]]:
+        """``(mass_rows, mass_keys)`` of each sample."""
+        return list(zip(_per_sample(self.mass_rows), _per_sample(self.mass_keys), strict=True))
 
     def observe(self, layer: int, argmax: torch.Tensor, sink: torch.Tensor) -> None:
         """``argmax``/``sink``: (batch, heads) of the producing query row, in own coordinates."""
@@ -121,6 +147,22 @@ class AttentionRecorder:
     def observe_prompt_rows(self, layer: int, argmax: list[torch.Tensor]) -> None:
         """``argmax``: per sample, (rows, heads) for its ``prompt_rows``."""
         self._prompt_argmax[layer] = argmax
+
+    def observe_key_mass(self, layer: int, mass: list[torch.Tensor | None]) -> None:
+        """``mass``: per sample, (heads, rows, keys) probabilities of its mass rows on its mass keys."""
+        self._mass[layer] = mass
+
+    def key_mass(self, sample: int = 0) -> torch.Tensor | None:
+        """(layers, heads, rows, keys) prefill probabilities of one sample's mass rows on its mass keys (NaN in
+        layers without attention rows); None when the sample has no mass rows."""
+        requested = self.mass_per_sample()
+        if not requested or not requested[sample][0]:
+            return None
+        recorded = [per_layer[sample] for per_layer in self._mass if per_layer is not None]
+        if not recorded or any(self._mass[layer] is None for layer in self.recorded_layers):
+            raise RuntimeError("no prefill key mass was recorded: reset with mass_rows/mass_keys before generate")
+        blank = torch.full_like(recorded[0], float("nan"))
+        return torch.stack([blank if per_layer is None else per_layer[sample] for per_layer in self._mass]).cpu()
 
     def prompt_argmax(self, sample: int = 0) -> dict[int, torch.Tensor]:
         """Prompt position -> (layers, heads) argmax of its own row, for one sample of the batch
@@ -180,23 +222,42 @@ class AttentionRecorder:
         return records
 
 
-_ACTIVE: list[AttentionRecorder] = []
-_EDITS: list[AttentionEdit] = []
+def _per_sample(lists: list) -> list[list[int]]:
+    """A list of positions for one sample, or one list per sample, as one list per sample."""
+    if lists and isinstance(lists[0], (list, tuple)):
+        return [list(rows) for rows in lists]
+    return [lists] if lists else []
+
+
+@dataclass
+class AttentionHooks:
+    """What the ocr_heads attention function applies for one model: its edits, and its recorders (the newest
+    records). It hangs on that model's attention modules, so two models in one process never see each
+    other's recorders or edits."""
+
+    recorders: list[AttentionRecorder] = field(default_factory=list)
+    edits: list[AttentionEdit] = field(default_factory=list)
+
+
+_HOOKS = "_ocr_heads_hooks"
+_NO_HOOKS = AttentionHooks()
+
+
+def model_hooks(adapter: ModelAdapter) -> AttentionHooks:
+    """The hooks of the adapter's model, attached to each of its attention modules on first use."""
+    modules = [module for module in adapter.attention_modules() if module is not None]
+    hooks = getattr(modules[0], _HOOKS, None) if modules else None
+    if hooks is None:
+        hooks = AttentionHooks()
+        for module in modules:
+            module.__dict__[_HOOKS] = hooks  # a plain attribute, not a submodule or a parameter
+    return hooks
 
 
 def last_row_scores(query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None,
                     scaling: float | None) -> torch.Tensor:
     """Attention logits of every sample's last query row, (batch, heads, keys); masked keys -inf."""
-    batch, kv_heads, num_keys = key.shape[0], key.shape[1], key.shape[2]
-    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    # GQA without copying keys: query heads h*groups .. h*groups+groups-1 share kv head h (as repeat_kv).
-    last = query[:, :, -1, :].reshape(batch, kv_heads, -1, query.shape[-1])  # (batch, kv_heads, groups, dim)
-    scores = torch.matmul(last, key.transpose(2, 3)).reshape(batch, -1, num_keys) * scale
-    if attention_mask is not None:
-        row = attention_mask[:, :, -1, :num_keys]  # (batch|1, 1, keys)
-        scores = scores.masked_fill(~row, float("-inf")) if row.dtype == torch.bool else scores + row
-    # With no mask the last row sees every key: it is the newest position (causal).
-    return scores
+    return attention_logits(query, key, attention_mask, [query.shape[2] - 1], scaling=scaling)[:, :, 0]
 
 
 def producing_row_statistics(query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -234,22 +295,19 @@ def row_statistics(probs: torch.Tensor, prompt_keys: int, pads: torch.Tensor | N
 
 
 def prompt_rows_argmax(
-    query: torch.Tensor, key: torch.Tensor, rows: list[int], scaling: float | None, chunk: int = 64,
-    sample: int = 0, pad: int = 0,
+    query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None, rows: list[int],
+    scaling: float | None, chunk: int = DEFAULT_CHUNK, sample: int = 0, pad: int = 0,
 ) -> torch.Tensor:
-    """Causal argmax of selected prefill rows (own coordinates) of one sample, (rows, heads); chunked to
-    bound memory. With left padding ``pad``, the pads are masked and positions shifted back."""
-    groups = query.shape[1] // key.shape[1]
-    keys = key[sample].repeat_interleave(groups, dim=0)
-    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    columns = torch.arange(keys.shape[1], device=keys.device)
+    """Argmax of selected prefill rows (own coordinates) of one sample, (rows, heads); chunked to bound
+    memory. With left padding ``pad`` the rows sit at ``row + pad`` (the mask hides the pads) and
+    positions are shifted back."""
+    mask = attention_mask[sample : sample + 1] if attention_mask is not None and attention_mask.shape[0] > 1 \
+        else attention_mask
     out = []
     for i in range(0, len(rows), chunk):
-        index = torch.tensor(rows[i : i + chunk], device=query.device) + pad
-        scores = torch.matmul(query[sample][:, index, :], keys.transpose(1, 2)) * scale  # (heads, rows, keys)
-        hidden = (columns[None, None, :] > index[None, :, None]) | (columns[None, None, :] < pad)
-        scores = scores.masked_fill(hidden, float("-inf"))
-        out.append(scores.argmax(dim=-1).T - pad)
+        index = [row + pad for row in rows[i : i + chunk]]
+        logits = attention_logits(query[sample : sample + 1], key[sample : sample + 1], mask, index, scaling=scaling)
+        out.append(logits[0].argmax(dim=-1).T - pad)
     return torch.cat(out)
 
 
@@ -284,14 +342,16 @@ def check_supported(module: torch.nn.Module, key: torch.Tensor, recomputes_rows:
 
 def ocr_heads_attention_forward(module, query, key, value, attention_mask, **kwargs):
     """sdpa, then the active edits, then the statistics of the producing row for the active recorder."""
-    check_supported(module, key, recomputes_rows=bool(_ACTIVE and _ACTIVE[-1].prompt_rows), **kwargs)
+    hooks = getattr(module, _HOOKS, _NO_HOOKS)
+    recorder = hooks.recorders[-1] if hooks.recorders else None
+    recomputes = bool(recorder and (recorder.prompt_rows or recorder.mass_rows))
+    check_supported(module, key, recomputes_rows=recomputes, **kwargs)
     output, weights = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    for edit in _EDITS:
+    for edit in hooks.edits:
         output = edit(module, query, key, value, attention_mask, output, **kwargs)
-    if _ACTIVE:
-        recorder = _ACTIVE[-1]
-        if recorder.prompt_length is None:
-            recorder.prompt_length = key.shape[2]
+    if recorder is not None:
+        if query.shape[2] > 1 and module.layer_idx == recorder.recorded_layers[0]:
+            recorder.begin_prefill(key.shape[2])
         pads = recorder.pad_tensor(query.shape[0], query.device)
         argmax, sink = producing_row_statistics(query, key, attention_mask, kwargs.get("scaling"),
                                                 recorder.argmax_keys(), pads,
@@ -299,10 +359,31 @@ def ocr_heads_attention_forward(module, query, key, value, attention_mask, **kwa
         recorder.observe(module.layer_idx, argmax, sink)
         if recorder.prompt_rows and query.shape[2] > 1:
             pad_list = recorder.pads or [0] * query.shape[0]
-            argmax_rows = [prompt_rows_argmax(query, key, rows, kwargs.get("scaling"), sample=i, pad=pad_list[i])
+            argmax_rows = [prompt_rows_argmax(query, key, attention_mask, rows, kwargs.get("scaling"), sample=i,
+                                              pad=pad_list[i])
                            if rows else None for i, rows in enumerate(recorder.rows_per_sample())]
             recorder.observe_prompt_rows(module.layer_idx, argmax_rows)
+        if recorder.mass_rows and query.shape[2] > 1:
+            recorder.observe_key_mass(module.layer_idx, prefill_key_mass(recorder, query, key, attention_mask,
+                                                                          kwargs.get("scaling")))
     return output, weights
+
+
+def prefill_key_mass(recorder: AttentionRecorder, query: torch.Tensor, key: torch.Tensor,
+                     attention_mask: torch.Tensor | None, scaling: float | None) -> list[torch.Tensor | None]:
+    """Per sample, (heads, rows, keys): its mass rows' prefill probabilities on its mass keys, found at their
+    left-padded positions (own coordinates + pad; the mask hides the pads)."""
+    pads = recorder.pads or [0] * query.shape[0]
+    out: list[torch.Tensor | None] = []
+    for i, (rows, keys) in enumerate(recorder.mass_per_sample()):
+        if not rows:
+            out.append(None)
+            continue
+        batched = attention_mask is not None and attention_mask.shape[0] > 1
+        mask = attention_mask[i : i + 1] if batched else attention_mask
+        out.append(key_mass(query[i : i + 1], key[i : i + 1], mask, [r + pads[i] for r in rows],
+                            [k + pads[i] for k in keys], scaling)[0])
+    return out
 
 
 AttentionInterface.register(IMPLEMENTATION, ocr_heads_attention_forward)
@@ -325,27 +406,30 @@ def text_attention(adapter: ModelAdapter, implementation: str) -> Iterator[None]
 def capture(adapter: ModelAdapter) -> Iterator[AttentionRecorder]:
     """Record per-head argmax/sink of every producing row while ``generate`` runs inside the block.
 
-    Call ``recorder.reset()`` before each generate (or use one block per sample).
+    Each generate starts the record over; call ``recorder.reset(...)`` before a generate to give its prompt
+    length, padding or prompt rows to record.
     """
     recorder = AttentionRecorder(num_layers=adapter.shape.num_layers, layers=adapter.scoreable_layers)
     recorder.reset()
+    recorders = model_hooks(adapter).recorders
     with text_attention(adapter, IMPLEMENTATION):
-        _ACTIVE.append(recorder)
+        recorders.append(recorder)
         try:
             yield recorder
         finally:
-            _ACTIVE.remove(recorder)
+            recorders.remove(recorder)
 
 
 @contextmanager
 def edited(adapter: ModelAdapter, edit: AttentionEdit) -> Iterator[None]:
     """Apply ``edit`` to the language model's attention output inside the block (see module docstring)."""
+    edits = model_hooks(adapter).edits
     with text_attention(adapter, IMPLEMENTATION):
-        _EDITS.append(edit)
+        edits.append(edit)
         try:
             yield
         finally:
-            _EDITS.remove(edit)
+            edits.remove(edit)
 
 
 def eager_attention_rows(adapter: ModelAdapter, inputs, generated: list[int]) -> dict[int, torch.Tensor]:

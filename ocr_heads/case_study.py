@@ -207,8 +207,7 @@ def _run(args: argparse.Namespace) -> int:
     with capture(adapter) as recorder:
         def process(batch: list[Sample]) -> list[dict | Exception]:
             outcomes = score_batch(adapter, recorder, batch, cfg)
-            return [outcome if isinstance(outcome, Exception) else
-                    {"char": sample.answer, **{k: v for k, v in outcome.items() if not k.startswith("_")}}
+            return [outcome if isinstance(outcome, Exception) else {"char": sample.answer, **outcome.log_record()}
                     for sample, outcome in zip(batch, outcomes, strict=True)]
 
         run_batches(samples, lambda s: s.id, process, log, "case study", args.batch_size)

@@ -6,13 +6,17 @@ retrieval heads are real. The demo runs the commands a user runs (printed as the
 
 1. step1: tile-exact passkey pages (``python -m ocr_heads.toy.data``) in three disjoint seeded
    splits: one to find heads on, a calibration split to choose k on, a held-out split to report on;
-2. step2: OCR scores (pages) and retrieval scores (the same context as text);
-3. step3: the OCR and retrieval head lists (``OUT/ocr_heads.json``, ``OUT/retrieval_heads.json``);
+2. step2: OCR scores (pages), retrieval scores (the same context as text) and prefill-read scores
+   (pages; ``--score prefill``);
+3. step3: the OCR, retrieval and prefill head lists (``OUT/ocr_heads.json``, ``OUT/retrieval_heads.json``,
+   ``OUT/prefill_heads.json``);
 4. masking on image and text passkeys: k is the smallest number of top OCR heads whose masking cuts
    image accuracy by at least 40 points *on the calibration split*; then, on the held-out split only,
    the top-k OCR heads against k random heads (5 seeds) and the top-k retrieval heads (so whether
    the held-out drop reaches 40 points is a finding, not true by construction);
-5. sink redistribution on the top-2 OCR heads (held-out split);
+5. sink redistribution on the top-2 OCR heads (held-out split); the top prefill heads masked at the OCR k
+   and at their own k (chosen on the calibration split the same way), and the union of the top OCR and
+   prefill heads, each against as many random heads (5 seeds; held-out split; ``ocr_heads.demo_prefill``);
 6. the case study from step2's own events, grouped by the digit each event reads (``exp_case.py
    --from_step2``): real per-digit head maps of the toy model;
 7. the report (figures, tables) and ``OUT/headline.json`` with the table printed at the end.
@@ -32,6 +36,7 @@ import time
 from pathlib import Path
 
 from ocr_heads.cli import Parser, count_help, positive_int, setup_logging
+from ocr_heads.demo_prefill import prefill_lines, prefill_masking
 from ocr_heads.experiments import RunConfig, load_head_ranking, run_one, select_heads
 from ocr_heads.io import read_json, write_json_atomic
 from ocr_heads.models import ModelAdapter, load_adapter
@@ -92,8 +97,8 @@ def choose_k(m: Masking, ocr: list[str], ocr_path: Path) -> dict:
             break
     if k is None:
         k = len(sweep)
-        logger.warning("masking up to %d OCR heads never cut calibration image EM by %.0f points", k,
-                       100 * DROP_TARGET)
+        logger.warning("masking up to %d top heads of %s never cut calibration image EM by %.0f points", k,
+                       ocr_path.name, 100 * DROP_TARGET)
     return {"n": m.n, "baseline_image_em": base, "sweep": sweep, "k": k}
 
 
@@ -147,7 +152,9 @@ def headline_text(h: dict) -> str:
              f"OCR heads (step3, {h['n_ocr_heads']}):       "
              + ", ".join(f"{x['head']} {x['score']:.2f}" for x in h["ocr_heads_top"]),
              f"retrieval heads (step3, {h['n_retrieval_heads']}): "
-             + ", ".join(f"{x['head']} {x['score']:.2f}" for x in h["retrieval_heads_top"]), "",
+             + ", ".join(f"{x['head']} {x['score']:.2f}" for x in h["retrieval_heads_top"]),
+             f"prefill heads (step3, {h['n_prefill_heads']}):   "
+             + ", ".join(f"{x['head']} {x['score']:.2f}" for x in h["prefill_heads_top"]), "",
              f"k = {t['k']}: the smallest k whose top-k OCR heads cut calibration image EM by >= "
              f"{100 * DROP_TARGET:.0f}p (calibration EM {c['baseline_image_em']:.2f}; "
              + ", ".join(f"k={r['k']} {r['image_em']:.2f}" for r in c["sweep"]) + ")", "",
@@ -170,6 +177,7 @@ def headline_text(h: dict) -> str:
         lines.append("")
         lines.append(f"sink redistribution on {', '.join(s['heads'])} (beta {s['beta']}): image EM "
                      f"{s['baseline_image_em']:.3f} -> {s['image_em']:.3f}")
+    lines += ["", f"held-out (n={t['n']}), prefill-read heads", *prefill_lines(h["prefill_masking"])]
     lines += ["", "targets: " + ", ".join(f"{name} {'met' if ok else 'NOT met'}" for name, ok in h["targets"].items())]
     return "\n".join(lines)
 
@@ -183,6 +191,8 @@ def targets(h: dict) -> dict[str, bool]:
         "retrieval heads found": h["n_retrieval_heads"] > 0,
         "top-k OCR cuts held-out image EM >= 40p": bool(t["ocr_top_k"]) and t["ocr_top_k"]["image_drop"] >= DROP_TARGET,
         "k random cut held-out image EM <= 10p": bool(t["random_k"]) and t["random_k"]["image_drop"] <= RANDOM_LIMIT,
+        "top-k prefill (own k) cuts held-out image EM >= 40p": bool(p := h["prefill_masking"])
+        and p["prefill_top_k_prefill"]["image_drop"] >= DROP_TARGET,
     }
 
 
@@ -212,11 +222,15 @@ def main(argv: list[str] | None = None) -> None:
               "--max_new_tokens", str(MAX_NEW_TOKENS)]
     run("step2_ocr_retrieval_head.py", *common, "--verify-eager")
     run("step2_text_retrieval_head.py", *common, "--verify-eager")
+    run("step2_ocr_retrieval_head.py", *common, "--score", "prefill")
     name = Path(model).name
     ocr_path, retrieval_path = out / "ocr_heads.json", out / "retrieval_heads.json"
     run("step3_extracted_heads.py", "--scores", str(scores / "image" / f"{name}_fg.json"), "--out", str(ocr_path))
     run("step3_extracted_heads.py", "--scores", str(scores / "text" / f"{name}_te.json"), "--out",
         str(retrieval_path))
+    prefill_path = out / "prefill_heads.json"
+    run("step3_extracted_heads.py", "--scores", str(scores / "image" / f"{name}_prefill.json"), "--out",
+        str(prefill_path))
     results = out / "results"
     print("\n$ exp_masking.py / exp_sink.py runs (in one process; each run's command is logged)", flush=True)
     adapter = load_adapter(model, protocol=TOY_PROTOCOL)
@@ -226,6 +240,13 @@ def main(argv: list[str] | None = None) -> None:
     masking = Masking(adapter, model, eval_data, args.n_eval, results)
     table = masking_table(masking, ocr_path, retrieval_path, calibration["k"])
     sink = sink_rows(masking, ocr_path)
+    # Own folders: a run's file name says its head set and k, not whose heads (and the report reads `results`).
+    prefill_calibration = choose_k(Masking(adapter, model, calib_data, args.n_calib, out / "calibration_prefill"),
+                                   load_head_ranking(prefill_path), prefill_path)
+    prefill = prefill_masking(*(Masking(adapter, model, eval_data, args.n_eval, out / "results_prefill" / part)
+                                for part in ("prefill", "union")), ocr_path, prefill_path, table["k"],
+                              prefill_calibration["k"], table["baseline"]["image_em"],
+                              table["random_k"]["image_em"] if table["random_k"] else None, RANDOM_SEEDS)
     # Case study from step2's events: the toy model reads 5-digit keys in its own page layout, not the
     # single-character step1 pages, so its per-digit maps come from the run that found its heads.
     run("exp_case.py", "--from_step2", str(scores / "image" / f"{name}_fg.samples.jsonl"), "--out", str(results))
@@ -241,6 +262,10 @@ def main(argv: list[str] | None = None) -> None:
         "n_retrieval_heads": len(read_json(retrieval_path)["heads"]),
         "ocr_heads_top": _top(ocr_path),
         "retrieval_heads_top": _top(retrieval_path),
+        "n_prefill_heads": len(read_json(prefill_path)["heads"]),
+        "prefill_heads_top": _top(prefill_path),
+        "prefill_calibration": prefill_calibration,
+        "prefill_masking": prefill,
         "calibration": calibration,
         "masking": table,
         "sink": sink,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-import random
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -21,114 +20,35 @@ from pathlib import Path
 
 from ocr_heads.caveats import model_note
 from ocr_heads.cli import Parser, UserError, count_help, error_line, positive_int, run_cli, setup_logging
-from ocr_heads.heads import all_heads, check_heads_exist, parse_head
+from ocr_heads.heads import check_heads_exist
 from ocr_heads.identity import data_fingerprint, differences
 from ocr_heads.interventions import mask_heads, redistribute_sink_heads
 from ocr_heads.io import ensure_writable_dir, read_json, write_json_atomic
 from ocr_heads.metrics import aggregate
 from ocr_heads.models import ModelAdapter, ModelInputs, load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args
+from ocr_heads.paths import heads_file, model_name
 from ocr_heads.runner import SAMPLE_ERRORS, Shard, collect, run_batches, shard_logs
+from ocr_heads.scores import default_score
+from ocr_heads.selection import choose_heads as select_heads
+from ocr_heads.selection import load_head_ranking
 from ocr_heads.tasks import DEFAULT_N, TASKS, Example, Task, get_task
 from ocr_heads.tasks.base import example_rng
 
 logger = logging.getLogger(__name__)
 
-HEAD_SETS = ("none", "top", "random", "random_disjoint", "sink_top")
 # model first: a results CSV may hold several models' rows, which must never be averaged together.
 CSV_COLUMNS = ["model", "protocol", "dataset", "task", "head_set", "k", "seed", "metric", "value", "n", "note"]
-SCORE_SUFFIX = {"image": "fg", "text": "te"}
 DEFAULT_MODEL = "Qwen/Qwen2-VL-2B-Instruct"
 
 
 # ---------------------------------------------------------------- head lists and head sets
 
 
-def model_name(model_id: str) -> str:
-    return model_id.rstrip("/").split("/")[-1]
-
-
 def default_heads_path(model_id: str, task: str) -> Path:
-    """Where step3 writes the documented-rule head list for this model and task."""
-    return Path("scores") / "heads" / f"{model_name(model_id)}_{SCORE_SUFFIX[task]}_documented.json"
-
-
-def _rank_by_value(values: dict[str, float]) -> list[str]:
-    # Stable sort on layer-major order: ties keep the authors' order (lower layer, lower head first).
-    names = sorted(values, key=parse_head)
-    return sorted(names, key=lambda name: values[name], reverse=True)
-
-
-def load_head_ranking(path: str | Path) -> list[str]:
-    """Head names, best first, from any head or score file the project knows:
-
-    - step3 output ``{"heads": [{"head": "l26_h9", "score": .52, ...}, ...]}`` (ranked by score);
-    - a plain JSON list of names (the authors' step3 output; taken in file order, which for their
-      files is layer-major, not by score);
-    - a raw score file ``{"l0_h0": [values...]}`` (ranked by the plain mean) or a mean file
-      ``{"l0_h0": 0.12}`` (ranked by value).
-    """
-    data = read_json(path)
-    plain_list = isinstance(data, list)
-    if isinstance(data, dict) and "heads" in data:
-        data = data["heads"]
-    if isinstance(data, list):
-        if all(isinstance(item, str) for item in data):
-            if plain_list:
-                logger.warning("%s is a plain head list: top-k takes it in file order, not by score", path)
-            names = list(data)
-        elif all(isinstance(item, dict) and "head" in item for item in data):
-            scored = {item["head"]: float(item.get("score", 0.0)) for item in data}
-            names = sorted(scored, key=lambda name: scored[name], reverse=True)  # stable: file order on ties
-        else:
-            raise ValueError(f"{path}: expected head names or {{'head', 'score'}} records")
-    elif isinstance(data, dict) and data:
-        means = {}
-        for name, value in data.items():
-            if isinstance(value, list):
-                means[name] = sum(value) / len(value) if value else 0.0
-            elif isinstance(value, (int, float)):
-                means[name] = float(value)
-            else:
-                raise ValueError(f"{path}: head {name!r} has neither a score list nor a number")
-        names = _rank_by_value(means)
-    else:
-        raise ValueError(f"{path}: not a head list or score file")
-    for name in names:
-        parse_head(name)
-    return names
-
-
-def select_heads(head_set: str, k: int, ranking: list[str], num_layers: int, num_heads: int, seed: int,
-                 layers: list[int] | None = None) -> list[str]:
-    """The heads of one head set (random draws only from ``layers``, default all: a hybrid model's
-    linear-attention layers have no heads to mask).
-
-    ``top``: the first k of ``ranking``. ``random``: k of all heads, seeded. ``random_disjoint``: k of
-    the heads not in ``ranking`` (the whole list, not only its top k, as the paper's control),
-    sampled from a sorted pool so the draw is the same on every machine.
-    """
-    if head_set == "none":
-        return []
-    if k < 1:
-        raise ValueError(f"--num_of_masking_head must be >= 1, got {k}")
-    if head_set in ("top", "sink_top"):
-        if not ranking:
-            raise ValueError("the head list is empty: nothing to select")
-        if len(ranking) < k:
-            logger.warning("the head list has only %d heads; using all of them instead of %d", len(ranking), k)
-        return ranking[:k]
-    pool = all_heads(num_layers, num_heads)
-    if layers is not None:
-        pool = [name for name in pool if parse_head(name)[0] in layers]
-    if head_set == "random_disjoint":
-        excluded = set(ranking)
-        pool = sorted((name for name in pool if name not in excluded), key=parse_head)
-    elif head_set != "random":
-        raise ValueError(f"unknown head set {head_set!r} (known: {', '.join(HEAD_SETS)})")
-    if len(pool) < k:
-        raise ValueError(f"cannot draw {k} {head_set} heads from a pool of {len(pool)}")
-    return random.Random(seed).sample(pool, k)
+    """Where step3 writes the documented-rule head list of this model's default score for ``task`` (image: OCR
+    heads, text: retrieval heads)."""
+    return heads_file("scores", model_name(model_id), default_score(task), "documented")
 
 
 # ---------------------------------------------------------------- data

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 import torch
 
 from ocr_heads.attention import check_supported, edited
+from ocr_heads.attention_core import allowed_keys, attention_probabilities
 from ocr_heads.heads import check_heads_exist, heads_by_layer, parse_head
 from ocr_heads.models.base import ModelAdapter
 
@@ -133,31 +134,6 @@ def redistribute_sink(probs: torch.Tensor, beta: float, allowed: torch.Tensor | 
     return torch.where((total <= 0) & (count <= 0), probs, new)
 
 
-def _allowed_keys(
-    module: torch.nn.Module,
-    attention_mask: torch.Tensor | None,
-    q_rows: torch.Tensor,
-    q_len: int,
-    k_len: int,
-    is_causal: bool | None,
-) -> torch.Tensor | None:
-    """Boolean (b|1, 1, rows, keys) of the keys each query row may see, exactly as sdpa sees them.
-
-    With a mask, the mask. Without one, sdpa attends causally when ``q_len > 1`` and the module is
-    causal, and to every key for a single query. Transformers passes no mask with ``q_len > 1`` only
-    when ``k_len == q_len`` or for an empty static cache, whose trailing key slots are unwritten;
-    sdpa then uses upper-left alignment (query i sees keys 0..i), and so do we.
-    """
-    if attention_mask is not None:
-        mask = attention_mask[:, :, q_rows, :k_len]
-        return mask if mask.dtype == torch.bool else None
-    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    if q_len == 1 or not causal:
-        return None
-    keys = torch.arange(k_len, device=q_rows.device)
-    return (keys[None, :] <= q_rows[:, None])[None, None]
-
-
 def sink_probabilities(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -171,31 +147,18 @@ def sink_probabilities(
 ) -> torch.Tensor:
     """Redistributed attention probabilities of ``heads``: (batch, len(heads), rows, keys), float32.
 
-    Recomputed as eager attention does (GQA: head h reads kv head h // groups), with the mask sdpa
-    used (see ``_allowed_keys``), then edited by :func:`redistribute_sink`.
+    Recomputed by :func:`ocr_heads.attention_core.attention_probabilities` (eager's GQA convention and the
+    keys sdpa lets each row see), then edited by :func:`redistribute_sink`.
     """
     q_len, k_len = query.shape[2], key.shape[2]
     rows = rows or slice(0, q_len)
-    groups = query.shape[1] // key.shape[1]
-    index = torch.tensor(heads, device=query.device)
-    q = query[:, index, rows].float()
-    k = key[:, index // groups].float()
-    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    scores = torch.matmul(q, k.transpose(-1, -2)) * scale
-    q_rows = torch.arange(q_len, device=query.device)[rows]
-    allowed = _allowed_keys(module, attention_mask, q_rows, q_len, k_len, is_causal)
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    probs = attention_probabilities(query, key, attention_mask, rows, heads, scaling, causal)
+    allowed = allowed_keys(attention_mask, torch.arange(q_len, device=query.device)[rows], q_len, k_len, causal)
     sink = None
-    if allowed is not None:
-        scores = scores.masked_fill(~allowed, float("-inf"))
-        if attention_mask is not None:
-            sink = first_visible_key(attention_mask[:, :, -1, :k_len])[:, None, None, None]
-    elif attention_mask is not None:  # an additive float mask
-        scores = scores + attention_mask[:, :, q_rows, :k_len].float()
-        allowed = attention_mask[:, :, q_rows, :k_len] > torch.finfo(attention_mask.dtype).min
-        sink = first_visible_key(attention_mask[:, :, -1, :k_len] > torch.finfo(attention_mask.dtype).min)
-        sink = sink[:, None, None, None]
-    # A fully masked row (padding query) gives NaN; sdpa's output there is never used, 0 is harmless.
-    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+    if attention_mask is not None:  # left padding: the sink is each sample's first visible key
+        last = allowed_keys(attention_mask, torch.tensor([q_len - 1], device=query.device), q_len, k_len, causal)
+        sink = first_visible_key(last[:, :, 0])[:, None, None, None]
     return redistribute_sink(probs, beta, allowed, sink)
 
 

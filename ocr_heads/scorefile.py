@@ -4,7 +4,9 @@ Layout (the authors' release loads unchanged)::
 
     NAME.json        {"l0_h0": [v, v, ...], "l0_h1": [...], ...}   per-event values, unequal lengths ok
     NAME_mean.json   {"l0_h0": mean, ...}                          plain mean of each list (zeros included)
-    NAME.meta.json   {"kind": "ocr"|"retrieval", "model": ..., "num_layers": L, "num_heads": H, ...}
+    NAME.meta.json   {"kind": "ocr"|"retrieval"|..., "model": ..., "num_layers": L, "num_heads": H, ...}
+
+Kinds are the registered score names and file tags their tags (:mod:`ocr_heads.scores`).
 
 The authors name their companions differently: ``X_fg_2.json`` -> ``X_fg_mean_2.json`` (image) and
 ``X_te_2.json`` -> ``X_mean_te_2.json`` (text). Only the per-event files were released, so a missing
@@ -24,13 +26,16 @@ import numpy as np
 
 from ocr_heads.heads import all_heads, check_heads_exist, parse_head
 from ocr_heads.io import read_json, write_json_atomic
+from ocr_heads.scores import all_scores, by_tag
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("ocr", "retrieval")
-# Authors' file tags: fg/cg = OCR score on images (fine-/coarse-grained boxes), te = text retrieval score.
-_TAG_KIND = {"fg": "ocr", "cg": "ocr", "te": "retrieval"}
-_AUTHORS_NAME_RE = re.compile(r"^(?P<model>.+?)_(?:mean_)?(?P<tag>fg|cg|te)(?:_mean)?(?:_(?P<run>\d+))?$")
+KINDS = tuple(all_scores())
+# File tags of the registered scores; the authors' are fg/cg (OCR, fine-/coarse-grained boxes) and te (retrieval).
+_TAGS = sorted({tag for score in all_scores().values() for tag in (score.tag, *score.other_tags)}, key=len,
+               reverse=True)
+_AUTHORS_NAME_RE = re.compile(
+    rf"^(?P<model>.+?)_(?:mean_)?(?P<tag>{'|'.join(map(re.escape, _TAGS))})(?:_mean)?(?:_(?P<run>\d+))?$")
 _REQUIRED_META = ("kind", "model", "num_layers", "num_heads")
 
 
@@ -113,7 +118,7 @@ def infer_from_name(path: str | Path) -> tuple[str | None, str | None]:
     match = _AUTHORS_NAME_RE.match(stem)
     if match is None:
         return None, None
-    return _TAG_KIND[match.group("tag")], match.group("model")
+    return by_tag(match.group("tag")).name, match.group("model")
 
 
 def validate_per_head(per_head: Any, source: str) -> tuple[dict[str, list[float]], int, int]:

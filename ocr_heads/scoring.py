@@ -19,12 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ocr_heads.geometry import AUTHORS_OVERLAP, DEFAULT_OVERLAP, authors_covering_tiles, covering_tiles
-from ocr_heads.models.base import ImageTokens
+
+if TYPE_CHECKING:  # pure functions: importing them (the score registry does) must not load torch
+    import torch
+
+    from ocr_heads.models.base import ImageTokens
 
 ALIGNMENTS = ("produce", "authors")
 

@@ -1,4 +1,6 @@
-"""Head extraction (step3): which heads count as OCR / retrieval heads.
+"""Which heads count (step3), and which heads an experiment masks: one home for head lists.
+
+Head extraction (step3): which heads count as OCR / retrieval heads.
 
 Two rules, both parameterised by ``min_score`` and ``min_frequency`` (0.1 each):
 
@@ -11,18 +13,30 @@ Two rules, both parameterised by ``min_score`` and ``min_frequency`` (0.1 each):
 
 Rankings are by mean score, highest first; ties keep layer-major order (what a stable sort of the authors'
 insertion-ordered dict gives).
+
+Head lists and head sets (exp_masking, exp_sink, the demo): :func:`load_head_ranking` reads any head or
+score file into names, best first; :func:`choose_heads` picks a head set (top-k, k random, k random
+outside the list) from it.
 """
 
 from __future__ import annotations
 
+import logging
+import random
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ocr_heads.heads import all_heads, parse_head
+from ocr_heads.io import read_json
 from ocr_heads.scorefile import ScoreFile, mean_of, nonzero_fraction
 
+logger = logging.getLogger(__name__)
+
 RULES = ("documented", "authors")
+HEAD_SETS = ("none", "top", "random", "random_disjoint", "sink_top")  # the experiments' head sets
 DEFAULT_MIN_SCORE = 0.1
 DEFAULT_MIN_FREQUENCY = 0.1
 
@@ -108,3 +122,84 @@ def selection_record(
         "num_heads": scores.num_heads,
         "num_selected": len(selected),
     }
+
+
+# ---------------------------------------------------------------- head lists and head sets (experiments)
+
+
+def _rank_by_value(values: dict[str, float]) -> list[str]:
+    # Stable sort on layer-major order: ties keep the authors' order (lower layer, lower head first).
+    names = sorted(values, key=parse_head)
+    return sorted(names, key=lambda name: values[name], reverse=True)
+
+
+def load_head_ranking(path: str | Path) -> list[str]:
+    """Head names, best first, from any head or score file the project knows:
+
+    - step3 output ``{"heads": [{"head": "l26_h9", "score": .52, ...}, ...]}`` (ranked by score);
+    - a plain JSON list of names (the authors' step3 output; taken in file order, which for their
+      files is layer-major, not by score);
+    - a raw score file ``{"l0_h0": [values...]}`` (ranked by the plain mean) or a mean file
+      ``{"l0_h0": 0.12}`` (ranked by value).
+    """
+    data = read_json(path)
+    plain_list = isinstance(data, list)
+    if isinstance(data, dict) and "heads" in data:
+        data = data["heads"]
+    if isinstance(data, list):
+        if all(isinstance(item, str) for item in data):
+            if plain_list:
+                logger.warning("%s is a plain head list: top-k takes it in file order, not by score", path)
+            names = list(data)
+        elif all(isinstance(item, dict) and "head" in item for item in data):
+            scored = {item["head"]: float(item.get("score", 0.0)) for item in data}
+            names = sorted(scored, key=lambda name: scored[name], reverse=True)  # stable: file order on ties
+        else:
+            raise ValueError(f"{path}: expected head names or {{'head', 'score'}} records")
+    elif isinstance(data, dict) and data:
+        means = {}
+        for name, value in data.items():
+            if isinstance(value, list):
+                means[name] = sum(value) / len(value) if value else 0.0
+            elif isinstance(value, (int, float)):
+                means[name] = float(value)
+            else:
+                raise ValueError(f"{path}: head {name!r} has neither a score list nor a number")
+        names = _rank_by_value(means)
+    else:
+        raise ValueError(f"{path}: not a head list or score file")
+    for name in names:
+        parse_head(name)
+    return names
+
+
+def choose_heads(head_set: str, k: int, ranking: list[str], num_layers: int, num_heads: int, seed: int,
+                 layers: list[int] | None = None) -> list[str]:
+    """The heads of one head set (random draws only from ``layers``, default all: a hybrid model's
+    linear-attention layers have no heads to mask).
+
+    ``top``: the first k of ``ranking``. ``random``: k of all heads, seeded. ``random_disjoint``: k of
+    the heads not in ``ranking`` (the whole list, not only its top k, as the paper's control),
+    sampled from a sorted pool so the draw is the same on every machine.
+    """
+    if head_set == "none":
+        return []
+    if k < 1:
+        raise ValueError(f"--num_of_masking_head must be >= 1, got {k}")
+    if head_set in ("top", "sink_top"):
+        if not ranking:
+            raise ValueError("the head list is empty: nothing to select")
+        if len(ranking) < k:
+            logger.warning("the head list has only %d heads; using all of them instead of %d", len(ranking), k)
+        return ranking[:k]
+    pool = all_heads(num_layers, num_heads)
+    if layers is not None:
+        pool = [name for name in pool if parse_head(name)[0] in layers]
+    if head_set == "random_disjoint":
+        excluded = set(ranking)
+        pool = sorted((name for name in pool if name not in excluded), key=parse_head)
+    elif head_set != "random":
+        raise ValueError(f"unknown head set {head_set!r} (known: {', '.join(HEAD_SETS)})")
+    if len(pool) < k:
+        raise ValueError(f"cannot draw {k} {head_set} heads from a pool of {len(pool)}")
+    return random.Random(seed).sample(pool, k)

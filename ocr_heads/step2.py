@@ -1,8 +1,8 @@
-"""Step 2: score every decoder head by OCR (image) or retrieval (text) behaviour.
+"""Step 2: score every decoder head with a registered head score (:mod:`ocr_heads.scores`): by default
+OCR (image) or retrieval (text) behaviour.
 
-``score_batch`` turns step1 samples, generated together, into per-head values
-(``score_image_sample`` / ``score_text_sample``: one sample); ``main`` is the command line shared
-by ``step2_ocr_retrieval_head.py`` and ``step2_text_retrieval_head.py``.
+``main`` is the command line shared by ``step2_ocr_retrieval_head.py`` and ``step2_text_retrieval_head.py``;
+one sample is scored by :mod:`ocr_heads.sample_scoring`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import subprocess
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +18,8 @@ import torch
 import transformers
 
 import ocr_heads
-from ocr_heads import scoring
-from ocr_heads.attention import AttentionRecorder, StepRecord, capture, verify_against_eager
+from ocr_heads import sample_scoring, scoring
+from ocr_heads.attention import AttentionRecorder, capture, verify_against_eager
 from ocr_heads.caveats import model_note
 from ocr_heads.cli import EmptyRunError, Parser, count_help, positive_int, run_cli, setup_logging
 from ocr_heads.data.samples import Sample, load_sample_dirs
@@ -28,186 +28,47 @@ from ocr_heads.geometry import AUTHORS_OVERLAP, DEFAULT_OVERLAP
 from ocr_heads.heads import all_heads, parse_head
 from ocr_heads.identity import claim, data_fingerprint
 from ocr_heads.io import ensure_writable_dir
-from ocr_heads.models import ModelAdapter, ModelInputs, load_adapter
-from ocr_heads.models.base import left_padding
+from ocr_heads.models import ModelAdapter, load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args
-from ocr_heads.runner import SAMPLE_ERRORS, Shard, collect, run_batches, shard_logs
+from ocr_heads.paths import score_stem
+from ocr_heads.runner import Shard, collect, run_batches, shard_logs
+from ocr_heads.sample_scoring import SampleResult, check_settings
 from ocr_heads.scorefile import save_scores
+from ocr_heads.scores import DEFAULT, HeadScore, Settings, all_scores, get_score, listing
 
 logger = logging.getLogger(__name__)
 
-KINDS = {"image": ("ocr", "fg"), "text": ("retrieval", "te")}
-
-
 @dataclass(frozen=True)
 class Step2Config:
-    kind: str  # "image" or "text"
+    kind: str  # "image" or "text": the script, and the modality of its scores
     max_new_tokens: int = 32
     alignment: str = "produce"
     overlap: float | None = None  # None: the rule's own (10% for produce, the released 0.1% for authors)
+    score: str | None = None  # a registered score name; None: the script's default (ocr / retrieval)
+
+    @property
+    def head_score(self) -> HeadScore:
+        return get_score(self.score or DEFAULT[self.kind])
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(self.alignment, self.overlap)
 
     @property
     def overlap_threshold(self) -> float:
         return scoring.overlap_threshold(self.alignment, self.overlap)
 
 
-def generated_pieces(adapter: ModelAdapter, generated: list[int]) -> list[str]:
-    """The text each generated token adds (incremental decoding keeps multi-byte characters whole)."""
-    pieces, previous = [], ""
-    for k in range(len(generated)):
-        text = adapter.decode(generated[: k + 1])
-        pieces.append(text[len(previous) :] if text.startswith(previous) else text)
-        previous = text
-    return pieces
-
-
-def answer_recall(adapter: ModelAdapter, answer: str, generated: list[int], alignment: str) -> float:
-    """Recall of the answer in the output. ``authors`` keeps the released rule (the bare answer's ids);
-    otherwise the answer counts in whichever tokenization the output has it (leading space or not)."""
-    def encode(text: str) -> list[int]:
-        return adapter.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    if alignment == "authors":
-        return scoring.recall(encode(answer), generated)
-    return scoring.best_recall(scoring.answer_id_variants(encode, answer, adapter.decode(generated)), generated)
-
-
-@dataclass
-class Prepared:
-    """One sample's prompt, before generation."""
-
-    sample: Sample
-    inputs: ModelInputs
-    answer_ids: list[int]
-    prompt_rows: list[int]  # prompt positions whose own rows are recorded (authors' text rule), else []
-
-
-def prepare(adapter: ModelAdapter, sample: Sample, cfg: Step2Config) -> Prepared:
-    if cfg.kind == "image":
-        inputs = adapter.image_inputs(sample.load_pages(), sample.question)
-    else:
-        if cfg.alignment != "authors" and sample.needle_span is None:
-            raise ValueError(f"sample {sample.id} has no needle_span (needed for the retrieval score)")
-        inputs = adapter.text_inputs(sample.context, sample.question)
-    answer_ids = adapter.tokenizer(sample.answer, add_special_tokens=False)["input_ids"]
-    rows = []
-    if cfg.kind == "text" and cfg.alignment == "authors":
-        answer_set = set(answer_ids)
-        rows = [p for p, t in enumerate(inputs.input_ids[0].tolist()) if t in answer_set]
-    return Prepared(sample, inputs, answer_ids, rows)
-
-
-def generate_recorded(adapter: ModelAdapter, recorder: AttentionRecorder, batch: list[Prepared],
-                      cfg: Step2Config) -> list[tuple[list[int], StepRecord]]:
-    """Generate the batch's prompts together; per sample its new ids and its own attention record."""
-    inputs = [p.inputs for p in batch]
-    pads = left_padding(inputs)
-    rows = [p.prompt_rows for p in batch] if any(p.prompt_rows for p in batch) else None
-    # The released OCR code's argmax leaves out the prompt's last position (see AttentionRecorder.reset).
-    exclude_last = cfg.kind == "image" and cfg.alignment == "authors"
-    recorder.reset(max(i.prompt_length for i in inputs), rows, pads, exclude_last_prompt=exclude_last)
-    generated = adapter.generate_batch(inputs, cfg.max_new_tokens)
-    return list(zip(generated, recorder.results([len(g) for g in generated]), strict=True))
-
-
-def finish_image(adapter: ModelAdapter, prepared: Prepared, generated: list[int], record: StepRecord,
-                 cfg: Step2Config) -> dict:
-    sample, inputs, answer_ids = prepared.sample, prepared.inputs, prepared.answer_ids
-    argmax = record.argmax
-    sample_recall = answer_recall(adapter, sample.answer, generated, cfg.alignment)
-    if cfg.alignment == "authors":
-        # Released rule: any generated token whose id is in the answer is an event, paired in order with the
-        # answer characters.
-        answer_set = set(answer_ids)
-        tokens = [i for i, t in enumerate(generated) if t in answer_set]
-        answer_tokens = [scoring.AnswerToken(i, (k, k + 1)) for k, i in enumerate(tokens[: len(sample.answer)])]
-    else:
-        answer_tokens = scoring.align_answer_tokens(generated_pieces(adapter, generated), sample.answer)
-    evidence = scoring.scored_occurrences(sample.all_evidence(), cfg.alignment)
-    targets = scoring.char_targets(evidence, inputs.image_tokens, cfg.overlap_threshold, rule=cfg.alignment)
-    values = scoring.ocr_values(argmax, answer_tokens, targets, sample_recall, cfg.alignment)
-    # The answer characters each event's token spells: lets the case study group any run's events by character.
-    event_chars = [sample.answer[slice(*token.chars)]
-                   for token, _ in scoring.event_rows(answer_tokens, argmax.shape[0], cfg.alignment)]
-    return {
-        "generated": adapter.decode(generated),
-        "recall": sample_recall,
-        "image_tokens": [page.count for page in inputs.image_tokens],
-        "events": len(values),
-        "hits": int((values > 0).sum()),
-        "event_chars": event_chars,
-        "values": values.reshape(len(values), argmax.shape[1] * argmax.shape[2]).round(6).tolist(),
-    }
-
-
-def finish_text(adapter: ModelAdapter, prepared: Prepared, generated: list[int], record: StepRecord,
-                cfg: Step2Config, prompt_argmax: dict[int, torch.Tensor]) -> dict:
-    sample, inputs, answer_ids = prepared.sample, prepared.inputs, prepared.answer_ids
-    prompt_ids = inputs.input_ids[0].tolist()
-    if cfg.alignment == "authors":
-        value = scoring.retrieval_value_authors(prompt_argmax, record.argmax, prompt_ids, generated, answer_ids)
-        events = len(prepared.prompt_rows) + sum(t in set(answer_ids) for t in generated[:-1])
-    else:
-        answer_tokens = scoring.align_answer_tokens(generated_pieces(adapter, generated), sample.answer)
-        needle = set(inputs.context_tokens(*sample.needle_span))
-        value = scoring.retrieval_value(record.argmax, prompt_ids, generated, answer_tokens, needle)
-        events = len(answer_tokens)
-    return {
-        "generated": adapter.decode(generated),
-        "recall": answer_recall(adapter, sample.answer, generated, cfg.alignment),
-        "events": events,
-        "hits": int((value > 0).sum()),
-        "values": [value.reshape(-1).round(6).tolist()],
-    }
-
-
 def score_batch(adapter: ModelAdapter, recorder: AttentionRecorder, samples: list[Sample],
-                cfg: Step2Config) -> list[dict | Exception]:
-    """Score samples generated together; per sample its record (with ``_inputs``, ``_generated_ids`` and
-    ``_record`` for verification) or the error it failed with. Values equal scoring each one alone."""
-    outcomes: list[dict | Exception] = []
-    prepared: list[Prepared] = []
-    for sample in samples:
-        try:
-            prepared.append(prepare(adapter, sample, cfg))
-            outcomes.append({})
-        except SAMPLE_ERRORS as err:
-            outcomes.append(err)
-    results = iter(generate_recorded(adapter, recorder, prepared, cfg) if prepared else [])
-    ready = iter(enumerate(prepared))
-    for slot, outcome in enumerate(outcomes):
-        if isinstance(outcome, Exception):
-            continue
-        index, item = next(ready)
-        generated, record = next(results)
-        try:
-            if cfg.kind == "image":
-                outcome = finish_image(adapter, item, generated, record, cfg)
-            else:
-                outcome = finish_text(adapter, item, generated, record, cfg, recorder.prompt_argmax(index))
-        except SAMPLE_ERRORS as err:
-            outcomes[slot] = err
-            continue
-        outcomes[slot] = {**outcome, "_inputs": item.inputs, "_generated_ids": generated, "_record": record}
-    return outcomes
+                cfg: Step2Config) -> list[SampleResult | Exception]:
+    """Samples generated together, scored by the configured score (see :mod:`ocr_heads.sample_scoring`)."""
+    return sample_scoring.score_batch(adapter, recorder, samples, cfg.head_score, cfg.settings, cfg.max_new_tokens)
 
 
-def _score_one(adapter: ModelAdapter, recorder: AttentionRecorder, sample: Sample, cfg: Step2Config) -> dict:
-    outcome = score_batch(adapter, recorder, [sample], cfg)[0]
-    if isinstance(outcome, Exception):
-        raise outcome
-    return outcome
-
-
-def score_image_sample(adapter: ModelAdapter, recorder: AttentionRecorder, sample: Sample, cfg: Step2Config) -> dict:
-    return _score_one(adapter, recorder, sample, replace(cfg, kind="image"))
-
-
-def score_text_sample(adapter: ModelAdapter, recorder: AttentionRecorder, sample: Sample, cfg: Step2Config) -> dict:
-    return _score_one(adapter, recorder, sample, replace(cfg, kind="text"))
-
-
-SCORERS = {"image": score_image_sample, "text": score_text_sample}
+def score_one(adapter: ModelAdapter, recorder: AttentionRecorder, sample: Sample, cfg: Step2Config) -> SampleResult:
+    """One sample alone; raises what it failed with."""
+    return sample_scoring.score_sample(adapter, recorder, sample, cfg.head_score, cfg.settings,
+                                       cfg.max_new_tokens)
 
 
 def per_head_lists(records: list[dict], heads: list[str], not_scoreable: list[int] = ()) -> dict[str, list[float]]:
@@ -246,9 +107,8 @@ def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config,
     """Merge every log of the run (single or shards) into the score files; returns (scored, failed, events)."""
     records, failed = collect(shard_logs(out_dir, stem), order)
     heads = all_heads(adapter_info["num_layers"], adapter_info["num_heads"])
-    kind, _ = KINDS[cfg.kind]
     meta = {
-        "kind": kind,
+        "kind": cfg.head_score.name,
         **adapter_info,
         "data": str(data[0]) if len(data) == 1 else [str(path) for path in data],
         "data_fingerprint": data_fingerprints(data),
@@ -257,6 +117,7 @@ def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config,
         "n_events": sum(r["events"] for r in records),
         "alignment": cfg.alignment,
         "overlap_threshold": cfg.overlap_threshold if cfg.kind == "image" else None,
+        **cfg.head_score.meta,
         "max_new_tokens": cfg.max_new_tokens,
         "mean_recall": float(np.mean([r["recall"] for r in records])) if records else None,
         **({"image_tokens_per_page": image_token_summary(records)} if cfg.kind == "image" else {}),
@@ -270,19 +131,36 @@ def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config,
     return len(records), len(failed), meta["n_events"]
 
 
+class ScoreChoice(argparse.Action):
+    """``--score NAME``. Without a value, or with a name nobody registered: the registered scores, one line
+    each, and exit status 2."""
+
+    def __call__(self, parser, namespace, value, option_string=None) -> None:
+        if value not in all_scores():
+            given = "" if value is None else f", not {value!r}"
+            parser.exit(2, f"error: --score takes a registered score{given}: NAME, file tag, modality, "
+                        f"definition:\n{listing()}\n")
+        setattr(namespace, self.dest, value)
+
+
 def build_parser(kind: str) -> argparse.ArgumentParser:
-    label, suffix = KINDS[kind]
+    default = get_score(DEFAULT[kind])
     what = "page images" if kind == "image" else "the context as plain text (no image)"
+    scores = ", ".join(s.name for s in all_scores().values() if s.modality == kind)
     parser = Parser(
-        description=f"Step 2: {label} score of every decoder head. Feeds each step1 sample as {what} plus the "
-        "question, decodes greedily, and records per head the argmax of the attention row that produced each "
-        "answer token (no output_attentions, memory flat in sequence length).",
-        epilog=f"Writes OUT/{kind}/NAME_{suffix}.json ({{\"l0_h0\": [values...]}}), NAME_{suffix}_mean.json, "
-        f"NAME_{suffix}.meta.json and the per-sample log NAME_{suffix}.samples.jsonl (generated text, recall, "
-        "hits). NAME is the last component of --model_id (NAME-TAG with --tag). Rerunning the same command resumes; "
+        description=f"Step 2: score every decoder head (--score: {scores}; default {default.name}). Feeds each step1 "
+        f"sample as {what} plus the question, decodes greedily, and records per head what the score reads (the "
+        "argmax of the attention row that produced each answer token, and for prefill scores selected prefill "
+        "rows), never output_attentions: memory flat in sequence length.",
+        epilog=f"Writes OUT/{kind}/NAME_{default.tag}.json ({{\"l0_h0\": [values...]}}), NAME_{default.tag}_mean.json, "
+        f"NAME_{default.tag}.meta.json and the per-sample log NAME_{default.tag}.samples.jsonl (generated text, "
+        f"recall, hits); {default.tag} is the {default.name} score's file tag, another --score writes its own tag "
+        "instead. NAME is the last component of --model_id (NAME-TAG with --tag). Rerunning the same command resumes; "
         "writing into scores made from other data or settings is refused (use --tag or another --out). Exit "
         "status 3: the run wrote its files but no answer token was ever scored.",
     )
+    parser.add_argument("--score", nargs="?", default=default.name, action=ScoreChoice, metavar="NAME",
+                        help=f"the head score (default {default.name}); --score alone lists the registered ones")
     add_model_args(parser)
     default_data = [DEFAULT_OUT["passkey"], DEFAULT_OUT["niah"]]
     parser.add_argument("--data", nargs="+", type=Path, default=default_data, metavar="DIR",
@@ -340,13 +218,14 @@ def run_identity(kind: str, args: argparse.Namespace, model: str, cfg: Step2Conf
 
 
 def _main(kind: str, args: argparse.Namespace) -> int:
+    cfg = Step2Config(kind, args.max_new_tokens, args.alignment, getattr(args, "overlap", None), args.score)
+    check_score(cfg)
     shard = Shard.parse(args.shard)
     out_dir = ensure_writable_dir(args.out / kind)
     samples = load_sample_dirs(args.data, args.n)
     adapter = load_adapter(args.model_id, **adapter_kwargs(args, shard.device_map()))
-    cfg = Step2Config(kind, args.max_new_tokens, args.alignment, getattr(args, "overlap", None))
     name = f"{adapter.name}-{args.tag}" if args.tag else adapter.name
-    stem = f"{name}_{KINDS[kind][1]}"
+    stem = score_stem(name, cfg.head_score)
     claim(out_dir / f"{stem}.run.json", run_identity(kind, args, adapter.name, cfg), str(out_dir / stem),
           "pass --tag NAME (scores NAME-TAG) or another --out to keep both")
     info = {"model": adapter.name, "model_id": args.model_id, "num_layers": adapter.shape.num_layers,
@@ -393,6 +272,15 @@ def _main(kind: str, args: argparse.Namespace) -> int:
     return 0
 
 
+def check_score(cfg: Step2Config) -> None:
+    """The score must read what this script feeds (pages or text) and implement the alignment rule."""
+    score = cfg.head_score
+    if score.modality != cfg.kind:
+        script = "step2_ocr_retrieval_head.py" if score.modality == "image" else "step2_text_retrieval_head.py"
+        raise ValueError(f"score {score.name} reads the {score.modality} form of a sample: run it with {script}")
+    check_settings(score, cfg.settings)
+
+
 def _score(adapter: ModelAdapter, samples: list[Sample], shard: Shard, cfg: Step2Config, log: Path,
            verify: bool, batch_size: int = 1) -> int:
     verified = not verify
@@ -403,17 +291,15 @@ def _score(adapter: ModelAdapter, samples: list[Sample], shard: Shard, cfg: Step
             for sample, outcome in zip(batch, outcomes, strict=True):
                 if isinstance(outcome, Exception):
                     continue
-                inputs, generated = outcome.pop("_inputs"), outcome.pop("_generated_ids")
-                record = outcome.pop("_record")
                 if not verified:
-                    mismatches = verify_against_eager(adapter, inputs, generated, record)
+                    mismatches = verify_against_eager(adapter, outcome.inputs, outcome.generated, outcome.record)
                     if mismatches:
                         raise SystemExit(f"error: --verify-eager: {len(mismatches)} argmax differ from eager, first: "
                                          f"{mismatches[0]}")
                     logger.info("--verify-eager: sample %s matches eager attention on every head and step (%s, "
                                 "ties within its rounding tolerance allowed)", sample.id, adapter.model.dtype)
                     verified = True
-            return outcomes
+            return [o if isinstance(o, Exception) else o.log_record() for o in outcomes]
 
         _, failed = run_batches(shard.select(samples), lambda s: s.id, process, log, f"step2 {cfg.kind}", batch_size)
     return failed

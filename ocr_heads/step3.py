@@ -19,7 +19,9 @@ from pathlib import Path
 from ocr_heads.caveats import note_of
 from ocr_heads.cli import Parser, UserError, run_cli, setup_logging
 from ocr_heads.io import write_json_atomic
+from ocr_heads.paths import heads_file, model_name, score_file
 from ocr_heads.scorefile import load_scores
+from ocr_heads.scores import all_scores
 from ocr_heads.selection import (
     DEFAULT_MIN_FREQUENCY,
     DEFAULT_MIN_SCORE,
@@ -52,9 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--te_fg_cg",
-        choices=["fg", "te"],
-        help="instead of --scores: fg = OCR scores (scores/image/NAME_fg.json), "
-        "te = text retrieval scores (scores/text/NAME_te.json); needs --model_id",
+        choices=[score.tag for score in all_scores().values()],
+        metavar="TAG",
+        help="instead of --scores: the file tag of a registered score, e.g. fg = OCR scores "
+        "(scores/image/NAME_fg.json), te = text retrieval scores (scores/text/NAME_te.json), prefill = prefill-read "
+        f"scores (scores/image/NAME_prefill.json); one of {', '.join(s.tag for s in all_scores().values())}; "
+        "needs --model_id",
     )
     parser.add_argument(
         "--model_id",
@@ -83,16 +88,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="output JSON (default with --te_fg_cg: scores/heads/NAME_{fg|te}_{rule}.json)",
     )
     args = parser.parse_args(argv)
-    name = Path(args.model_id.rstrip("/")).name if args.model_id else None
+    name = model_name(args.model_id) if args.model_id else None
     if args.scores is None:
         if not (args.te_fg_cg and name):
             parser.error("give --scores FILE, or --te_fg_cg fg|te with --model_id")
-        folder = "image" if args.te_fg_cg == "fg" else "text"
-        args.scores = args.scores_dir / folder / f"{name}_{args.te_fg_cg}.json"
+        args.scores = score_file(args.scores_dir, name, args.te_fg_cg)
     if args.out is None:
         if not (args.te_fg_cg and name):
             parser.error("--out is required with --scores")
-        args.out = args.scores_dir / "heads" / f"{name}_{args.te_fg_cg}_{args.rule}.json"
+        args.out = heads_file(args.scores_dir, name, args.te_fg_cg, args.rule)
     return args
 
 

@@ -18,7 +18,7 @@ from ocr_heads.report import stats  # noqa: E402
 from ocr_heads.scorefile import ScoreFile  # noqa: E402
 
 DPI = 130
-KIND_COLOURS = {"ocr": "tab:orange", "retrieval": "tab:blue", None: "tab:gray"}
+KIND_COLOURS = {"ocr": "tab:orange", "retrieval": "tab:blue", "prefill": "tab:green", None: "tab:gray"}
 
 
 def _colour_max(values: np.ndarray) -> float:
