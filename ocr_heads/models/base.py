@@ -107,6 +107,29 @@ def collate(batch: list[ModelInputs], pad_token_id: int) -> dict[str, torch.Tens
     return out
 
 
+def expand_placeholders(prompt: str, placeholder: str, expansions: list[str]) -> str:
+    """Replace the chat template's image placeholders, in order, by each page's token sequence."""
+    if prompt.count(placeholder) != len(expansions):
+        raise ValueError(f"chat template produced {prompt.count(placeholder)} image placeholders "
+                         f"for {len(expansions)} pages")
+    pieces = prompt.split(placeholder)
+    return pieces[0] + "".join(expansion + piece for expansion, piece in zip(expansions, pieces[1:], strict=True))
+
+
+def contiguous_runs(input_ids: torch.Tensor, token_id: int, counts: list[int]) -> list[int]:
+    """First position of every page, when pages take consecutive contiguous runs of ``counts`` ``token_id``s."""
+    positions = (input_ids == token_id).nonzero().flatten().tolist()
+    if len(positions) != sum(counts):
+        raise ValueError(f"{len(positions)} image tokens in the prompt, the pages need {sum(counts)}")
+    starts, cursor = [], 0
+    for count in counts:
+        if positions[cursor + count - 1] != positions[cursor] + count - 1:
+            raise ValueError("image tokens of one page are not contiguous")
+        starts.append(positions[cursor])
+        cursor += count
+    return starts
+
+
 def context_offsets(prompt: str, offset_mapping: list[tuple[int, int]], context: str | None) -> list[tuple[int, int]]:
     """For each token (its character span in ``prompt``), its span in ``context``, or (-1, -1) outside it."""
     start = prompt.find(context) if context else -1

@@ -24,7 +24,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, Gemma3ForConditionalGeneration
 
 from ocr_heads.models import register_family
-from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, context_offsets
+from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, context_offsets, expand_placeholders
 from ocr_heads.models.protocol import DEFAULT_PROTOCOL, PAPER, check_protocol
 
 BOI = "<start_of_image>"
@@ -174,12 +174,7 @@ class Gemma3Adapter(ModelAdapter):
         prompt = self.tokenizer.apply_chat_template(
             [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
         )
-        if prompt.count(BOI) != len(image_token_counts):
-            raise ValueError(f"chat template produced {prompt.count(BOI)} image placeholders "
-                             f"for {len(image_token_counts)} pages")
-        pieces = prompt.split(BOI)
-        prompt = pieces[0] + "".join(self._image_sequence(crops) + piece
-                                     for crops, piece in zip(image_token_counts, pieces[1:], strict=True))
+        prompt = expand_placeholders(prompt, BOI, [self._image_sequence(crops) for crops in image_token_counts])
         # The template already starts with <bos>.
         encoded = self.tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=False)
         input_ids = torch.tensor([encoded["input_ids"]])

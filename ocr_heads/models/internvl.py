@@ -24,7 +24,7 @@ from transformers import AutoImageProcessor, InternVLForConditionalGeneration
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
 
 from ocr_heads.models import register_family
-from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, context_offsets
+from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, context_offsets, expand_placeholders
 from ocr_heads.models.protocol import DEFAULT_PROTOCOL, PAPER, check_protocol
 
 # Token strings of InternVLProcessor (tokenizer attributes when the checkpoint names them).
@@ -170,14 +170,8 @@ class InternVLAdapter(ModelAdapter):
         )
         placeholder = self.context_image if self.context_image in prompt or not image_token_counts \
             else LEGACY_PLACEHOLDER
-        if prompt.count(placeholder) != len(image_token_counts):
-            raise ValueError(f"chat template produced {prompt.count(placeholder)} image placeholders "
-                             f"for {len(image_token_counts)} pages")
-        pieces = prompt.split(placeholder)
-        prompt = pieces[0] + "".join(
-            f"{self.start_image}{self.context_image * n}{self.end_image}{piece}"
-            for n, piece in zip(image_token_counts, pieces[1:], strict=True)
-        )
+        page_tokens = [f"{self.start_image}{self.context_image * n}{self.end_image}" for n in image_token_counts]
+        prompt = expand_placeholders(prompt, placeholder, page_tokens)
         # Special tokens on: Llama-style tokenizers (InternLM2) start with <s>, as InternVL2's chat() does.
         encoded = self.tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=True)
         input_ids = torch.tensor([encoded["input_ids"]])

@@ -34,7 +34,14 @@ from transformers.image_utils import ChannelDimension
 from transformers.models.llava_onevision.modeling_llava_onevision import get_anyres_image_grid_shape, unpad_image
 
 from ocr_heads.models import register_family
-from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, context_offsets
+from ocr_heads.models.base import (
+    ImageTokens,
+    ModelAdapter,
+    ModelInputs,
+    context_offsets,
+    contiguous_runs,
+    expand_placeholders,
+)
 from ocr_heads.models.protocol import DEFAULT_PROTOCOL, check_protocol
 
 IMAGE_TOKEN = "<image>"
@@ -194,7 +201,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
         inputs = self._tokenize(content, context=None, image_token_counts=counts)
         inputs.tensors.update(pixel_values=vision["pixel_values"], image_sizes=vision["image_sizes"],
                               batch_num_images=torch.as_tensor(vision["batch_num_images"]))
-        starts = self._image_starts(inputs.input_ids[0], counts)
+        starts = contiguous_runs(inputs.input_ids[0], self.image_token_id, counts)
         inputs.image_tokens = [ImageTokens(page=i, start=s, tile_boxes=b, layout=layout)
                                for i, (s, b, layout) in enumerate(zip(starts, boxes, layouts, strict=True))]
         return inputs
@@ -212,27 +219,9 @@ class LlavaOnevisionAdapter(ModelAdapter):
         prompt = self.tokenizer.apply_chat_template(
             [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
         )
-        if prompt.count(IMAGE_TOKEN) != len(image_token_counts):
-            raise ValueError(f"chat template produced {prompt.count(IMAGE_TOKEN)} image placeholders "
-                             f"for {len(image_token_counts)} pages")
-        pieces = prompt.split(IMAGE_TOKEN)
-        prompt = pieces[0] + "".join(IMAGE_TOKEN * n + piece
-                                     for n, piece in zip(image_token_counts, pieces[1:], strict=True))
+        prompt = expand_placeholders(prompt, IMAGE_TOKEN, [IMAGE_TOKEN * n for n in image_token_counts])
         encoded = self.tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=False)
         input_ids = torch.tensor([encoded["input_ids"]])
         offsets = context_offsets(prompt, encoded["offset_mapping"], context)
         tensors = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
         return ModelInputs(tensors=tensors, context_offsets=offsets)
-
-    def _image_starts(self, input_ids: torch.Tensor, counts: list[int]) -> list[int]:
-        """First token of every page: pages take consecutive runs of ``counts`` image tokens, each contiguous."""
-        positions = (input_ids == self.image_token_id).nonzero().flatten().tolist()
-        if len(positions) != sum(counts):
-            raise ValueError(f"{len(positions)} image tokens in the prompt, the pages need {sum(counts)}")
-        starts, cursor = [], 0
-        for count in counts:
-            if positions[cursor + count - 1] != positions[cursor] + count - 1:
-                raise ValueError("image tokens of one page are not contiguous")
-            starts.append(positions[cursor])
-            cursor += count
-        return starts

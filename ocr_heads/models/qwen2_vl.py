@@ -16,7 +16,14 @@ from transformers import AutoImageProcessor, Qwen2VLForConditionalGeneration
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
 from ocr_heads.models import register_family
-from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, context_offsets
+from ocr_heads.models.base import (
+    ImageTokens,
+    ModelAdapter,
+    ModelInputs,
+    context_offsets,
+    contiguous_runs,
+    expand_placeholders,
+)
 from ocr_heads.models.protocol import DEFAULT_PROTOCOL, PAPER, check_protocol
 
 IMAGE_PAD = "<|image_pad|>"
@@ -116,7 +123,7 @@ class Qwen2VLAdapter(ModelAdapter):
         counts = [int(grid.prod()) // self.merge_size**2 for grid in grids]
         inputs = self._tokenize(content, context=None, image_token_counts=counts)
         inputs.tensors.update(pixel_values=vision["pixel_values"], image_grid_thw=grids)
-        starts = self._image_starts(inputs.input_ids[0], counts)
+        starts = contiguous_runs(inputs.input_ids[0], self.image_token_id, counts)
         inputs.image_tokens = [
             ImageTokens(page=i, start=start, tile_boxes=self._tile_boxes(grids[i], pages[i].size),
                         layout=self._layout(grids[i]))
@@ -129,12 +136,7 @@ class Qwen2VLAdapter(ModelAdapter):
             [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True,
             **self.chat_template_kwargs,
         )
-        if prompt.count(IMAGE_PAD) != len(image_token_counts):
-            raise ValueError(f"chat template produced {prompt.count(IMAGE_PAD)} image placeholders "
-                             f"for {len(image_token_counts)} pages")
-        pieces = prompt.split(IMAGE_PAD)
-        prompt = pieces[0] + "".join(IMAGE_PAD * n + piece for n, piece in zip(image_token_counts, pieces[1:],
-                                                                               strict=True))
+        prompt = expand_placeholders(prompt, IMAGE_PAD, [IMAGE_PAD * n for n in image_token_counts])
         encoded = self.tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=False)
         input_ids = torch.tensor([encoded["input_ids"]])
         offsets = context_offsets(prompt, encoded["offset_mapping"], context)
@@ -145,19 +147,6 @@ class Qwen2VLAdapter(ModelAdapter):
             "mm_token_type_ids": (input_ids == self.image_token_id).to(torch.int32),
         }
         return ModelInputs(tensors=tensors, context_offsets=offsets)
-
-    def _image_starts(self, input_ids: torch.Tensor, counts: list[int]) -> list[int]:
-        positions = (input_ids == self.image_token_id).nonzero().flatten().tolist()
-        if len(positions) != sum(counts):
-            raise ValueError(f"{len(positions)} image tokens in the prompt, the processor made {sum(counts)}")
-        starts, cursor = [], 0
-        for count in counts:
-            start = positions[cursor]
-            if positions[cursor + count - 1] != start + count - 1:
-                raise ValueError("image tokens of one page are not contiguous")
-            starts.append(start)
-            cursor += count
-        return starts
 
     def _layout(self, grid_thw: torch.Tensor) -> str:
         _, grid_h, grid_w = (int(v) for v in grid_thw)
