@@ -7,9 +7,10 @@ from ocr_heads.attention import capture, text_attention, verify_against_eager
 from ocr_heads.data.samples import load_samples
 
 
-def plain_eager_rows(adapter, inputs, generated, layer):
-    """Reference computed the authors' way, in the test: one eager forward over prompt + generated
-    tokens with output_attentions; rows P-1 .. P+G-2 produced the G generated tokens."""
+def plain_eager_attentions(adapter, inputs, generated):
+    """Reference computed the authors' way, in the test: one eager forward over prompt + generated tokens
+    with output_attentions (the model's own masks, a sliding window included); per layer the rows
+    P-1 .. P+G-2, which produced the G generated tokens."""
     tail = torch.tensor([generated[:-1]])
     tensors = dict(inputs.tensors)
     tensors["input_ids"] = torch.cat([inputs.input_ids, tail], dim=1)
@@ -21,7 +22,11 @@ def plain_eager_rows(adapter, inputs, generated, layer):
             attentions = adapter.model(**tensors, output_attentions=True).attentions
     finally:
         adapter.set_text_attention("sdpa")
-    return attentions[layer][0, :, inputs.prompt_length - 1 :, :]
+    return [a[0, :, inputs.prompt_length - 1 :, :] for a in attentions]
+
+
+def plain_eager_rows(adapter, inputs, generated, layer):
+    return plain_eager_attentions(adapter, inputs, generated)[layer]
 
 
 @pytest.mark.parametrize("modality", ["image", "text"])

@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 import torch
+from test_attention import plain_eager_attentions
 
 from ocr_heads.attention import IMPLEMENTATION, capture, verify_against_eager
 from ocr_heads.data.samples import load_samples
@@ -22,22 +23,6 @@ def _sliding_copy(src, dst, window: int):
     return load_adapter(str(dst))
 
 
-def _eager_rows(adapter, inputs, generated):
-    """Eager attention (the model's own, window mask included) over prompt + output, in one forward."""
-    tail = torch.tensor([generated[:-1]])
-    tensors = dict(inputs.tensors)
-    tensors["input_ids"] = torch.cat([inputs.input_ids, tail], dim=1)
-    tensors["attention_mask"] = torch.ones_like(tensors["input_ids"])
-    tensors["mm_token_type_ids"] = torch.cat([tensors["mm_token_type_ids"], torch.zeros_like(tail).int()], dim=1)
-    adapter.set_text_attention("eager")
-    try:
-        with torch.no_grad():
-            attentions = adapter.model(**tensors, output_attentions=True).attentions
-    finally:
-        adapter.set_text_attention("sdpa")
-    return [a[0, :, inputs.prompt_length - 1 :, :] for a in attentions]
-
-
 def test_sliding_window_wider_than_the_input_records_exactly(tiny_model_dir, passkey_dir, tmp_path):
     adapter = _sliding_copy(tiny_model_dir, tmp_path / "sliding", window=4096)
     assert adapter.model.model.language_model.layers[1].self_attn.sliding_window == 4096
@@ -47,7 +32,7 @@ def test_sliding_window_wider_than_the_input_records_exactly(tiny_model_dir, pas
     with capture(adapter) as recorder:
         generated = adapter.generate(inputs, max_new_tokens=4)
     record = recorder.result()
-    for layer, probs in enumerate(_eager_rows(adapter, inputs, generated)):
+    for layer, probs in enumerate(plain_eager_attentions(adapter, inputs, generated)):
         assert torch.equal(record.argmax[:, layer], probs[:, :, :P].argmax(-1).T)
     assert verify_against_eager(adapter, inputs, generated, record) == []
 
@@ -61,7 +46,7 @@ def test_binding_sliding_window_capture_is_exact_and_sink_edit_refused(tiny_mode
     with capture(adapter) as recorder:
         generated = adapter.generate(inputs, max_new_tokens=4)
     record = recorder.result()
-    for layer, probs in enumerate(_eager_rows(adapter, inputs, generated)):
+    for layer, probs in enumerate(plain_eager_attentions(adapter, inputs, generated)):
         assert torch.equal(record.argmax[:, layer], probs[:, :, :P].argmax(-1).T)
     # The authors' text rule recomputes prompt rows as positions: refused under a binding window.
     with pytest.raises(ValueError, match=r"layer 1: sliding-window attention \(window 8\)"), \
