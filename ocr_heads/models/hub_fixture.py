@@ -23,7 +23,6 @@ the real one only in sizes and weights:
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from ocr_heads.cli import Parser, run_cli, setup_logging
 from ocr_heads.models.charset import CHARACTERS
 
 logger = logging.getLogger(__name__)
@@ -258,7 +258,7 @@ def known_names() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description="Build a tiny random checkpoint from a checkpoint's published metadata files (hub-format "
         "config.json with only sizes shrunk, the published preprocessor/generation/tokenizer configs and chat "
         "template) plus random weights and a tokenizer.json. Its scores are noise.",
@@ -271,16 +271,9 @@ def main(argv: list[str] | None = None) -> int:
                         "stand-in with the published special-token ids; auto: qwen2 where it fits and can be had")
     parser.add_argument("--seed", type=int, default=0, help="weight-init seed")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from ocr_heads.models.qwen2_vocab import VocabUnavailable
-
-    try:
-        out = build_hub_fixture(args.name, args.out, vocab=args.vocab, seed=args.seed)
-    except (ValueError, VocabUnavailable) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(out)
-    return 0
+    setup_logging()
+    # Unknown inputs (ValueError) and a missing vocabulary (VocabUnavailable) end as one error line.
+    return run_cli(lambda: print(build_hub_fixture(args.name, args.out, vocab=args.vocab, seed=args.seed)))
 
 
 if __name__ == "__main__":

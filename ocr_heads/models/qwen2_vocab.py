@@ -33,6 +33,8 @@ from transformers import PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import TikTokenConverter
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
+from ocr_heads.cli import UserError
+
 logger = logging.getLogger(__name__)
 
 DASHSCOPE_VERSION = "2.0.2"
@@ -62,7 +64,7 @@ FORMAT = 1
 DONE_MARKER = "ocr_heads_qwen2_vocab.json"
 
 
-class VocabUnavailable(RuntimeError):
+class VocabUnavailable(UserError):
     """The Qwen2 BPE ranks cannot be had here (no network to PyPI, no cached copy)."""
 
 

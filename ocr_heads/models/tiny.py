@@ -27,7 +27,7 @@ from transformers import (
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from ocr_heads.cli import Parser, UserError, positive_int, run_cli, setup_logging
+from ocr_heads.cli import Parser, positive_int, run_cli, setup_logging
 from ocr_heads.models.charset import UNK, build_char_tokenizer
 from ocr_heads.models.internvl import (
     CONTEXT_IMAGE,
@@ -38,7 +38,6 @@ from ocr_heads.models.internvl import (
     START_IMAGE,
 )
 from ocr_heads.models.qwen2_vl import MAX_PIXELS, MIN_PIXELS, QWEN2_VL_CHAT_TEMPLATE
-from ocr_heads.models.qwen2_vocab import VocabUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -260,15 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {"num_layers": args.layers, "num_heads": args.heads, "num_kv_heads": args.kv_heads,
              "hidden_size": args.hidden}
     extra = {"vocab": args.vocab} if args.vocab != "char" else {}
-    def build() -> int:
-        try:
-            builders()[args.family](args.out, seed=args.seed, **{k: v for k, v in sizes.items() if v is not None},
-                                    **extra)
-        except VocabUnavailable as err:
-            raise UserError(str(err)) from err
-        return 0
-
-    return run_cli(build)
+    # VocabUnavailable is a UserError: run_cli prints it as one error line.
+    return run_cli(lambda: builders()[args.family](
+        args.out, seed=args.seed, **{k: v for k, v in sizes.items() if v is not None}, **extra) and 0)
 
 
 if __name__ == "__main__":
