@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 # @tiny_builder in their own module, listed in TINY_MODULES so that `--family` finds them.
 BUILDERS: dict[str, Callable[..., Path]] = {}
 TINY_MODULES: tuple[str, ...] = ("ocr_heads.models.tiny_qwen", "ocr_heads.models.tiny_llava",
-                                  "ocr_heads.models.tiny_gemma3")
+                                  "ocr_heads.models.tiny_gemma3", "ocr_heads.models.tiny_smolvlm")
 
 
 def tiny_builder(family: str) -> Callable[[Callable[..., Path]], Callable[..., Path]]:

@@ -1,0 +1,102 @@
+"""Tiny random SmolVLM (``--family smolvlm``) from SmolVLM2-500M-Video-Instruct's published files; ``--family
+idefics3``: the same model as an Idefics3 checkpoint (the SmolVLM v1 releases are ``idefics3``).
+
+    python -m ocr_heads.models.tiny --family smolvlm --out models/tiny-smolvlm
+
+The published ``config.json`` (``configs/hub/SmolVLM2-500M-Video-Instruct/``) is loaded as it is, with only sizes
+shrunk and token ids pointed at the project's character-level tokenizer (which carries SmolVLM's special-token
+strings: ``<fake_token_around_image>``, ``<image>``, ``<global-img>``, ``<row_i_col_j>``, ``<end_of_utterance>``
+and its chat format), then read back through ``AutoConfig``. Kept: the 512 px tile, 16 px patches, pixel-shuffle
+``scale_factor`` 4 (64 tokens a tile), the processor's ``longest_edge`` 2048, a Llama language model, and the
+published quirks (top-level ``use_cache: false``, ``pad_token_id`` outside the text vocabulary, extra text keys).
+``preprocessor_config.json`` is copied verbatim (its torchvision ``SmolVLMImageProcessor`` type loads as the
+PIL processor here). Weights are random: scores are noise.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from transformers import AutoConfig, Idefics3Config
+from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
+
+from ocr_heads.models.charset import UNK, build_char_tokenizer
+from ocr_heads.models.smolvlm import (
+    END_OF_UTTERANCE,
+    FAKE_IMAGE_TOKEN,
+    GLOBAL_IMAGE_TOKEN,
+    IMAGE_TOKEN,
+    SMOLVLM_CHAT_TEMPLATE,
+    Idefics3Adapter,
+    SmolVLMAdapter,
+)
+from ocr_heads.models.tiny import _save_random_model, tiny_builder
+from ocr_heads.models.tiny_qwen import HUB_CONFIGS
+
+CHECKPOINT = "SmolVLM2-500M-Video-Instruct"
+# The tokenizer's 6 x 6 tile tokens (SmolVLM's vocabulary has <row_1_col_1> .. <row_6_col_6>).
+ROW_COL_TOKENS = [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
+IMAGE_TOKENS = [FAKE_IMAGE_TOKEN, IMAGE_TOKEN, GLOBAL_IMAGE_TOKEN, *ROW_COL_TOKENS]
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", END_OF_UTTERANCE, *IMAGE_TOKENS, UNK]
+NAMED_TOKENS = {"fake_image_token": FAKE_IMAGE_TOKEN, "image_token": IMAGE_TOKEN,
+                "global_image_token": GLOBAL_IMAGE_TOKEN, "end_of_utterance_token": END_OF_UTTERANCE}
+# Processor fields of the published file the PIL processor takes as arguments.
+PROCESSOR_FIELDS = ("do_convert_rgb", "do_image_splitting", "do_normalize", "do_pad", "do_rescale", "do_resize",
+                    "image_mean", "image_std", "max_image_size", "resample", "rescale_factor", "size")
+
+
+def shrunk_config(vocab_size: int, token_ids: dict[str, int], num_layers: int = 3, hidden_size: int = 64,
+                  num_heads: int = 4, num_kv_heads: int = 2, vision_depth: int = 1,
+                  vision_hidden_size: int = 32) -> dict:
+    """The published config.json with sizes shrunk and token ids from the tiny tokenizer; geometry untouched."""
+    config = json.loads((HUB_CONFIGS / CHECKPOINT / "config.json").read_text())
+    text = config["text_config"]
+    text.update(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
+                head_dim=hidden_size // num_heads, bos_token_id=token_ids["<|im_start|>"],
+                eos_token_id=token_ids[END_OF_UTTERANCE], pad_token_id=token_ids["<|im_end|>"])
+    config["vision_config"].update(hidden_size=vision_hidden_size, intermediate_size=2 * vision_hidden_size,
+                                   num_hidden_layers=vision_depth, num_attention_heads=2)
+    config.update(vocab_size=vocab_size, image_token_id=token_ids[IMAGE_TOKEN], pad_token_id=token_ids["<|im_end|>"])
+    return config
+
+
+def _build(out: str | Path, seed: int, adapter: type, family: str, idefics3: bool, **sizes: int) -> Path:
+    tokenizer = build_char_tokenizer(SPECIAL_TOKENS, SMOLVLM_CHAT_TEMPLATE, NAMED_TOKENS, eos_token=END_OF_UTTERANCE,
+                                     pad_token="<|im_end|>", bos_token="<|im_start|>")
+    token_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    config = shrunk_config(len(tokenizer), token_ids, **sizes)
+    if idefics3:
+        # An Idefics3 checkpoint of the same model: its own model and vision types, everything else as published.
+        config = {**config, "model_type": "idefics3", "architectures": ["Idefics3ForConditionalGeneration"],
+                  "vision_config": {**config["vision_config"], "model_type": "idefics3_vision"}}
+    with tempfile.TemporaryDirectory() as scratch:
+        (Path(scratch) / "config.json").write_text(json.dumps(config))
+        hf_config = AutoConfig.from_pretrained(scratch)
+    if idefics3 and not isinstance(hf_config, Idefics3Config):
+        raise ValueError(f"expected an Idefics3 config, got {type(hf_config).__name__}")
+    published = json.loads((HUB_CONFIGS / CHECKPOINT / "preprocessor_config.json").read_text())
+    processor_class = Idefics3ImageProcessorPil if idefics3 else SmolVLMImageProcessorPil  # the same geometry
+    image_processor = processor_class(**{k: published[k] for k in PROCESSOR_FIELDS})
+    out = _save_random_model(adapter.model_class, hf_config, tokenizer, image_processor, Path(out), seed, family,
+                             suppress_tokens=[token_ids[t] for t in IMAGE_TOKENS])
+    if not idefics3:
+        # The processor file as published (SmolVLM's torchvision processor type, its video settings).
+        shutil.copyfile(HUB_CONFIGS / CHECKPOINT / "preprocessor_config.json", out / "preprocessor_config.json")
+    return out
+
+
+@tiny_builder("smolvlm")
+def build_tiny_smolvlm(out: str | Path, seed: int = 0, **sizes: int) -> Path:
+    """Tiny random SmolVLM (SmolVLMForConditionalGeneration) from SmolVLM2-500M-Video-Instruct's published files."""
+    return _build(out, seed, SmolVLMAdapter, "SmolVLM", idefics3=False, **sizes)
+
+
+@tiny_builder("idefics3")
+def build_tiny_idefics3(out: str | Path, seed: int = 0, **sizes: int) -> Path:
+    """The same tiny model as an Idefics3 checkpoint (Idefics3ForConditionalGeneration; SmolVLM v1 layout)."""
+    return _build(out, seed, Idefics3Adapter, "Idefics3", idefics3=True, **sizes)
