@@ -140,7 +140,10 @@ def test_crop_boxes_follow_the_processor_grid(adapter):
         "<fake_token_around_image>", "<row_2_col_2>"]
     assert tokenizer.convert_ids_to_tokens(ids[runs[16].start - 3 : runs[16].start]) == [
         "\n", "<fake_token_around_image>", "<global-img>"]
-    assert "crop" not in runs[16].layout and "global" in runs[16].layout and "row 2 col 2" in runs[5].layout
+    assert runs[0].layout == "4 x 4 tiles (rows x cols, row-major) of 512 px, 8 x 8 tokens each, over page cells of " \
+        "158.8 x 120.5 px"
+    assert runs[5].layout == ""
+    assert runs[16].layout == "then 8 x 8 tokens over the page stretched to 512 px (global image)"
 
 
 @pytest.mark.parametrize("size", [*SIZES, (512, 512), (513, 100), (100, 5000), (4000, 4000), (1, 1)])

@@ -231,13 +231,17 @@ class SmolVLMAdapter(ModelAdapter):
                              "no page, and this adapter maps full tiles only")
 
     def _layout(self, region: Region, index: int, grid: tuple[int, int]) -> str:
+        """For people (inspect, doctor): the crop grid on a page's first run, the global image on its last; the other
+        crops say nothing more (their boxes do)."""
         rows, cols = grid
         g = f"{self.grid} x {self.grid} tokens"
         if index == rows * cols:
-            return f"{g} over the page stretched to {self.tile} px (global image)"
+            return f"{'then ' if rows else ''}{g} over the page stretched to {self.tile} px (global image)"
+        if index:
+            return ""
         x0, y0, x1, y1 = region
-        return (f"tile row {index // cols + 1} col {index % cols + 1} of {rows} x {cols}: {g} over page x "
-                f"{x0:.1f}..{x1:.1f}, y {y0:.1f}..{y1:.1f}")
+        return (f"{rows} x {cols} tiles (rows x cols, row-major) of {self.tile} px, {g} each, over page cells of "
+                f"{x1 - x0:.1f} x {y1 - y0:.1f} px")
 
     def _tokenize(self, content: list[dict], context: str | None, image_token_counts: list[int],
                   page_prompts: list[str] | None = None) -> ModelInputs:
