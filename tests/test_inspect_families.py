@@ -19,8 +19,11 @@ STEP1_PAGE = (635, 482)
 # LLaVA-OneVision (paper = native): 27 x 27 base features; best pinpoint 768 x 768 (2 x 2 crops, 54 x 54 cells),
 #   unpadded to the page's aspect: 54 * 482 / 635 = 40.99 -> 54 - 2 * ((54 - 40) // 2) = 40 rows x 54 columns,
 #   plus one newline per row: 729 + 40 * 55 = 2929 tokens, 40 of them without page pixels.
+# SmolVLM / Idefics3 paper: the global image alone, one 512 px tile of 16 px patches pixel-shuffled by 4: 8 x 8 = 64
+#   (native: 635 x 482 -> 2048 x 1554 -> 2048 x 2048, 4 x 4 tiles + the global image: 17 x 64 = 1088).
 PAPER_TOKENS = {"qwen2_vl": 234, "qwen2_5_vl": 234, "qwen3_vl": 234, "qwen3_vl_moe": 234, "qwen3_5": 234,
-                "internvl": 256, "llava_onevision": 2929, "gemma3": 256}
+                "internvl": 256, "llava_onevision": 2929, "gemma3": 256, "smolvlm": 64, "idefics3": 64}
+NATIVE_TOKENS = {"smolvlm": 1088, "idefics3": 1088}
 NO_PIXEL_TOKENS = {"llava_onevision": 40}
 FAMILIES = sorted(PAPER_TOKENS)
 
@@ -68,6 +71,8 @@ def test_inspect_json_on_every_family(family_dirs, page_png, capsys, family, pro
     assert result["image_tokens"] == in_prompt == adapter.expected_tokens(STEP1_PAGE)
     if protocol == "paper":
         assert in_prompt == PAPER_TOKENS[family]
+    elif family in NATIVE_TOKENS:
+        assert in_prompt == NATIVE_TOKENS[family]
 
     tiles = result["tiles"]
     assert len(tiles) == in_prompt
