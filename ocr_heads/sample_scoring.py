@@ -61,7 +61,7 @@ class SampleResult:
         values = self.scored.values
         record = {"generated": self.text, "recall": self.recall}
         if self.inputs.image_tokens:
-            record["image_tokens"] = [page.count for page in self.inputs.image_tokens]
+            record["image_tokens"] = self.inputs.tokens_per_page
         record.update(events=self.scored.events, hits=int((values > 0).sum()))
         if self.scored.event_chars:
             record["event_chars"] = self.scored.event_chars

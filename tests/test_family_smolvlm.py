@@ -242,3 +242,23 @@ def test_sink_equals_eager_reference(paper_adapter, passkey_dir):
 def test_step1_to_step3(model_dir, tmp_path):
     """The command lines at their default protocol (paper: one tile a page); the checks above run native."""
     check_step1_to_step3(model_dir, tmp_path, num_layers=3, num_heads=4)
+
+
+def test_step2_records_tokens_per_page_not_per_tile(model_dir, tmp_path, passkey_dir, adapter):
+    """Native: a page is 17 runs (16 tiles + the global image); the per-sample log and the meta sidecar count
+    tokens per page (summed over its runs), as inputs.tokens_per_page does."""
+    from ocr_heads.data.samples import load_samples
+    from ocr_heads.step2 import main as step2_main
+
+    sample = load_samples(passkey_dir)[0]
+    pages = sample.load_pages()
+    expected = [adapter.expected_tokens(page.size) for page in pages]
+    assert adapter.image_inputs(pages, sample.question).tokens_per_page == expected
+    argv = ["--model_id", str(model_dir), "--data", str(passkey_dir), "--out", str(tmp_path), "--n", "1",
+            "--max_new_tokens", "2", "--protocol", "native"]
+    assert step2_main("image", argv) == 0
+    stem = tmp_path / "image" / f"{model_dir.name}_fg"
+    (record,) = [json.loads(line) for line in stem.with_suffix(".samples.jsonl").read_text().splitlines()]
+    assert record["image_tokens"] == expected
+    meta = json.loads(stem.with_suffix(".meta.json").read_text())
+    assert meta["image_tokens_per_page"]["pages"] == len(pages)

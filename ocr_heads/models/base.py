@@ -58,6 +58,15 @@ class ModelInputs:
     def prompt_length(self) -> int:
         return int(self.input_ids.shape[-1])
 
+    @property
+    def tokens_per_page(self) -> list[int]:
+        """Image tokens of each page, summed over its runs (a page may be several runs: Gemma 3's crops, SmolVLM's
+        tiles)."""
+        counts = [0] * (max((tokens.page for tokens in self.image_tokens), default=-1) + 1)
+        for tokens in self.image_tokens:
+            counts[tokens.page] += tokens.count
+        return counts
+
     def context_tokens(self, start: int, end: int) -> list[int]:
         """Prompt positions whose characters overlap ``context[start:end]``."""
         return [i for i, (s, e) in enumerate(self.context_offsets) if s < end and e > start and s >= 0]
