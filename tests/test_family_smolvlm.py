@@ -146,6 +146,19 @@ def test_crop_boxes_follow_the_processor_grid(adapter):
     assert runs[16].layout == "then 8 x 8 tokens over the page stretched to 512 px (global image)"
 
 
+def test_a_character_is_targeted_in_its_tile_and_in_the_global_image(adapter):
+    """A character box (x 100..110, y 100..115) lies in tile row 1 col 1 (x 0..158.75, y 0..120.5): its tokens there
+    (19.84 x 15.06 px: column 5, rows 6-7) and in the global image (79.4 x 60.25 px: column 1, row 1) are targets."""
+    from ocr_heads.scoring import char_targets
+
+    inputs = adapter.image_inputs([Image.new("RGB", STEP1_PAGE, "white")], "q?")
+    (targets,) = char_targets([{0: [[100, 100, 110, 115]]}], inputs.image_tokens)
+    runs = inputs.image_tokens
+    in_run = {k: sorted(t - run.start for t in targets if run.start <= t < run.start + run.count)
+              for k, run in enumerate(runs)}
+    assert {k: v for k, v in in_run.items() if v} == {0: [6 * 8 + 5, 7 * 8 + 5], 16: [1 * 8 + 1]}
+
+
 @pytest.mark.parametrize("size", [*SIZES, (512, 512), (513, 100), (100, 5000), (4000, 4000), (1, 1)])
 def test_expected_tokens_match_the_processor(model_dir, size):
     """expected_tokens (the settings' arithmetic) against the frames the processor makes; paper: one tile."""
