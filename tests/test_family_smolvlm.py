@@ -94,9 +94,6 @@ def test_tokens_show_what_the_processor_pixels_show(adapter, size, splitting):
     shown = processor_intensity(inputs.tensors["pixel_values"], adapter.grid)
     boxes = np.concatenate([run.tile_boxes for run in runs])
     ours = page_intensity(page, boxes)
-    if size == (40, 30):  # one square covers most of the page; compare values, not their spread
-        assert np.abs(ours - shown).mean() < 0.05
-        return
     assert np.corrcoef(ours, shown)[0, 1] > 0.95 and np.abs(ours - shown).mean() < 0.05
     # The crops of a page partition it exactly, and so does its global image.
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
