@@ -1,4 +1,8 @@
-"""Build tiny random Qwen2-VL (or InternVL) checkpoints from configs alone, for offline tests and the demo.
+"""Build tiny random checkpoints of every supported family, for offline tests and the demo.
+
+Qwen2-VL is built from a config written here; InternVL3/3.5 (below), the later Qwen families
+(:mod:`ocr_heads.models.tiny_qwen`), LLaVA-OneVision and Gemma 3 from the published hub files in
+``configs/hub`` with only sizes shrunk (:mod:`ocr_heads.models.hub_configs`).
 
     python -m ocr_heads.models.tiny --out models/tiny-qwen2-vl
     python -m ocr_heads.models.tiny --family internvl --out models/tiny-internvl
