@@ -163,7 +163,7 @@ def test_sink_equals_eager_reference(adapter, passkey_dir):
 
 
 def test_step1_to_step3(model_dir, tmp_path):
-    check_step1_to_step3(model_dir, tmp_path, num_layers=3, num_heads=4)
+    check_step1_to_step3(model_dir, tmp_path, num_layers=6, num_heads=4)  # one period of the 5:1 pattern
 
 
 def test_unsupported_arguments_are_refused(model_dir):

@@ -67,7 +67,7 @@ def test_inspect_overrides_and_internvl(hub_dir, internvl_dir, page_png, capsys)
     assert result["image_tokens"] == count == 256
     np.testing.assert_array_equal(np.array(result["tiles"]), boxes)
     assert inspect.main(["--model_id", str(internvl_dir), "--protocol", "native", *argv]) == 0
-    assert last_json(capsys)["image_tokens"] == 7 * 256  # 3 x 2 tiles + thumbnail
+    assert last_json(capsys)["image_tokens"] == 13 * 256  # 4 x 3 tiles + thumbnail (published max_patches 12)
 
 
 def test_inspect_overlay_draws_the_token_grid(hub_dir, page_png, tmp_path, capsys):

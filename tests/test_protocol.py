@@ -117,9 +117,10 @@ def test_internvl_paper_protocol_is_one_tile_without_thumbnail(internvl_dir):
     native = load_adapter(str(internvl_dir), protocol="native", weights=False)
     inputs = native.image_inputs([page], "What is the pass key?")
     (tokens,) = inputs.image_tokens
-    assert tokens.count == 7 * 256 == native.expected_tokens(STEP1_PAGE)  # 3 x 2 tiles + thumbnail
+    # The published max_patches 12: 4 x 3 tiles + thumbnail.
+    assert tokens.count == 13 * 256 == native.expected_tokens(STEP1_PAGE)
     # The thumbnail's token over the box is a target too: the paper never has one.
-    assert tokens.start + 6 * 256 + 50 in char_targets([{0: [box]}], inputs.image_tokens)[0]
+    assert tokens.start + 12 * 256 + 50 in char_targets([{0: [box]}], inputs.image_tokens)[0]
 
     override = load_adapter(str(internvl_dir), max_patches=6, weights=False)
     assert override.protocol == "paper" and override.image_inputs([page], "q").image_tokens[0].count == 7 * 256

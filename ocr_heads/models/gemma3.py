@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 from transformers import AutoImageProcessor, Gemma3ForConditionalGeneration
+from transformers.models.gemma3.processing_gemma3 import Gemma3Processor
 
 from ocr_heads.models import register_family
 from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, context_offsets, expand_placeholders
@@ -100,6 +101,11 @@ class Gemma3Adapter(ModelAdapter):
         self.protocol = check_protocol(protocol)
         self._load(Gemma3ForConditionalGeneration, model_id, dtype, device_map, GEMMA3_CHAT_TEMPLATE, weights)
         self.image_processor = AutoImageProcessor.from_pretrained(model_id)
+        # Published preprocessor configs leave the pan-and-scan settings null: Gemma3Processor supplies them at call
+        # time, and this adapter calls the image processor alone, so it takes them from the processor class too.
+        for key, value in Gemma3Processor.images_kwargs.items():
+            if getattr(self.image_processor, key, None) is None:
+                setattr(self.image_processor, key, value)
         # `paper`: one 896 px square, 256 tokens a page (the paper's budget; no crops, like its one InternVL
         # tile). `native`: the checkpoint's own do_pan_and_scan (published Gemma 3 configs leave it off).
         if pan_and_scan is None:

@@ -1,4 +1,8 @@
-"""Build tiny random Qwen2-VL (or InternVL) checkpoints from configs alone, for offline tests and the demo.
+"""Build tiny random checkpoints of every supported family, for offline tests and the demo.
+
+Qwen2-VL is built from a config written here; InternVL3/3.5 (below), the later Qwen families
+(:mod:`ocr_heads.models.tiny_qwen`), LLaVA-OneVision and Gemma 3 from the published hub files in
+``configs/hub`` with only sizes shrunk (:mod:`ocr_heads.models.hub_configs`).
 
     python -m ocr_heads.models.tiny --out models/tiny-qwen2-vl
     python -m ocr_heads.models.tiny --family internvl --out models/tiny-internvl
@@ -17,29 +21,30 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-from transformers import (
-    InternVLConfig,
-    InternVLForConditionalGeneration,
-    Qwen2VLConfig,
-    Qwen2VLForConditionalGeneration,
-)
-from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
+from transformers import InternVLForConditionalGeneration, Qwen2VLConfig, Qwen2VLForConditionalGeneration
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from ocr_heads.cli import Parser, positive_int, run_cli, setup_logging
 from ocr_heads.models.charset import UNK, build_char_tokenizer
+from ocr_heads.models.hub_configs import (
+    published,
+    save_random_model,
+    save_tiny,
+    shrink_decoder,
+    shrink_vit,
+    special_token_ids,
+)
 from ocr_heads.models.internvl import (
     CONTEXT_IMAGE,
     END_IMAGE,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     INTERNVL_CHAT_TEMPLATE,
     START_IMAGE,
 )
 from ocr_heads.models.qwen2_vl import MAX_PIXELS, MIN_PIXELS, QWEN2_VL_CHAT_TEMPLATE
 
 logger = logging.getLogger(__name__)
+# Kept under its old name for builders in other modules.
+_save_random_model = save_random_model
 
 # family name -> builder(out, seed=..., **config_overrides) -> Path. Families defined elsewhere register with
 # @tiny_builder in their own module, listed in TINY_MODULES so that `--family` finds them.
@@ -79,30 +84,6 @@ def _decoder_config(vocab_size: int, token_ids: dict[str, int], num_layers: int,
         "pad_token_id": token_ids["<|endoftext|>"],
         "tie_word_embeddings": False,
     }
-
-
-def _save_random_model(model_class: type, config, tokenizer, image_processor, out: Path, seed: int,
-                       family: str, suppress_tokens: list[int] | None = None) -> Path:
-    """Initialise ``model_class(config)`` from ``seed`` and save it with its tokenizer and image processor.
-
-    ``suppress_tokens`` are never generated (e.g. image placeholders, which a random model would otherwise
-    emit and which a no-cache re-run of prompt + output would then read as image tokens without features).
-    """
-    torch.manual_seed(seed)
-    model = model_class(config).eval()
-    # Saved into config.json so every score computed from this model is labelled as noise.
-    model.config.ocr_heads_random_weights = True
-    model.generation_config.pad_token_id = config.text_config.pad_token_id
-    model.generation_config.eos_token_id = config.text_config.eos_token_id
-    model.generation_config.do_sample = False
-    if suppress_tokens:
-        model.generation_config.suppress_tokens = sorted(suppress_tokens)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    image_processor.save_pretrained(out)
-    logger.info("wrote a tiny random %s (%d parameters) to %s", family, model.num_parameters(), out)
-    return out
 
 
 def tiny_qwen2_vl_config(
@@ -156,8 +137,8 @@ def build_tiny_qwen2_vl(out: str | Path, seed: int = 0, vocab: str = "char", **c
     token_ids.update({t: tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>")})
     config = tiny_qwen2_vl_config(len(tokenizer), token_ids, **config_overrides)
     image_processor = Qwen2VLImageProcessorPil(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
-    return _save_random_model(Qwen2VLForConditionalGeneration, config, tokenizer, image_processor, out, seed,
-                              "Qwen2-VL")
+    return save_random_model(Qwen2VLForConditionalGeneration, config, tokenizer, image_processor, out, seed,
+                             "Qwen2-VL")
 
 
 def _qwen2_tokenizer():
@@ -174,65 +155,37 @@ def _qwen2_tokenizer():
 INTERNVL_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", START_IMAGE, END_IMAGE, CONTEXT_IMAGE, UNK]
 INTERNVL_NAMED_TOKENS = {"start_image_token": START_IMAGE, "end_image_token": END_IMAGE,
                          "context_image_token": CONTEXT_IMAGE}
-# InternVL's tiles are 448 px with ImageNet statistics. At most 6 tiles (+ thumbnail) keeps a rendered page at
-# 7 x 256 tokens, so the tiny model still exercises multi-tile layouts while tests stay fast.
-TINY_INTERNVL_MAX_PATCHES = 6
+# language model -> the published -hf checkpoint whose files the tiny model is built from (configs/hub):
 # InternVL3 -hf checkpoints use Qwen2 language models, InternVL3.5 -hf ones (1B-38B dense) Qwen3.
-INTERNVL_LANGUAGE_MODELS = ("qwen2", "qwen3")
+INTERNVL_CHECKPOINTS = {"qwen2": "InternVL3-1B-hf", "qwen3": "InternVL3_5-1B-HF"}
+INTERNVL_LANGUAGE_MODELS = tuple(INTERNVL_CHECKPOINTS)
 
 
-def tiny_internvl_config(
-    vocab_size: int,
-    token_ids: dict[str, int],
-    num_layers: int = 3,
-    hidden_size: int = 64,
-    num_heads: int = 4,
-    num_kv_heads: int = 2,
-    vision_depth: int = 1,
-    vision_embed_dim: int = 32,
-    language_model: str = "qwen3",
-) -> InternVLConfig:
-    """InternVL3.5 (Qwen3 language model: explicit head_dim, q/k RMS norms) by default; ``"qwen2"`` for InternVL3."""
-    if language_model not in INTERNVL_LANGUAGE_MODELS:
+def tiny_internvl_config(vocab_size: int, token_ids: dict[str, int], num_layers: int = 3, hidden_size: int = 64,
+                         num_heads: int = 4, num_kv_heads: int = 2, language_model: str = "qwen3") -> dict:
+    """The published InternVL3.5 (``"qwen3"``) or InternVL3 (``"qwen2"``) -hf ``config.json`` with sizes shrunk."""
+    if language_model not in INTERNVL_CHECKPOINTS:
         raise ValueError(f"InternVL language model must be one of {INTERNVL_LANGUAGE_MODELS}, not {language_model!r}")
-    text_config = {
-        "model_type": language_model,
-        **_decoder_config(vocab_size, token_ids, num_layers, hidden_size, num_heads, num_kv_heads),
-    }
-    if language_model == "qwen3":
-        text_config["head_dim"] = hidden_size // num_heads
-    vision_config = {
-        "hidden_size": vision_embed_dim,
-        "num_hidden_layers": vision_depth,
-        "num_attention_heads": 2,
-        "intermediate_size": 2 * vision_embed_dim,
-        "image_size": 448,  # the real tile size: geometry must match real checkpoints
-        "patch_size": 14,
-    }
-    return InternVLConfig(
-        text_config=text_config,
-        vision_config=vision_config,
-        image_token_id=token_ids[CONTEXT_IMAGE],
-        image_seq_length=256,
-        downsample_ratio=0.5,
-        tie_word_embeddings=False,
-    )
+    config = published(INTERNVL_CHECKPOINTS[language_model])
+    text = config["text_config"]
+    shrink_decoder(text, vocab_size, num_layers, hidden_size, num_heads, num_kv_heads)
+    text.update(bos_token_id=token_ids["<|endoftext|>"], eos_token_id=token_ids["<|im_end|>"],
+                pad_token_id=token_ids["<|endoftext|>"])
+    shrink_vit(config["vision_config"])
+    config["image_token_id"] = token_ids[CONTEXT_IMAGE]
+    return config
 
 
 @tiny_builder("internvl")
-def build_tiny_internvl(out: str | Path, seed: int = 0, **config_overrides: int | str) -> Path:
-    """Write a tiny random native InternVL3.5 (model + tokenizer + image processor) to ``out``; same seed, same
-    weights. ``language_model="qwen2"`` builds an InternVL3 instead."""
-    out = Path(out)
+def build_tiny_internvl(out: str | Path, seed: int = 0, language_model: str = "qwen3", **sizes: int) -> Path:
+    """Write a tiny random native InternVL3.5 (model + tokenizer + image processor) to ``out``, from
+    InternVL3_5-1B-HF's published files; same seed, same weights. ``language_model="qwen2"`` builds an InternVL3
+    (from InternVL3-1B-hf's files) instead."""
     tokenizer = build_char_tokenizer(INTERNVL_SPECIAL_TOKENS, INTERNVL_CHAT_TEMPLATE, INTERNVL_NAMED_TOKENS)
-    token_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in INTERNVL_SPECIAL_TOKENS}
-    config = tiny_internvl_config(len(tokenizer), token_ids, **config_overrides)
-    image_processor = GotOcr2ImageProcessorPil(
-        size={"height": 448, "width": 448}, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD,
-        min_patches=1, max_patches=TINY_INTERNVL_MAX_PATCHES,
-    )
-    return _save_random_model(InternVLForConditionalGeneration, config, tokenizer, image_processor, out, seed,
-                              "InternVL")
+    ids = special_token_ids(tokenizer, INTERNVL_SPECIAL_TOKENS)
+    config = tiny_internvl_config(len(tokenizer), ids, language_model=language_model, **sizes)
+    return save_tiny(InternVLForConditionalGeneration, config, tokenizer, INTERNVL_CHECKPOINTS[language_model], out,
+                     seed, "InternVL")
 
 
 def main(argv: list[str] | None = None) -> int:

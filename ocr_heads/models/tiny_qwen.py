@@ -13,15 +13,12 @@ adapter applies the paper's pixel budget when it loads). Weights are random: sco
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 from pathlib import Path
 
-from transformers import AutoConfig, Qwen3_5Tokenizer
-from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+from transformers import Qwen3_5Tokenizer
 
 from ocr_heads.models.charset import SPECIAL_TOKENS, UNK, build_byte_level_char_tokenizer, build_char_tokenizer
+from ocr_heads.models.hub_configs import HUB_CONFIGS, published, save_tiny, shrink_decoder, special_token_ids
 from ocr_heads.models.qwen_family import (
     QWEN2_5_VL_CHAT_TEMPLATE,
     QWEN3_5_CHAT_TEMPLATE,
@@ -31,18 +28,15 @@ from ocr_heads.models.qwen_family import (
     Qwen3VLAdapter,
     Qwen3VLMoeAdapter,
 )
-from ocr_heads.models.tiny import _save_random_model, tiny_builder
+from ocr_heads.models.tiny import tiny_builder
 
-HUB_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "hub"
+__all__ = ["HUB_CONFIGS", "build_from_hub"]
 THINK_TOKENS = ["<think>", "</think>"]  # in the Qwen3-VL and Qwen3.5 vocabularies
-# Image-processor fields of the published files that the processor class takes as arguments.
-PROCESSOR_FIELDS = ("size", "min_pixels", "max_pixels", "patch_size", "temporal_patch_size", "merge_size",
-                    "image_mean", "image_std")
 
 
-def _rope_section(published: list[int], half: int) -> list[int]:
+def _rope_section(sections: list[int], half: int) -> list[int]:
     """Shrink an M-RoPE section (temporal, height, width) to ``half`` frequencies, keeping its proportions."""
-    scaled = [max(1, round(s * half / sum(published))) for s in published]
+    scaled = [max(1, round(s * half / sum(sections))) for s in sections]
     scaled[0] += half - sum(scaled)
     return scaled
 
@@ -50,13 +44,11 @@ def _rope_section(published: list[int], half: int) -> list[int]:
 def shrink_text(text: dict, vocab_size: int, token_ids: dict[str, int], num_layers: int, hidden_size: int,
                 num_heads: int, num_kv_heads: int, head_dim: int | None) -> None:
     """Shrink the language-model fields of a published config in place (flat or ``text_config``)."""
-    text.update(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-                num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
-                bos_token_id=token_ids["<|im_start|>"], eos_token_id=token_ids["<|im_end|>"],
+    shrink_decoder(text, vocab_size, num_layers, hidden_size, num_heads, num_kv_heads,
+                   head_dim=head_dim if "head_dim" in text else None)
+    text.update(bos_token_id=token_ids["<|im_start|>"], eos_token_id=token_ids["<|im_end|>"],
                 pad_token_id=token_ids["<|endoftext|>"], max_window_layers=num_layers)
     head_dim = head_dim or hidden_size // num_heads
-    if "head_dim" in text:
-        text["head_dim"] = head_dim
     if "layer_types" in text:  # hybrid models: the published pattern, cut to the tiny depth
         text["layer_types"] = text["layer_types"][:num_layers]
     if "num_experts" in text:  # MoE: a few small experts, each token routed to two
@@ -84,10 +76,8 @@ def build_from_hub(checkpoint: str, family: str, out: str | Path, seed: int, tok
                    model_class: type, num_layers: int = 3, hidden_size: int = 64, num_heads: int = 4,
                    num_kv_heads: int = 2, head_dim: int | None = None) -> Path:
     """Shrink ``configs/hub/<checkpoint>`` and save a random model of it with ``tokenizer`` to ``out``."""
-    source = HUB_CONFIGS / checkpoint
-    config = json.loads((source / "config.json").read_text())
-    published_processor = json.loads((source / "preprocessor_config.json").read_text())
-    token_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in special_tokens}
+    config = published(checkpoint)
+    token_ids = special_token_ids(tokenizer, special_tokens)
     text = config.get("text_config", config)  # Qwen2.5-VL's published file keeps text fields at the top
     shrink_text(text, len(tokenizer), token_ids, num_layers, hidden_size, num_heads, num_kv_heads, head_dim)
     shrink_vision(config["vision_config"], hidden_size)
@@ -96,18 +86,9 @@ def build_from_hub(checkpoint: str, family: str, out: str | Path, seed: int, tok
                   vision_end_token_id=token_ids["<|vision_end|>"])
     if "vision_token_id" in config:
         config["vision_token_id"] = token_ids["<|vision_pad|>"]
-    with tempfile.TemporaryDirectory() as scratch:
-        (Path(scratch) / "config.json").write_text(json.dumps(config))
-        hf_config = AutoConfig.from_pretrained(scratch)
-    image_processor = Qwen2VLImageProcessorPil(**{k: published_processor[k] for k in PROCESSOR_FIELDS
-                                                  if k in published_processor})
     vision_tokens = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
-    out = _save_random_model(model_class, hf_config, tokenizer, image_processor, Path(out), seed, family,
-                             suppress_tokens=[token_ids[t] for t in vision_tokens])
-    # The processor file as published, not as re-saved: its quirks (Qwen2.5-VL's top-level min/max_pixels, which
-    # override `size`; a torchvision processor type) must meet the adapter's loading code.
-    shutil.copyfile(source / "preprocessor_config.json", out / "preprocessor_config.json")
-    return out
+    return save_tiny(model_class, config, tokenizer, checkpoint, out, seed, family,
+                     suppress_tokens=[token_ids[t] for t in vision_tokens])
 
 
 @tiny_builder("qwen2_5_vl")
