@@ -43,8 +43,6 @@ from ocr_heads.models.internvl import (
 from ocr_heads.models.qwen2_vl import MAX_PIXELS, MIN_PIXELS, QWEN2_VL_CHAT_TEMPLATE
 
 logger = logging.getLogger(__name__)
-# Kept under its old name for builders in other modules.
-_save_random_model = save_random_model
 
 # family name -> builder(out, seed=..., **config_overrides) -> Path. Families defined elsewhere register with
 # @tiny_builder in their own module, listed in TINY_MODULES so that `--family` finds them.

@@ -15,16 +15,21 @@ PIL processor here). Weights are random: scores are noise.
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 from pathlib import Path
 
-from transformers import AutoConfig, Idefics3Config
+from transformers import Idefics3Config
 from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
-from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
 
 from ocr_heads.models.charset import UNK, build_char_tokenizer
+from ocr_heads.models.hub_configs import (
+    published,
+    read_back,
+    save_random_model,
+    save_tiny,
+    shrink_decoder,
+    shrink_vit,
+    special_token_ids,
+)
 from ocr_heads.models.smolvlm import (
     END_OF_UTTERANCE,
     FAKE_IMAGE_TOKEN,
@@ -34,8 +39,7 @@ from ocr_heads.models.smolvlm import (
     Idefics3Adapter,
     SmolVLMAdapter,
 )
-from ocr_heads.models.tiny import _save_random_model, tiny_builder
-from ocr_heads.models.tiny_qwen import HUB_CONFIGS
+from ocr_heads.models.tiny import tiny_builder
 
 CHECKPOINT = "SmolVLM2-500M-Video-Instruct"
 # The tokenizer's 6 x 6 tile tokens (SmolVLM's vocabulary has <row_1_col_1> .. <row_6_col_6>).
@@ -53,14 +57,12 @@ def shrunk_config(vocab_size: int, token_ids: dict[str, int], num_layers: int = 
                   num_heads: int = 4, num_kv_heads: int = 2, vision_depth: int = 1,
                   vision_hidden_size: int = 32) -> dict:
     """The published config.json with sizes shrunk and token ids from the tiny tokenizer; geometry untouched."""
-    config = json.loads((HUB_CONFIGS / CHECKPOINT / "config.json").read_text())
+    config = published(CHECKPOINT)
     text = config["text_config"]
-    text.update(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-                num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
-                head_dim=hidden_size // num_heads, bos_token_id=token_ids["<|im_start|>"],
-                eos_token_id=token_ids[END_OF_UTTERANCE], pad_token_id=token_ids["<|im_end|>"])
-    config["vision_config"].update(hidden_size=vision_hidden_size, intermediate_size=2 * vision_hidden_size,
-                                   num_hidden_layers=vision_depth, num_attention_heads=2)
+    shrink_decoder(text, vocab_size, num_layers, hidden_size, num_heads, num_kv_heads, hidden_size // num_heads)
+    text.update(bos_token_id=token_ids["<|im_start|>"], eos_token_id=token_ids[END_OF_UTTERANCE],
+                pad_token_id=token_ids["<|im_end|>"])
+    shrink_vit(config["vision_config"], vision_hidden_size, vision_depth)
     config.update(vocab_size=vocab_size, image_token_id=token_ids[IMAGE_TOKEN], pad_token_id=token_ids["<|im_end|>"])
     return config
 
@@ -68,26 +70,22 @@ def shrunk_config(vocab_size: int, token_ids: dict[str, int], num_layers: int = 
 def _build(out: str | Path, seed: int, adapter: type, family: str, idefics3: bool, **sizes: int) -> Path:
     tokenizer = build_char_tokenizer(SPECIAL_TOKENS, SMOLVLM_CHAT_TEMPLATE, NAMED_TOKENS, eos_token=END_OF_UTTERANCE,
                                      pad_token="<|im_end|>", bos_token="<|im_start|>")
-    token_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    token_ids = special_token_ids(tokenizer, SPECIAL_TOKENS)
     config = shrunk_config(len(tokenizer), token_ids, **sizes)
-    if idefics3:
-        # An Idefics3 checkpoint of the same model: its own model and vision types, everything else as published.
-        config = {**config, "model_type": "idefics3", "architectures": ["Idefics3ForConditionalGeneration"],
-                  "vision_config": {**config["vision_config"], "model_type": "idefics3_vision"}}
-    with tempfile.TemporaryDirectory() as scratch:
-        (Path(scratch) / "config.json").write_text(json.dumps(config))
-        hf_config = AutoConfig.from_pretrained(scratch)
-    if idefics3 and not isinstance(hf_config, Idefics3Config):
-        raise ValueError(f"expected an Idefics3 config, got {type(hf_config).__name__}")
-    published = json.loads((HUB_CONFIGS / CHECKPOINT / "preprocessor_config.json").read_text())
-    processor_class = Idefics3ImageProcessorPil if idefics3 else SmolVLMImageProcessorPil  # the same geometry
-    image_processor = processor_class(**{k: published[k] for k in PROCESSOR_FIELDS})
-    out = _save_random_model(adapter.model_class, hf_config, tokenizer, image_processor, Path(out), seed, family,
-                             suppress_tokens=[token_ids[t] for t in IMAGE_TOKENS])
+    suppress = [token_ids[t] for t in IMAGE_TOKENS]
     if not idefics3:
         # The processor file as published (SmolVLM's torchvision processor type, its video settings).
-        shutil.copyfile(HUB_CONFIGS / CHECKPOINT / "preprocessor_config.json", out / "preprocessor_config.json")
-    return out
+        return save_tiny(adapter.model_class, config, tokenizer, CHECKPOINT, out, seed, family, suppress)
+    # An Idefics3 checkpoint of the same model: its own model, vision and processor types, the rest as published.
+    config = {**config, "model_type": "idefics3", "architectures": ["Idefics3ForConditionalGeneration"],
+              "vision_config": {**config["vision_config"], "model_type": "idefics3_vision"}}
+    hf_config = read_back(config)
+    if not isinstance(hf_config, Idefics3Config):
+        raise ValueError(f"expected an Idefics3 config, got {type(hf_config).__name__}")
+    processor_file = published(CHECKPOINT, "preprocessor_config.json")
+    image_processor = Idefics3ImageProcessorPil(**{k: processor_file[k] for k in PROCESSOR_FIELDS})
+    return save_random_model(adapter.model_class, hf_config, tokenizer, image_processor, Path(out), seed, family,
+                             suppress_tokens=suppress)
 
 
 @tiny_builder("smolvlm")
