@@ -37,7 +37,8 @@ from pathlib import Path
 
 from ocr_heads.cli import Parser, count_help, positive_int, setup_logging
 from ocr_heads.demo_prefill import prefill_lines, prefill_masking
-from ocr_heads.experiments import RunConfig, load_head_ranking, run_one, select_heads
+from ocr_heads.experiments import RunConfig, get_experiment, load_head_ranking, run_one, select_heads
+from ocr_heads.interventions import BETA_DEFAULT
 from ocr_heads.io import read_json, write_json_atomic
 from ocr_heads.models import ModelAdapter, load_adapter
 from ocr_heads.toy.data import TOY_PROTOCOL
@@ -69,14 +70,15 @@ class Masking:
         self.layers, self.heads = shape.num_layers, shape.num_heads
 
     def em(self, dataset: str, task: str, head_set: str, heads: list[str], seed: int = 0,
-           heads_path: Path | None = None, experiment: str = "masking", beta: float | None = None) -> float:
+           heads_path: Path | None = None, experiment: str = "masking", options: dict[str, float] | None = None
+           ) -> float:
+        options = options or {}
         cfg = RunConfig(experiment, self.model_id, dataset, task, head_set, len(heads), seed, heads,
-                        str(heads_path) if heads_path else None, beta, str(self.data), self.n, 0, MAX_NEW_TOKENS)
-        flags = {"none": "", "top": " --do_masking", "random": " --do_masking --is_all_random",
-                 "sink_top": " --do_masking --unmasking"}[head_set]
-        script = "exp_sink.py" if experiment == "sink" else "exp_masking.py"
-        logger.info("= %s --datasets %s --task %s --num_of_masking_head %d --seed %d%s  [heads: %s]", script,
-                    dataset, task, len(heads), seed, flags, ", ".join(heads) or "none")
+                        str(heads_path) if heads_path else None, options, str(self.data), self.n, 0, MAX_NEW_TOKENS)
+        declared = get_experiment(experiment)
+        flags = [declared.flags(head_set), *(f"--{name} {value:g}" for name, value in options.items())]
+        logger.info("= %s --datasets %s --task %s --num_of_masking_head %d --seed %d %s  [heads: %s]", declared.script,
+                    dataset, task, len(heads), seed, " ".join(filter(None, flags)), ", ".join(heads) or "none")
         return float(run_one(self.adapter, cfg, self.out)["metrics"]["em"])
 
     def both(self, task: str, head_set: str, heads: list[str], seed: int = 0, heads_path: Path | None = None
@@ -130,13 +132,14 @@ def masking_table(m: Masking, ocr_path: Path, retrieval_path: Path, k: int) -> d
             "retrieval_top_k": drop({"heads": retrieval[:retrieval_k], **retr}) if retr else None}
 
 
-def sink_rows(m: Masking, ocr_path: Path, k: int = 2, beta: float = 0.4) -> dict | None:
+def sink_rows(m: Masking, ocr_path: Path, k: int = 2, beta: float = BETA_DEFAULT) -> dict | None:
     heads = load_head_ranking(ocr_path)[:k]
     if not heads:
         logger.warning("no OCR heads: sink redistribution skipped")
         return None
     base = m.em("passkey", "image", "none", [], experiment="sink")
-    edited = m.em("passkey", "image", "sink_top", heads, heads_path=ocr_path, experiment="sink", beta=beta)
+    edited = m.em("passkey", "image", "sink_top", heads, heads_path=ocr_path, experiment="sink",
+                options={"beta": beta})
     return {"heads": heads, "beta": beta, "baseline_image_em": base, "image_em": edited}
 
 

@@ -173,6 +173,11 @@ def load_head_ranking(path: str | Path) -> list[str]:
     return names
 
 
+def needs_ranking(head_set: str) -> bool:
+    """Whether the head set is drawn from the head list (its top k, or random heads outside it)."""
+    return head_set in ("top", "sink_top", "random_disjoint")
+
+
 def choose_heads(head_set: str, k: int, ranking: list[str], num_layers: int, num_heads: int, seed: int,
                  layers: list[int] | None = None) -> list[str]:
     """The heads of one head set (random draws only from ``layers``, default all: a hybrid model's

@@ -10,14 +10,13 @@ import pytest
 
 from ocr_heads.experiments import (
     CSV_COLUMNS,
+    build_parser,
     example_inputs,
     load_head_ranking,
     masking_main,
-    masking_parser,
     resolve_sources,
     select_heads,
     sink_main,
-    sink_parser,
 )
 from ocr_heads.interventions import mask_heads, redistribute_sink_heads
 from ocr_heads.tasks import get_task
@@ -98,12 +97,12 @@ def test_resolve_sources(tmp_path):
 
 
 def test_help_lists_the_paper_flags():
-    masking = masking_parser().format_help()
+    masking = build_parser("masking").format_help()
     for flag in ("--datasets", "--task", "--model_id", "--num_of_masking_head", "--do_masking", "--fine_grained",
                  "--is_all_random", "--no_intersection", "--seed", "--heads", "--data", "--n", "--max_new_tokens",
                  "--out"):
         assert flag in masking
-    sink = sink_parser().format_help()
+    sink = build_parser("sink").format_help()
     for flag in ("--unmasking", "--beta", "--num_of_masking_head", "--datasets", "--model_id", "--data", "--heads"):
         assert flag in sink
     assert "masking.csv" in masking and "sink.csv" in sink
