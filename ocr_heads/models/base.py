@@ -15,6 +15,17 @@ from PIL import Image
 
 
 @dataclass(frozen=True)
+class Knob:
+    """A family's own setting of how pages become tokens, declared in its adapter's ``KNOBS``: ``--NAME`` on every
+    command (:mod:`ocr_heads.models.options`), passed to the adapter as the keyword argument NAME."""
+
+    name: str
+    type: type  # int: a positive integer; bool: a switch (--NAME on, --no_NAME off)
+    help: str
+    default: int | bool | None = None  # None: the protocol decides
+
+
+@dataclass(frozen=True)
 class ImageTokens:
     """The LLM tokens of one page (a contiguous run of image-token positions), each a box on the original page.
 
@@ -156,6 +167,8 @@ class ModelAdapter(ABC):
     chat_template_source: str  # "checkpoint", or "fallback" when the checkpoint ships none
     # config.json keys naming special-token ids -> the token each must be in the tokenizer (for checks).
     CONFIG_TOKENS: dict[str, str] = {}
+    # The family's page settings beyond --protocol: keyword arguments of __init__, exposed on every command.
+    KNOBS: tuple[Knob, ...] = ()
 
     def _load(self, model_class: type, model_id: str, dtype: torch.dtype | str | None, device_map: str | None,
               fallback_chat_template: str, weights: bool = True) -> None:

@@ -24,7 +24,7 @@ from transformers import AutoImageProcessor, InternVLForConditionalGeneration
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
 
 from ocr_heads.models import register_family
-from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, context_offsets, expand_placeholders
+from ocr_heads.models.base import ImageTokens, Knob, ModelAdapter, ModelInputs, context_offsets, expand_placeholders
 from ocr_heads.models.protocol import DEFAULT_PROTOCOL, PAPER, check_protocol
 
 # Token strings of InternVLProcessor (tokenizer attributes when the checkpoint names them).
@@ -83,6 +83,8 @@ def page_token_boxes(page_size: tuple[int, int], cols: int, rows: int, grid: int
 @register_family("internvl")
 class InternVLAdapter(ModelAdapter):
     CONFIG_TOKENS = {"image_token_id": CONTEXT_IMAGE}
+    KNOBS = (Knob("max_patches", int, "override the protocol's most 448 px tiles per page (a thumbnail is added "
+                  "when a page gets more than one)"),)
 
     def __init__(
         self,
@@ -202,3 +204,6 @@ def load_internvl2(model_id: str, **kwargs) -> InternVLAdapter:
     adapter = InternVLAdapter(str(converted_checkpoint(model_id)), **kwargs)
     adapter.name = model_id.rstrip("/").split("/")[-1]  # files are named after the id, not the cache dir
     return adapter
+
+
+load_internvl2.KNOBS = InternVLAdapter.KNOBS  # the native adapter underneath takes the same settings
