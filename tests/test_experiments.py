@@ -221,6 +221,19 @@ def test_char_maps_by_hand():
     assert events == {"a": 3, "7": 0}
 
 
+def test_maps_from_events_by_hand_and_samples_without_events():
+    """A sample that never wrote the answer has no events, and step2 logs no event_chars for it: it adds nothing."""
+    from ocr_heads.case_study import maps_from_events
+
+    records = [{"id": "a", "values": [[1.0, 0.0], [0.5, 0.5]], "event_chars": ["4", "42"]},
+               {"id": "b", "values": []}]
+    maps, events, samples = maps_from_events(records, ["l0_h0", "l0_h1"])
+    assert maps == {"2": {"l0_h0": 0.5, "l0_h1": 0.5}, "4": {"l0_h0": 0.75, "l0_h1": 0.25}}
+    assert events == {"2": 1, "4": 2} and samples == {"2": 1, "4": 1}
+    with pytest.raises(ValueError, match="no event_chars"):
+        maps_from_events([{"id": "c", "values": [[1.0, 0.0]]}], ["l0_h0", "l0_h1"])
+
+
 @pytest.fixture(scope="module")
 def single_char_dir(tmp_path_factory):
     from ocr_heads.data import haystack
