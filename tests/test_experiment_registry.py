@@ -60,15 +60,17 @@ def test_sinks_top_head_set_is_the_masking_edit():
 
 
 def test_file_stems():
-    def stem(head_set, options=None, seed=7):
-        return RunConfig("sink", "m", "doc", "image", head_set, 2, seed, options=options or {}).stem
+    def stem(experiment, head_set, options=None, seed=7):
+        return RunConfig(experiment, "m", "doc", "image", head_set, 2, seed, options=options or {}).stem
 
-    assert stem(NONE) == "doc"
-    assert stem("top") == "doc_image_top_k2"
-    assert stem("random") == "doc_image_random_k2_seed7"
-    assert stem("random_disjoint") == "doc_image_random_disjoint_k2_seed7"
-    assert stem("sink_top", {"beta": 0.4}) == "doc_image_sink_top_k2_beta0.4"
-    assert stem("sink_top", {"beta": 1.0}) == "doc_image_sink_top_k2_beta1"
+    assert stem("masking", NONE) == stem("sink", NONE) == "doc"
+    assert stem("masking", "top") == stem("sink", "top") == "doc_image_top_k2"
+    assert stem("masking", "random") == "doc_image_random_k2_seed7"
+    assert stem("masking", "random_disjoint") == "doc_image_random_disjoint_k2_seed7"
+    assert stem("sink", "sink_top", {"beta": 0.4}) == "doc_image_sink_top_k2_beta0.4"
+    assert stem("sink", "sink_top", {"beta": 1.0}) == "doc_image_sink_top_k2_beta1"
+    with pytest.raises(ValueError, match="has no head set 'random'"):
+        stem("sink", "random")
 
 
 def test_config_and_identity_keys_are_the_result_files_keys():

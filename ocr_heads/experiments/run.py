@@ -55,8 +55,8 @@ class RunConfig:
         if self.head_set == NONE:
             return self.dataset  # the unmodified model: one baseline run per dataset
         name = f"{self.dataset}_{self.task}_{self.head_set}_k{self.k}"
-        if self.head_set.startswith("random"):
-            name += f"_seed{self.seed}"
+        if get_experiment(self.experiment).edit(self.head_set).selection.startswith("random"):
+            name += f"_seed{self.seed}"  # a random draw: its seed tells it apart
         for option, value in self.options.items():
             name += f"_{option}{value:g}"
         return name
