@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ocr_heads.paths import model_name
+
 
 @dataclass(frozen=True)
 class Knob:
@@ -178,7 +180,7 @@ class ModelAdapter(ABC):
         """
         from transformers import AutoConfig, AutoTokenizer
 
-        self.name = model_id.rstrip("/").split("/")[-1]
+        self.name = model_name(model_id)
         if dtype is None:
             dtype = "auto" if torch.cuda.is_available() else torch.float32
         if weights:

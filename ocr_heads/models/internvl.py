@@ -26,6 +26,7 @@ from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optim
 from ocr_heads.models import register_family
 from ocr_heads.models.base import ImageTokens, Knob, ModelAdapter, ModelInputs, context_offsets, expand_placeholders
 from ocr_heads.models.protocol import DEFAULT_PROTOCOL, PAPER, check_protocol
+from ocr_heads.paths import model_name
 
 # Token strings of InternVLProcessor (tokenizer attributes when the checkpoint names them).
 START_IMAGE = "<img>"
@@ -202,7 +203,7 @@ def load_internvl2(model_id: str, **kwargs) -> InternVLAdapter:
     from ocr_heads.models.internvl2_convert import converted_checkpoint
 
     adapter = InternVLAdapter(str(converted_checkpoint(model_id)), **kwargs)
-    adapter.name = model_id.rstrip("/").split("/")[-1]  # files are named after the id, not the cache dir
+    adapter.name = model_name(model_id)  # files are named after the id, not the cache dir
     return adapter
 
 
