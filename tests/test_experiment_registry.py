@@ -59,6 +59,13 @@ def test_sinks_top_head_set_is_the_masking_edit():
     assert sink.edits["sink_top"].selection == "top" and sink.edits["sink_top"].options == sink.options
 
 
+def test_an_edit_names_a_selection_rule():
+    from ocr_heads.experiments import Edit
+
+    with pytest.raises(ValueError, match="by one of top, random, random_disjoint, not 'sink_top'"):
+        Edit("sink_top", lambda adapter, heads, options: None, "--do_masking")
+
+
 def test_file_stems():
     def stem(experiment, head_set, options=None, seed=7):
         return RunConfig(experiment, "m", "doc", "image", head_set, 2, seed, options=options or {}).stem

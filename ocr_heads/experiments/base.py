@@ -16,6 +16,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ocr_heads.selection import SELECTIONS
+
 if TYPE_CHECKING:
     from ocr_heads.models.base import ModelAdapter
 
@@ -58,6 +60,10 @@ class Edit:
     context: ContextFactory
     flags: str  # the experiment's flags that choose this head set (logged as the equivalent command)
     options: tuple[Option, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.selection not in SELECTIONS or self.selection == NONE:
+            raise ValueError(f"an edit selects its heads by one of {', '.join(SELECTIONS[1:])}, not {self.selection!r}")
 
 
 @dataclass(frozen=True)
