@@ -98,3 +98,22 @@ def test_a_knob_of_another_family_is_an_error(tiny_model_dir, gemma3_dir, page_p
 def test_a_knob_must_be_positive(tiny_model_dir, page_png, capsys):
     assert inspect.main(["--model_id", str(tiny_model_dir), "--image", str(page_png), "--max_pixels", "0"]) == 2
     assert capsys.readouterr().err.strip() == "error: --max_pixels must be positive, got 0"
+
+
+def test_experiment_runs_record_the_knobs_and_refuse_other_ones(tiny_model_dir, passkey_dir, tmp_path, capsys):
+    """Other page settings give other image tokens: resuming a run with another --min_pixels is refused."""
+    out = tmp_path / "r"
+    argv = ["--model_id", str(tiny_model_dir), "--datasets", "passkey", "--data", str(passkey_dir), "--n", "1",
+            "--max_new_tokens", "2", "--out", str(out)]
+    assert masking_main([*argv, "--min_pixels", "3136"]) == 0
+    run_dir = out / "masking" / "tiny-qwen2-vl"
+    summary = json.loads((run_dir / "passkey.json").read_text())
+    assert summary["config"]["knobs"] == {"min_pixels": 3136} and summary["protocol"]["min_pixels"] == 3136
+    assert json.loads((run_dir / "passkey.config.json").read_text())["knobs"] == {"min_pixels": 3136}
+    capsys.readouterr()
+    assert masking_main([*argv, "--min_pixels", "6272"]) == 2
+    assert "knobs={'min_pixels': 3136} (now {'min_pixels': 6272})" in capsys.readouterr().err
+    assert masking_main([*argv, "--out", str(tmp_path / "plain")]) == 0  # no knob: the files keep their layout
+    plain = tmp_path / "plain" / "masking" / "tiny-qwen2-vl"
+    assert "knobs" not in json.loads((plain / "passkey.json").read_text())["config"]
+    assert "knobs" not in json.loads((plain / "passkey.config.json").read_text())

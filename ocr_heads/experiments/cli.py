@@ -19,7 +19,7 @@ from ocr_heads.experiments.run import RunConfig, run_one
 from ocr_heads.heads import check_heads_exist
 from ocr_heads.io import ensure_writable_dir
 from ocr_heads.models import ModelAdapter, load_adapter
-from ocr_heads.models.options import adapter_kwargs, add_model_args
+from ocr_heads.models.options import adapter_kwargs, add_model_args, knob_names
 from ocr_heads.paths import heads_file, model_name
 from ocr_heads.runner import Shard
 from ocr_heads.scores import default_score
@@ -105,10 +105,11 @@ def _configs(args: argparse.Namespace, experiment: Experiment, head_set: str, ad
     k = len(heads)  # what is masked: a head list shorter than --num_of_masking_head gives fewer heads
     logger.info("head set %s (k=%d): %s", head_set, k, ", ".join(heads) or "none")
     options = {} if edit is None else {option.name: getattr(args, option.name) for option in edit.options}
+    knobs = {name: getattr(args, name) for name in knob_names() if getattr(args, name, None) is not None}
     for dataset in args.datasets:
         yield RunConfig(experiment.name, args.model_id, dataset, args.task, head_set, k, args.seed, heads,
                         str(heads_path) if heads_path else None, options, sources[dataset], args.n, args.data_seed,
-                        args.max_new_tokens, args.tag, getattr(args, "protocol", None) or "")
+                        args.max_new_tokens, args.tag, getattr(args, "protocol", None) or "", knobs)
 
 
 def run_main(experiment: str, argv: list[str] | None = None) -> int:

@@ -49,6 +49,7 @@ class RunConfig:
     max_new_tokens: int = 32
     tag: str | None = None  # keeps runs on other data or settings apart: results under NAME-TAG
     protocol: str = ""  # the image protocol, when the command line has one
+    knobs: dict[str, object] = field(default_factory=dict)  # the family knobs given (--min_pixels ...), if any
 
     @property
     def stem(self) -> str:
@@ -68,7 +69,7 @@ class RunConfig:
         for key, value in asdict(self).items():
             if key == "options":
                 record.update({option.name: value.get(option.name) for option in all_options()})
-            else:
+            elif key != "knobs" or value:  # knobs only when given: files without them keep their layout
                 record[key] = value
         return record
 
@@ -77,7 +78,10 @@ class RunConfig:
         keys = ("experiment", "model_id", "dataset", "head_set", "heads", *(o.name for o in all_options()),
                 "source", "data_seed", "max_new_tokens", "protocol")
         record = self.record()
-        return {**{key: record[key] for key in keys}, "data_fingerprint": data_fingerprint(self.source)}
+        identity = {key: record[key] for key in keys}
+        if self.knobs:  # other page settings, other image tokens: not the same run
+            identity["knobs"] = self.knobs
+        return {**identity, "data_fingerprint": data_fingerprint(self.source)}
 
     def model_label(self, name: str) -> str:
         """The name results are filed under: the model's, plus the tag."""
