@@ -31,6 +31,7 @@ from ocr_heads.heads import all_heads
 from ocr_heads.io import read_json, read_jsonl, write_json_atomic
 from ocr_heads.models import ModelAdapter, load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args
+from ocr_heads.paths import SAMPLE_LOG, SIDECAR, case_file, companion
 from ocr_heads.runner import collect, run_batches
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,8 @@ def maps_from_events(records: list[dict], heads: list[str]) -> tuple[dict, dict,
     rows: dict[str, list[list[float]]] = defaultdict(list)
     samples: dict[str, set[str]] = defaultdict(set)
     for record in records:
+        if not record["values"]:
+            continue  # no answer-token event (step2 then writes no event_chars): nothing read
         if "event_chars" not in record:
             raise ValueError(f"sample {record.get('id')}: the step2 log has no event_chars (written by an older "
                              "version); rerun step2 into a new --out")
@@ -167,8 +170,7 @@ def _from_step2(args: argparse.Namespace) -> int:
     log = args.from_step2
     if not log.is_file():
         raise FileNotFoundError(f"no step2 per-sample log at {log}")
-    stem = log.name.removesuffix(".samples.jsonl")
-    meta_path = log.with_name(f"{stem}.meta.json")
+    meta_path = companion(log, SIDECAR)
     if not meta_path.is_file():
         raise FileNotFoundError(f"no {meta_path.name} next to {log}: run (or --merge) that step2 run first")
     meta = read_json(meta_path)
@@ -179,16 +181,16 @@ def _from_step2(args: argparse.Namespace) -> int:
     maps, events, per_char = maps_from_events(records, heads)
     if not maps:
         raise EmptyRunError(f"{log} holds no answer-token events: nothing to group by character")
-    out_dir, model = args.out / "case", meta["model"]
-    write_json_atomic(out_dir / f"{model}_case.json", {"model": model, "chars": maps}, indent=None)
+    model = meta["model"]
+    write_json_atomic(case_file(args.out, model), {"model": model, "chars": maps}, indent=None)
     case_meta = {"model": model, "source": str(log), "samples_per_char": per_char, "events_per_char": events,
                  "chars_without_events": [c for c in CHARS if c not in maps], "n_samples": len(records),
                  "alignment": meta.get("alignment")}
     if note_of(meta):
         case_meta["warning"] = note_of(meta)
-    write_json_atomic(out_dir / f"{model}_case.meta.json", case_meta)
+    write_json_atomic(case_file(args.out, model, SIDECAR), case_meta)
     logger.info("case study from %s: %d characters, %d events -> %s", log, len(maps), sum(events.values()),
-                out_dir / f"{model}_case.json")
+                case_file(args.out, model))
     return 0
 
 
@@ -200,10 +202,8 @@ def _run(args: argparse.Namespace) -> int:
     chars = samples_by_char(load_samples(args.data), args.n)
     adapter = load_adapter(args.model_id, **adapter_kwargs(args))
     cfg = Step2Config("image", args.max_new_tokens, args.alignment, args.overlap)
-    out_dir = args.out / "case"
-    stem = f"{adapter.name}_case"
     samples = [sample for group in chars.values() for sample in group]
-    log = out_dir / f"{stem}.samples.jsonl"
+    log = case_file(args.out, adapter.name, SAMPLE_LOG)
     with capture(adapter) as recorder:
         def process(batch: list[Sample]) -> list[dict | Exception]:
             outcomes = score_batch(adapter, recorder, batch, cfg)
@@ -214,17 +214,17 @@ def _run(args: argparse.Namespace) -> int:
     records, failed = collect([log], [sample.id for sample in samples])
     if not records:
         raise UserError(f"every sample failed; errors are in {log}")
-    return _write(adapter, args, chars, records, failed, out_dir, stem)
+    return _write(adapter, args, chars, records, failed)
 
 
 def _write(adapter: ModelAdapter, args: argparse.Namespace, chars: dict[str, list[Sample]], records: list[dict],
-           failed: list[dict], out_dir: Path, stem: str) -> int:
+           failed: list[dict]) -> int:
     heads = all_heads(adapter.shape.num_layers, adapter.shape.num_heads)
     maps, events = char_maps(records, chars, heads)
     silent = [char for char, count in events.items() if count == 0]
     if silent:
         logger.warning("no answer-token events for %s: their maps are all 0", "".join(silent))
-    write_json_atomic(out_dir / f"{stem}.json", {"model": adapter.name, "chars": maps}, indent=None)
+    write_json_atomic(case_file(args.out, adapter.name), {"model": adapter.name, "chars": maps}, indent=None)
     meta = {
         "model": adapter.name,
         "model_id": args.model_id,
@@ -242,7 +242,7 @@ def _write(adapter: ModelAdapter, args: argparse.Namespace, chars: dict[str, lis
     if note:
         meta["warning"] = note
         logger.warning("%s: %s", args.model_id, note)
-    write_json_atomic(out_dir / f"{stem}.meta.json", meta)
+    write_json_atomic(case_file(args.out, adapter.name, SIDECAR), meta)
     logger.info("case study: %d characters, %d samples (%d failed) -> %s", len(maps), len(records), len(failed),
-                out_dir / f"{stem}.json")
+                case_file(args.out, adapter.name))
     return 0

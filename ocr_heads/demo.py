@@ -37,9 +37,11 @@ from pathlib import Path
 
 from ocr_heads.cli import Parser, count_help, positive_int, setup_logging
 from ocr_heads.demo_prefill import prefill_lines, prefill_masking
-from ocr_heads.experiments import RunConfig, load_head_ranking, run_one, select_heads
+from ocr_heads.experiments import RunConfig, get_experiment, load_head_ranking, run_one, select_heads
+from ocr_heads.interventions import BETA_DEFAULT
 from ocr_heads.io import read_json, write_json_atomic
 from ocr_heads.models import ModelAdapter, load_adapter
+from ocr_heads.paths import SAMPLE_LOG, SIDECAR, case_file, model_name, named_heads_file, score_file
 from ocr_heads.toy.data import TOY_PROTOCOL
 
 logger = logging.getLogger("demo")
@@ -69,14 +71,17 @@ class Masking:
         self.layers, self.heads = shape.num_layers, shape.num_heads
 
     def em(self, dataset: str, task: str, head_set: str, heads: list[str], seed: int = 0,
-           heads_path: Path | None = None, experiment: str = "masking", beta: float | None = None) -> float:
+           heads_path: Path | None = None, experiment: str = "masking", options: dict[str, float] | None = None
+           ) -> float:
+        options = options or {}
         cfg = RunConfig(experiment, self.model_id, dataset, task, head_set, len(heads), seed, heads,
-                        str(heads_path) if heads_path else None, beta, str(self.data), self.n, 0, MAX_NEW_TOKENS)
-        flags = {"none": "", "top": " --do_masking", "random": " --do_masking --is_all_random",
-                 "sink_top": " --do_masking --unmasking"}[head_set]
-        script = "exp_sink.py" if experiment == "sink" else "exp_masking.py"
-        logger.info("= %s --datasets %s --task %s --num_of_masking_head %d --seed %d%s  [heads: %s]", script,
-                    dataset, task, len(heads), seed, flags, ", ".join(heads) or "none")
+                        str(heads_path) if heads_path else None, options, str(self.data), self.n, 0, MAX_NEW_TOKENS)
+        declared = get_experiment(experiment)
+        argv = ["--datasets", dataset, "--task", task]
+        if heads:
+            argv += ["--num_of_masking_head", str(len(heads)), "--seed", str(seed)]
+        argv += [*declared.flags(head_set).split(), *(f"--{name}={value:g}" for name, value in options.items())]
+        logger.info("= %s %s  [heads: %s]", declared.script, shlex.join(argv), ", ".join(heads) or "none")
         return float(run_one(self.adapter, cfg, self.out)["metrics"]["em"])
 
     def both(self, task: str, head_set: str, heads: list[str], seed: int = 0, heads_path: Path | None = None
@@ -130,13 +135,14 @@ def masking_table(m: Masking, ocr_path: Path, retrieval_path: Path, k: int) -> d
             "retrieval_top_k": drop({"heads": retrieval[:retrieval_k], **retr}) if retr else None}
 
 
-def sink_rows(m: Masking, ocr_path: Path, k: int = 2, beta: float = 0.4) -> dict | None:
+def sink_rows(m: Masking, ocr_path: Path, k: int = 2, beta: float = BETA_DEFAULT) -> dict | None:
     heads = load_head_ranking(ocr_path)[:k]
     if not heads:
         logger.warning("no OCR heads: sink redistribution skipped")
         return None
     base = m.em("passkey", "image", "none", [], experiment="sink")
-    edited = m.em("passkey", "image", "sink_top", heads, heads_path=ocr_path, experiment="sink", beta=beta)
+    edited = m.em("passkey", "image", "sink_top", heads, heads_path=ocr_path, experiment="sink",
+                options={"beta": beta})
     return {"heads": heads, "beta": beta, "baseline_image_em": base, "image_em": edited}
 
 
@@ -223,14 +229,12 @@ def main(argv: list[str] | None = None) -> None:
     run("step2_ocr_retrieval_head.py", *common, "--verify-eager")
     run("step2_text_retrieval_head.py", *common, "--verify-eager")
     run("step2_ocr_retrieval_head.py", *common, "--score", "prefill")
-    name = Path(model).name
-    ocr_path, retrieval_path = out / "ocr_heads.json", out / "retrieval_heads.json"
-    run("step3_extracted_heads.py", "--scores", str(scores / "image" / f"{name}_fg.json"), "--out", str(ocr_path))
-    run("step3_extracted_heads.py", "--scores", str(scores / "text" / f"{name}_te.json"), "--out",
-        str(retrieval_path))
-    prefill_path = out / "prefill_heads.json"
-    run("step3_extracted_heads.py", "--scores", str(scores / "image" / f"{name}_prefill.json"), "--out",
-        str(prefill_path))
+    name = model_name(model)
+    score_files = {score: score_file(scores, name, score) for score in ("ocr", "retrieval", "prefill")}
+    head_lists = {score: named_heads_file(out, score) for score in score_files}
+    for score, path in score_files.items():
+        run("step3_extracted_heads.py", "--scores", str(path), "--out", str(head_lists[score]))
+    ocr_path, retrieval_path, prefill_path = head_lists["ocr"], head_lists["retrieval"], head_lists["prefill"]
     results = out / "results"
     print("\n$ exp_masking.py / exp_sink.py runs (in one process; each run's command is logged)", flush=True)
     adapter = load_adapter(model, protocol=TOY_PROTOCOL)
@@ -249,13 +253,12 @@ def main(argv: list[str] | None = None) -> None:
                               table["random_k"]["image_em"] if table["random_k"] else None, RANDOM_SEEDS)
     # Case study from step2's events: the toy model reads 5-digit keys in its own page layout, not the
     # single-character step1 pages, so its per-digit maps come from the run that found its heads.
-    run("exp_case.py", "--from_step2", str(scores / "image" / f"{name}_fg.samples.jsonl"), "--out", str(results))
-    run("-m", "ocr_heads.report", "--scores", str(scores / "image" / f"{name}_fg.json"),
-        str(scores / "text" / f"{name}_te.json"), "--results", str(results), "--case",
-        str(results / "case" / f"{name}_case.json"), "--out", str(out / "report"))
+    run("exp_case.py", "--from_step2", str(score_file(scores, name, "ocr", SAMPLE_LOG)), "--out", str(results))
+    run("-m", "ocr_heads.report", "--scores", str(score_files["ocr"]), str(score_files["retrieval"]), "--results",
+        str(results), "--case", str(case_file(results, name)), "--out", str(out / "report"))
     headline = {
         "model": name,
-        "n_scored": read_json(scores / "image" / f"{name}_fg.meta.json")["n_samples"],
+        "n_scored": read_json(score_file(scores, name, "ocr", SIDECAR))["n_samples"],
         "n_calib": args.n_calib,
         "n_eval": args.n_eval,
         "n_ocr_heads": len(read_json(ocr_path)["heads"]),

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ocr_heads.cli import Parser
 from ocr_heads.models import ModelAdapter, load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args
 
@@ -76,7 +77,7 @@ def report(adapter: ModelAdapter, view: PageView) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description="Show how a model turns one page into image tokens: token count, grid and the page-pixel box "
         "of every token, under the chosen protocol. Reads only config, tokenizer and image processor.",
         epilog='With --json the last stdout line is {"image_tokens": N, "tiles": [[x0, y0, x1, y1], ...], '

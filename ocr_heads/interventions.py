@@ -29,6 +29,8 @@ from ocr_heads.heads import check_heads_exist, heads_by_layer, parse_head
 from ocr_heads.models.base import ModelAdapter
 
 __all__ = [
+    "BETA_DEFAULT",
+    "BETA_RANGE",
     "HeadMask",
     "SinkRedistribution",
     "mask_heads",
@@ -39,6 +41,10 @@ __all__ = [
 
 # Query rows recomputed at once by the sink edit: bounds memory at (heads x rows x keys).
 QUERY_CHUNK = 1024
+# The fraction of the sink probability the sink keeps: the paper's default, and the values that make sense
+# (1 is the identity, 0 empties the sink). exp_sink's --beta declares itself from these.
+BETA_DEFAULT = 0.4
+BETA_RANGE = (0.0, 1.0)
 
 
 def _heads_of_model(adapter: ModelAdapter, heads: Iterable[str]) -> dict[int, list[int]]:
@@ -92,6 +98,12 @@ def mask_heads(adapter: ModelAdapter, heads: Iterable[str]) -> Iterator[None]:
 # ---------------------------------------------------------------- sink redistribution
 
 
+def _check_beta(beta: float) -> None:
+    low, high = BETA_RANGE
+    if not low <= beta <= high:
+        raise ValueError(f"beta must be in [{low:g}, {high:g}], got {beta}")
+
+
 def redistribute_sink(probs: torch.Tensor, beta: float, allowed: torch.Tensor | None = None,
                       sink: torch.Tensor | None = None) -> torch.Tensor:
     """Move attention mass off the sink onto the keys after it, as the design defines.
@@ -111,8 +123,7 @@ def redistribute_sink(probs: torch.Tensor, beta: float, allowed: torch.Tensor | 
     ``beta`` must lie in [0, 1]: 1 is the identity, 0 empties the sink. Pure: ``probs`` is not
     modified; the result has the dtype of ``probs``.
     """
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must be in [0, 1], got {beta}")
+    _check_beta(beta)
     if probs.shape[-1] < 2:
         return probs.clone()  # nowhere to move the mass to
     keys = torch.arange(probs.shape[-1], device=probs.device)
@@ -175,8 +186,7 @@ class SinkRedistribution:
     """
 
     def __init__(self, by_layer: dict[int, list[int]], beta: float) -> None:
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {beta}")
+        _check_beta(beta)
         self.by_layer = by_layer
         self.beta = beta
 
@@ -202,7 +212,7 @@ class SinkRedistribution:
 
 
 @contextmanager
-def redistribute_sink_heads(adapter: ModelAdapter, heads: Iterable[str], beta: float = 0.4) -> Iterator[None]:
+def redistribute_sink_heads(adapter: ModelAdapter, heads: Iterable[str], beta: float = BETA_DEFAULT) -> Iterator[None]:
     """Inside the block, the heads in ``heads`` put ``beta`` times their key-0 probability on key 0
     and the rest on the other keys in proportion (see :func:`redistribute_sink`), at every query
     of prefill and decode, causally. Unknown heads raise ValueError before the model is touched.

@@ -1,10 +1,15 @@
-"""Where the pipeline's files live: one home for the scores/ layout and a model's short name.
+"""Where the pipeline's files live: one home for the scores/ and results/ layouts and a model's short name.
 
-    ROOT/<modality>/MODEL_<tag>.json            a score file (``_mean.json``, ``.meta.json`` beside it)
+    ROOT/<modality>/MODEL_<tag>.json            a score file; beside it ``_mean.json``, ``.meta.json`` (sidecar)
+                                                and ``.samples.jsonl`` (step2's per-sample log)
     ROOT/heads/MODEL_<tag>_<rule>.json          step3's head list from it
+    OUT/<experiment>/MODEL/STEM.json            one experiment run (``.samples.jsonl``, ``.config.json`` beside it)
+    OUT/<experiment>.csv                        the experiment's rows, all runs
+    OUT/case/MODEL_case.json                    the case study (``.meta.json``, ``.samples.jsonl`` beside it)
+    OUT/<score name>_heads.json                 the demo's head list of a score (ocr_heads.json, ...)
 
 ``<modality>`` (image, text) and ``<tag>`` (fg, te, prefill, ...) come from the registered score
-(:mod:`ocr_heads.scores`); MODEL is the last path component of the model id.
+(:mod:`ocr_heads.scores`); MODEL is the last path component of the model id (NAME-TAG with ``--tag``).
 """
 
 from __future__ import annotations
@@ -12,6 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ocr_heads.scores import HeadScore, by_tag, get_score
+
+SIDECAR = ".meta.json"
+SAMPLE_LOG = ".samples.jsonl"
+# What follows a run's stem in its files' names, longest first (a log also ends in "l", not ".json").
+_ENDINGS = (SAMPLE_LOG, SIDECAR, ".json")
 
 
 def model_name(model_id: str) -> str:
@@ -30,10 +40,38 @@ def score_stem(model: str, score: HeadScore | str) -> str:
     return f"{model}_{_score(score).tag}"
 
 
-def score_file(root: str | Path, model: str, score: HeadScore | str) -> Path:
+def score_file(root: str | Path, model: str, score: HeadScore | str, ending: str = ".json") -> Path:
+    """A score file, or with ``ending`` (:data:`SIDECAR`, :data:`SAMPLE_LOG`) one of its companions."""
     score = _score(score)
-    return Path(root) / score.modality / f"{score_stem(model, score)}.json"
+    return Path(root) / score.modality / f"{score_stem(model, score)}{ending}"
 
 
 def heads_file(root: str | Path, model: str, score: HeadScore | str, rule: str) -> Path:
     return Path(root) / "heads" / f"{score_stem(model, score)}_{rule}.json"
+
+
+def companion(path: str | Path, ending: str) -> Path:
+    """The file of the same run with another ending: ``X_fg.samples.jsonl`` -> ``X_fg.meta.json``."""
+    path = Path(path)
+    for old in _ENDINGS:
+        if path.name.endswith(old):
+            return path.with_name(path.name.removesuffix(old) + ending)
+    raise ValueError(f"{path}: not a run's file (ends in none of {', '.join(_ENDINGS)})")
+
+
+def experiment_dir(out: str | Path, experiment: str, model: str) -> Path:
+    return Path(out) / experiment / model
+
+
+def experiment_csv(out: str | Path, experiment: str) -> Path:
+    return Path(out) / f"{experiment}.csv"
+
+
+def case_file(out: str | Path, model: str, ending: str = ".json") -> Path:
+    """The case study's per-character maps, or with ``ending`` its sidecar or per-sample log."""
+    return Path(out) / "case" / f"{model}_case{ending}"
+
+
+def named_heads_file(out: str | Path, score: HeadScore | str) -> Path:
+    """A head list named after its score, as the demo writes them: ``OUT/ocr_heads.json``."""
+    return Path(out) / f"{_score(score).name}_heads.json"

@@ -36,7 +36,8 @@ from ocr_heads.scorefile import ScoreFile, mean_of, nonzero_fraction
 logger = logging.getLogger(__name__)
 
 RULES = ("documented", "authors")
-HEAD_SETS = ("none", "top", "random", "random_disjoint", "sink_top")  # the experiments' head sets
+# How an experiment's head set is chosen (each experiment's edits name one; ocr_heads/experiments/).
+SELECTIONS = ("none", "top", "random", "random_disjoint")
 DEFAULT_MIN_SCORE = 0.1
 DEFAULT_MIN_FREQUENCY = 0.1
 
@@ -173,6 +174,11 @@ def load_head_ranking(path: str | Path) -> list[str]:
     return names
 
 
+def needs_ranking(selection: str) -> bool:
+    """Whether the selection draws from the head list (its top k, or random heads outside it)."""
+    return selection in ("top", "random_disjoint")
+
+
 def choose_heads(head_set: str, k: int, ranking: list[str], num_layers: int, num_heads: int, seed: int,
                  layers: list[int] | None = None) -> list[str]:
     """The heads of one head set (random draws only from ``layers``, default all: a hybrid model's
@@ -186,7 +192,7 @@ def choose_heads(head_set: str, k: int, ranking: list[str], num_layers: int, num
         return []
     if k < 1:
         raise ValueError(f"--num_of_masking_head must be >= 1, got {k}")
-    if head_set in ("top", "sink_top"):
+    if head_set == "top":
         if not ranking:
             raise ValueError("the head list is empty: nothing to select")
         if len(ranking) < k:
@@ -199,7 +205,7 @@ def choose_heads(head_set: str, k: int, ranking: list[str], num_layers: int, num
         excluded = set(ranking)
         pool = sorted((name for name in pool if name not in excluded), key=parse_head)
     elif head_set != "random":
-        raise ValueError(f"unknown head set {head_set!r} (known: {', '.join(HEAD_SETS)})")
+        raise ValueError(f"unknown head selection {head_set!r} (known: {', '.join(SELECTIONS)})")
     if len(pool) < k:
         raise ValueError(f"cannot draw {k} {head_set} heads from a pool of {len(pool)}")
     return random.Random(seed).sample(pool, k)

@@ -29,7 +29,7 @@ from ocr_heads.heads import all_heads, parse_head
 from ocr_heads.identity import claim, data_fingerprint
 from ocr_heads.io import ensure_writable_dir
 from ocr_heads.models import ModelAdapter, load_adapter
-from ocr_heads.models.options import adapter_kwargs, add_model_args
+from ocr_heads.models.options import adapter_kwargs, add_model_args, knob_names
 from ocr_heads.paths import score_stem
 from ocr_heads.runner import Shard, collect, run_batches, shard_logs
 from ocr_heads.sample_scoring import SampleResult, check_settings
@@ -211,7 +211,7 @@ def run_identity(kind: str, args: argparse.Namespace, model: str, cfg: Step2Conf
     identity = {"kind": kind, "model": model, "data": "+".join(Path(d).resolve().name for d in args.data),
                 "data_fingerprint": data_fingerprints(args.data), "alignment": cfg.alignment,
                 "max_new_tokens": cfg.max_new_tokens}
-    for key in ("overlap", "min_pixels", "max_pixels", "max_patches", "protocol"):
+    for key in ("overlap", *knob_names(), "protocol"):
         if getattr(args, key, None) is not None:
             identity[key] = getattr(args, key)
     return identity

@@ -20,14 +20,7 @@ import torch
 from ocr_heads import case_study, step2, step3
 from ocr_heads.data import step1
 from ocr_heads.data.samples import load_sample_dirs
-from ocr_heads.experiments import (
-    RunConfig,
-    _head_set,
-    default_heads_path,
-    intervention,
-    masking_parser,
-    sink_parser,
-)
+from ocr_heads.experiments import RunConfig, build_parser, default_heads_path, get_experiment, intervention
 from ocr_heads.interventions import mask_heads
 
 # ---------------------------------------------------------------- their README, as data
@@ -73,6 +66,11 @@ SINK_LOOP = ({"task": ["text", "image"], "dataset": ["doc", "mdocs"]}, [
 ])
 
 
+def head_set(args, experiment: str) -> str:
+    """The head set the parsed flags choose, as the named experiment declares it."""
+    return get_experiment(experiment).head_set(args)
+
+
 def expand(loop: tuple[dict[str, list[str]], list[str]]) -> list[tuple[dict[str, str], str]]:
     """The command lines a bash loop runs, in its order, with the loop variables of each."""
     variables, templates = loop
@@ -98,8 +96,8 @@ def parse(command: str, models: dict[str, str]) -> tuple[str, object]:
         "step2_text_retrieval_head.py": lambda: step2.build_parser("text").parse_args(argv),
         "step3_extracted_heads.py": lambda: step3.parse_args(argv),
         "exp_case.py": lambda: case_study.build_parser().parse_args(argv),
-        "exp_masking.py": lambda: masking_parser().parse_args(argv),
-        "exp_sink.py": lambda: sink_parser().parse_args(argv),
+        "exp_masking.py": lambda: build_parser("masking").parse_args(argv),
+        "exp_sink.py": lambda: build_parser("sink").parse_args(argv),
     }
     return script, parsers[script]()
 
@@ -170,7 +168,7 @@ def test_masking_commands(models):
         assert args.fine_grained is True
         # --do_masking without --is_all_random: the top-k heads of the task's list (OCR for image, retrieval
         # for text), as their exp_masking.py takes them.
-        assert _head_set(args, "masking") == "top"
+        assert head_set(args, "masking") == "top"
         suffix = {"image": "fg", "text": "te"}[values["task"]]
         heads = default_heads_path(args.model_id, args.task)
         assert heads.name == f"{Path(args.model_id).name}_{suffix}_documented.json"
@@ -182,18 +180,18 @@ def test_sink_commands(models):
         assert args.datasets == [values["dataset"]] and args.task == values["task"]
         assert (args.num_of_masking_head, args.beta, args.tmp) == (2, 0.4, 1)
         # --do_masking --unmasking: their sink model on the top-2 heads.
-        assert _head_set(args, "sink") == "sink_top"
+        assert head_set(args, "sink") == "sink_top"
 
 
 def test_sink_flags_mean_what_they_mean_in_the_authors_code(tiny_adapter, caplog):
     """exp_sink.py --do_masking alone masks the top-k heads (their loader picks the masking model); without
     --do_masking, --unmasking changes nothing (their loader loads the plain model)."""
     base = ["--datasets", "doc", "--num_of_masking_head", "1"]
-    sink = sink_parser()
-    assert _head_set(sink.parse_args([*base, "--do_masking"]), "sink") == "top"
-    assert _head_set(sink.parse_args(base), "sink") == "none"
+    sink = build_parser("sink")
+    assert head_set(sink.parse_args([*base, "--do_masking"]), "sink") == "top"
+    assert head_set(sink.parse_args(base), "sink") == "none"
     with caplog.at_level(logging.WARNING):
-        assert _head_set(sink.parse_args([*base, "--unmasking"]), "sink") == "none"
+        assert head_set(sink.parse_args([*base, "--unmasking"]), "sink") == "none"
     assert "--unmasking has no effect without --do_masking" in caplog.text
 
     inputs = tiny_adapter.text_inputs("The pass key is 31415. Remember it.", "What is the pass key?")
@@ -211,14 +209,14 @@ def test_sink_flags_mean_what_they_mean_in_the_authors_code(tiny_adapter, caplog
     plain = logits()
     torch.testing.assert_close(edited, masked, rtol=0, atol=0)
     assert not torch.allclose(edited, plain)
-    sink_cfg = RunConfig("sink", "tiny", "doc", "image", "sink_top", 1, 42, heads, beta=0.4)
+    sink_cfg = RunConfig("sink", "tiny", "doc", "image", "sink_top", 1, 42, heads, options={"beta": 0.4})
     with intervention(tiny_adapter, sink_cfg):
         redistributed = logits()
     assert not torch.allclose(redistributed, masked) and not torch.allclose(redistributed, plain)
 
 
 def test_tmp_is_accepted_and_documented_as_no_effect():
-    for parser in (sink_parser(), masking_parser()):
+    for parser in (build_parser("sink"), build_parser("masking")):
         assert parser.parse_args(["--tmp", "3"]).tmp == 3
         assert "no effect here" in " ".join(parser.format_help().split())
 

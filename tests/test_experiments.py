@@ -10,14 +10,13 @@ import pytest
 
 from ocr_heads.experiments import (
     CSV_COLUMNS,
+    build_parser,
     example_inputs,
     load_head_ranking,
     masking_main,
-    masking_parser,
     resolve_sources,
     select_heads,
     sink_main,
-    sink_parser,
 )
 from ocr_heads.interventions import mask_heads, redistribute_sink_heads
 from ocr_heads.tasks import get_task
@@ -98,12 +97,12 @@ def test_resolve_sources(tmp_path):
 
 
 def test_help_lists_the_paper_flags():
-    masking = masking_parser().format_help()
+    masking = build_parser("masking").format_help()
     for flag in ("--datasets", "--task", "--model_id", "--num_of_masking_head", "--do_masking", "--fine_grained",
                  "--is_all_random", "--no_intersection", "--seed", "--heads", "--data", "--n", "--max_new_tokens",
                  "--out"):
         assert flag in masking
-    sink = sink_parser().format_help()
+    sink = build_parser("sink").format_help()
     for flag in ("--unmasking", "--beta", "--num_of_masking_head", "--datasets", "--model_id", "--data", "--heads"):
         assert flag in sink
     assert "masking.csv" in masking and "sink.csv" in sink
@@ -220,6 +219,19 @@ def test_char_maps_by_hand():
     maps, events = char_maps(records, chars, ["l0_h0", "l0_h1"])
     assert maps == {"a": {"l0_h0": 0.5, "l0_h1": round(0.25 / 3, 6)}, "7": {"l0_h0": 0.0, "l0_h1": 0.0}}
     assert events == {"a": 3, "7": 0}
+
+
+def test_maps_from_events_by_hand_and_samples_without_events():
+    """A sample that never wrote the answer has no events, and step2 logs no event_chars for it: it adds nothing."""
+    from ocr_heads.case_study import maps_from_events
+
+    records = [{"id": "a", "values": [[1.0, 0.0], [0.5, 0.5]], "event_chars": ["4", "42"]},
+               {"id": "b", "values": []}]
+    maps, events, samples = maps_from_events(records, ["l0_h0", "l0_h1"])
+    assert maps == {"2": {"l0_h0": 0.5, "l0_h1": 0.5}, "4": {"l0_h0": 0.75, "l0_h1": 0.25}}
+    assert events == {"2": 1, "4": 2} and samples == {"2": 1, "4": 1}
+    with pytest.raises(ValueError, match="no event_chars"):
+        maps_from_events([{"id": "c", "values": [[1.0, 0.0]]}], ["l0_h0", "l0_h1"])
 
 
 @pytest.fixture(scope="module")

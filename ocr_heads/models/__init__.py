@@ -15,7 +15,7 @@ from pathlib import Path
 from ocr_heads.models.base import AttentionShape, ImageTokens, ModelAdapter, ModelInputs
 
 __all__ = ["AttentionShape", "ImageTokens", "ModelAdapter", "ModelInputs", "family_loader", "load_adapter",
-           "model_type", "register_family", "supported_model_types"]
+           "model_type", "register_family", "registered_families", "supported_model_types"]
 
 # Modules that register a family when imported.
 FAMILY_MODULES = ("ocr_heads.models.qwen2_vl", "ocr_heads.models.internvl", "ocr_heads.models.qwen_family",
@@ -42,6 +42,11 @@ def _loaders() -> dict[str, Loader]:
     for module in FAMILY_MODULES:
         importlib.import_module(module)
     return _LOADERS
+
+
+def registered_families() -> dict[str, Loader]:
+    """Model type -> loader, in registration order (:data:`FAMILY_MODULES` order)."""
+    return dict(_loaders())
 
 
 def supported_model_types() -> list[str]:

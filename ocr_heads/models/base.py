@@ -13,6 +13,19 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ocr_heads.paths import model_name
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A family's own setting of how pages become tokens, declared in its adapter's ``KNOBS``: ``--NAME`` on every
+    command (:mod:`ocr_heads.models.options`), passed to the adapter as the keyword argument NAME."""
+
+    name: str
+    type: type  # int: a positive integer; bool: a switch (--NAME on, --no_NAME off)
+    help: str
+    default: int | bool | None = None  # None: the protocol decides
+
 
 @dataclass(frozen=True)
 class ImageTokens:
@@ -165,6 +178,8 @@ class ModelAdapter(ABC):
     chat_template_source: str  # "checkpoint", or "fallback" when the checkpoint ships none
     # config.json keys naming special-token ids -> the token each must be in the tokenizer (for checks).
     CONFIG_TOKENS: dict[str, str] = {}
+    # The family's page settings beyond --protocol: keyword arguments of __init__, exposed on every command.
+    KNOBS: tuple[Knob, ...] = ()
 
     def _load(self, model_class: type, model_id: str, dtype: torch.dtype | str | None, device_map: str | None,
               fallback_chat_template: str, weights: bool = True) -> None:
@@ -174,7 +189,7 @@ class ModelAdapter(ABC):
         """
         from transformers import AutoConfig, AutoTokenizer
 
-        self.name = model_id.rstrip("/").split("/")[-1]
+        self.name = model_name(model_id)
         if dtype is None:
             dtype = "auto" if torch.cuda.is_available() else torch.float32
         if weights:

@@ -25,7 +25,7 @@ from transformers import AutoImageProcessor, Gemma3ForConditionalGeneration
 from transformers.models.gemma3.processing_gemma3 import Gemma3Processor
 
 from ocr_heads.models import register_family
-from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, context_offsets, expand_placeholders
+from ocr_heads.models.base import ImageTokens, Knob, ModelAdapter, ModelInputs, context_offsets, expand_placeholders
 from ocr_heads.models.protocol import DEFAULT_PROTOCOL, PAPER, check_protocol
 
 BOI = "<start_of_image>"
@@ -84,6 +84,8 @@ def region_token_boxes(region: tuple[float, float, float, float], side: int) -> 
 class Gemma3Adapter(ModelAdapter):
     CONFIG_TOKENS = {"image_token_index": IMAGE_TOKEN, "boi_token_index": BOI, "eoi_token_index": EOI,
                      "image_token_id": IMAGE_TOKEN}  # hub files use *_index
+    KNOBS = (Knob("pan_and_scan", bool, "also cut a wide or tall page into crops after the whole page, 256 tokens "
+                  "each (default: off under --protocol paper, the checkpoint's do_pan_and_scan under native)"),)
 
     def __init__(
         self,

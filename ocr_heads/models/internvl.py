@@ -24,8 +24,9 @@ from transformers import AutoImageProcessor, InternVLForConditionalGeneration
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
 
 from ocr_heads.models import register_family
-from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, context_offsets, expand_placeholders
+from ocr_heads.models.base import ImageTokens, Knob, ModelAdapter, ModelInputs, context_offsets, expand_placeholders
 from ocr_heads.models.protocol import DEFAULT_PROTOCOL, PAPER, check_protocol
+from ocr_heads.paths import model_name
 
 # Token strings of InternVLProcessor (tokenizer attributes when the checkpoint names them).
 START_IMAGE = "<img>"
@@ -83,6 +84,8 @@ def page_token_boxes(page_size: tuple[int, int], cols: int, rows: int, grid: int
 @register_family("internvl")
 class InternVLAdapter(ModelAdapter):
     CONFIG_TOKENS = {"image_token_id": CONTEXT_IMAGE}
+    KNOBS = (Knob("max_patches", int, "override the protocol's most 448 px tiles per page (a thumbnail is added "
+                  "when a page gets more than one)"),)
 
     def __init__(
         self,
@@ -200,5 +203,8 @@ def load_internvl2(model_id: str, **kwargs) -> InternVLAdapter:
     from ocr_heads.models.internvl2_convert import converted_checkpoint
 
     adapter = InternVLAdapter(str(converted_checkpoint(model_id)), **kwargs)
-    adapter.name = model_id.rstrip("/").split("/")[-1]  # files are named after the id, not the cache dir
+    adapter.name = model_name(model_id)  # files are named after the id, not the cache dir
     return adapter
+
+
+load_internvl2.KNOBS = InternVLAdapter.KNOBS  # the native adapter underneath takes the same settings

@@ -1,4 +1,11 @@
-"""The model arguments every command shares (model, dtype, placement, image protocol), in one place."""
+"""The model arguments every command shares (model, dtype, placement, image protocol, family knobs), in one place.
+
+A *knob* is a family's own setting of how pages become tokens (Qwen2-VL's pixel budget, InternVL's tile
+count, Gemma 3's pan-and-scan). Each adapter class declares its knobs in ``KNOBS`` (a tuple of
+:class:`~ocr_heads.models.base.Knob`); :func:`add_model_args` puts every registered family's knobs on the
+command line, and :func:`adapter_kwargs` passes the ones given to the adapter, refusing a knob the model's
+family does not have (one ``error:`` line, never silently ignored).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +13,43 @@ import argparse
 
 import torch
 
+from ocr_heads.models import model_type, registered_families
+from ocr_heads.models.base import Knob
 from ocr_heads.models.protocol import DEFAULT_PROTOCOL, PROTOCOLS
 
-PROCESSOR_OVERRIDES = ("min_pixels", "max_pixels", "max_patches")
+
+def _add_flag(parser: argparse.ArgumentParser, knob: Knob, families: list[str]) -> None:
+    where = f" ({', '.join(families)} models only)"
+    if knob.type is bool:
+        switch = parser.add_mutually_exclusive_group()
+        switch.add_argument(f"--{knob.name}", dest=knob.name, action="store_const", const=True, default=knob.default,
+                            help=f"{knob.help}{where}")
+        switch.add_argument(f"--no_{knob.name}", dest=knob.name, action="store_const", const=False,
+                            help=f"turn --{knob.name} off")
+    else:
+        parser.add_argument(f"--{knob.name}", type=knob.type, default=knob.default, help=f"{knob.help}{where}")
+
+
+def _check_value(knob: Knob, value: object) -> None:
+    if knob.type is int and value < 1:
+        raise ValueError(f"--{knob.name} must be positive, got {value}")
+
+
+def family_knobs() -> dict[str, tuple[Knob, list[str]]]:
+    """Knob name -> (the knob, the model types whose adapters declare it), in family registration order."""
+    found: dict[str, tuple[Knob, list[str]]] = {}
+    for kind, loader in registered_families().items():
+        for knob in getattr(loader, "KNOBS", ()):
+            known, kinds = found.setdefault(knob.name, (knob, []))
+            if known != knob:
+                raise RuntimeError(f"knob --{knob.name} is declared differently by two families")
+            kinds.append(kind)
+    return found
 
 
 def add_model_args(parser: argparse.ArgumentParser, default_model: str | None = None) -> None:
-    """``--model_id --dtype --device_map --protocol --min_pixels --max_pixels --max_patches``."""
+    """``--model_id --dtype --device_map --protocol`` and every family's knobs (``--min_pixels --max_pixels
+    --max_patches --pan_and_scan`` ...)."""
     if default_model is None:
         parser.add_argument("--model_id", required=True, help="hub id (e.g. Qwen/Qwen2-VL-2B-Instruct) or local dir")
     else:
@@ -23,26 +60,38 @@ def add_model_args(parser: argparse.ArgumentParser, default_model: str | None = 
                         help="how pages become image tokens: paper = the authors' settings (Qwen2-VL min = max = "
                         "256*28*28 pixels; InternVL one 448 px tile, no thumbnail); native = the checkpoint's own "
                         f"preprocessor config (default {DEFAULT_PROTOCOL})")
-    parser.add_argument("--min_pixels", type=int, default=None, help="Qwen2-VL: override the protocol's min pixels")
-    parser.add_argument("--max_pixels", type=int, default=None, help="Qwen2-VL: override the protocol's max pixels")
-    parser.add_argument("--max_patches", type=int, default=None,
-                        help="InternVL: override the protocol's most 448 px tiles per page (a thumbnail is added "
-                        "when a page gets more than one)")
+    for knob, kinds in family_knobs().values():
+        _add_flag(parser, knob, kinds)
+
+
+def knob_names() -> list[str]:
+    return list(family_knobs())
 
 
 def adapter_kwargs(args: argparse.Namespace, device_map: str | None = None) -> dict:
     """``load_adapter`` keyword arguments from parsed :func:`add_model_args` options.
 
     ``device_map`` is the fallback placement (e.g. a shard's device) when ``--device_map`` is not given.
+    A knob given for a model whose family does not declare it is a ValueError.
     """
     if args.dtype is not None and not isinstance(getattr(torch, args.dtype, None), torch.dtype):
         raise ValueError(f"--dtype {args.dtype!r} is not a torch dtype (e.g. float32, bfloat16)")
     kwargs = {"dtype": getattr(torch, args.dtype) if args.dtype else None,
               "device_map": args.device_map or device_map, "protocol": args.protocol}
-    for key in PROCESSOR_OVERRIDES:
-        value = getattr(args, key, None)
-        if value is not None:
-            if value < 1:
-                raise ValueError(f"--{key} must be positive, got {value}")
-            kwargs[key] = value
-    return kwargs
+    knobs = family_knobs()
+    given = {name: getattr(args, name) for name in knobs if getattr(args, name, None) is not None}
+    for name, value in given.items():
+        _check_value(knobs[name][0], value)
+    if given:
+        _check_family(args.model_id, given, knobs)
+    return {**kwargs, **given}
+
+
+def _check_family(model_id: str, given: dict, knobs: dict[str, tuple[Knob, list[str]]]) -> None:
+    kind = model_type(model_id)
+    for name in given:
+        if kind not in knobs[name][1]:
+            own = [f"--{other}" for other, (_, kinds) in knobs.items() if kind in kinds]
+            raise ValueError(f"--{name} is not a setting of {kind or 'this'} models (it is one of "
+                             f"{', '.join(knobs[name][1])}); {kind or 'this'} models take "
+                             f"{', '.join(own) if own else 'no page settings beyond --protocol'}")

@@ -18,6 +18,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_res
 from ocr_heads.models import register_family
 from ocr_heads.models.base import (
     ImageTokens,
+    Knob,
     ModelAdapter,
     ModelInputs,
     context_offsets,
@@ -59,6 +60,8 @@ class Qwen2VLAdapter(ModelAdapter):
     chat_template: str = QWEN2_VL_CHAT_TEMPLATE
     chat_template_kwargs: dict = {}  # extra variables for the chat template (e.g. Qwen3.5's enable_thinking)
     family: str = "Qwen2-VL"
+    KNOBS = (Knob("min_pixels", int, "override the protocol's min pixels of a resized page"),
+             Knob("max_pixels", int, "override the protocol's max pixels of a resized page"))
 
     def __init__(
         self,

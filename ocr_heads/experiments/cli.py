@@ -1,0 +1,165 @@
+"""The experiments' command lines (``exp_masking.py``, ``exp_sink.py``): one parser and one main for every
+registered experiment, built from its declaration (:mod:`ocr_heads.experiments.base`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+from ocr_heads.caveats import model_note
+from ocr_heads.cli import Parser, UserError, count_help, error_line, positive_int, run_cli, setup_logging
+from ocr_heads.experiments.base import NONE, Experiment
+from ocr_heads.experiments.data import resolve_sources
+from ocr_heads.experiments.registry import get_experiment
+from ocr_heads.experiments.run import RunConfig, run_one
+from ocr_heads.heads import check_heads_exist
+from ocr_heads.io import ensure_writable_dir
+from ocr_heads.models import ModelAdapter, load_adapter
+from ocr_heads.models.options import adapter_kwargs, add_model_args, knob_names
+from ocr_heads.paths import heads_file, model_name
+from ocr_heads.runner import Shard
+from ocr_heads.scores import default_score
+from ocr_heads.selection import choose_heads, load_head_ranking, needs_ranking
+from ocr_heads.tasks import DEFAULT_N, TASKS
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "Qwen/Qwen2-VL-2B-Instruct"
+OUTPUTS = """outputs (NAME = last component of --model_id, NAME-TAG with --tag;
+         STEM = dataset[_task_headset_kK[_seedS]{extra}]):
+  OUT/{exp}/NAME/STEM.samples.jsonl  per-sample log (prediction, golds, scores); rerunning resumes
+  OUT/{exp}/NAME/STEM.json           config, heads, metrics, n, failures, per-sample predictions
+  OUT/{exp}.csv                      one row per metric: {columns}
+"""
+
+
+def default_heads_path(model_id: str, task: str) -> Path:
+    """Where step3 writes the documented-rule head list of this model's default score for ``task`` (image: OCR
+    heads, text: retrieval heads)."""
+    return heads_file("scores", model_name(model_id), default_score(task), "documented")
+
+
+def build_parser(experiment: Experiment | str) -> argparse.ArgumentParser:
+    """The command line of ``exp_NAME.py``: the flags every experiment shares, then the experiment's own and
+    its options'."""
+    experiment = get_experiment(experiment) if isinstance(experiment, str) else experiment
+    datasets, k = list(experiment.default_datasets), experiment.default_k
+    extra = "".join(f"_{option.name}{option.symbol}" for option in experiment.options)
+    epilog = OUTPUTS.format(exp=experiment.name, extra=extra, columns=", ".join(experiment.csv_columns))
+    parser = Parser(description=textwrap.fill(experiment.description, 100), epilog=epilog + experiment.epilog,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=datasets, choices=sorted(TASKS), metavar="NAME",
+                        help=f"datasets to evaluate: {', '.join(sorted(TASKS))} (default: {' '.join(datasets)})")
+    parser.add_argument("--task", choices=["image", "text"], default="image",
+                        help="whose heads: image = OCR heads (step3 *_fg list), text = retrieval heads (*_te list)")
+    add_model_args(parser, DEFAULT_MODEL)
+    parser.add_argument("--num_of_masking_head", type=positive_int, default=k,
+                        help=f"k, the number of heads to intervene on (default {k})")
+    parser.add_argument("--heads", type=Path, default=None,
+                        help="head list: step3 output, a plain list or a score file "
+                        "(default scores/heads/MODEL_{fg|te}_documented.json by --task)")
+    parser.add_argument("--seed", type=int, default=1234, help="seed of the random head sets (default 1234)")
+    parser.add_argument("--data", nargs="+", default=None, metavar="[NAME=]PATH",
+                        help="local data: NAME=PATH per dataset (passkey: a step1 output dir), or a folder laid "
+                        "out like dataset/ (download.sh), or with one dataset just its path "
+                        "(default: dataset/ copies, else the hub)")
+    parser.add_argument("--n", type=positive_int, default=DEFAULT_N, help=count_help("per dataset", DEFAULT_N))
+    parser.add_argument("--data_seed", type=int, default=0,
+                        help="seed of per-example context composition (nq/hotpot distractors; default 0)")
+    parser.add_argument("--max_new_tokens", type=positive_int, default=32, help="greedy decoding length (default 32)")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="results root (default results/)")
+    parser.add_argument("--tag", default=None,
+                        help="file the results under NAME-TAG (folder and CSV model column): keeps runs on other "
+                        "data or settings apart from earlier ones in the same --out")
+    parser.add_argument("--shard", default=None, help="i/n: run every n-th sample starting at i (0-based); "
+                        "under `accelerate launch` each process takes its own shard and the first one merges")
+    parser.add_argument("--merge", action="store_true", help="only merge existing shard logs into the results")
+    parser.add_argument("--batch_size", type=positive_int, default=1,
+                        help="samples generated together (left-padded; results equal --batch_size 1; default 1)")
+    parser.add_argument("--tmp", type=int, default=1, metavar="N",
+                        help="accepted for the authors' commands (their scratch folder tmpN/ for page images); "
+                        "no effect here: pages are passed in memory")
+    experiment.add_flags(parser)
+    for option in experiment.options:
+        option.add_flag(parser)
+    return parser
+
+
+def _configs(args: argparse.Namespace, experiment: Experiment, head_set: str, adapter: ModelAdapter,
+             sources: dict[str, str | None]) -> Iterator[RunConfig]:
+    edit = experiment.edit(head_set)
+    selection = NONE if edit is None else edit.selection
+    heads_path = None
+    ranking: list[str] = []
+    if needs_ranking(selection):
+        heads_path = args.heads or default_heads_path(args.model_id, args.task)
+        ranking = load_head_ranking(heads_path)
+        check_heads_exist(ranking, adapter.shape.num_layers, adapter.shape.num_heads)
+    k = 0 if edit is None else args.num_of_masking_head
+    heads = choose_heads(selection, k, ranking, adapter.shape.num_layers, adapter.shape.num_heads, args.seed,
+                         adapter.scoreable_layers)
+    k = len(heads)  # what is masked: a head list shorter than --num_of_masking_head gives fewer heads
+    logger.info("head set %s (k=%d): %s", head_set, k, ", ".join(heads) or "none")
+    options = {} if edit is None else {option.name: getattr(args, option.name) for option in edit.options}
+    knobs = {name: getattr(args, name) for name in knob_names() if getattr(args, name, None) is not None}
+    for dataset in args.datasets:
+        yield RunConfig(experiment.name, args.model_id, dataset, args.task, head_set, k, args.seed, heads,
+                        str(heads_path) if heads_path else None, options, sources[dataset], args.n, args.data_seed,
+                        args.max_new_tokens, args.tag, getattr(args, "protocol", None) or "", knobs)
+
+
+def run_main(experiment: str, argv: list[str] | None = None) -> int:
+    """``exp_NAME.py``'s main: parse, then run every dataset (one ``error:`` line per failing dataset)."""
+    args = build_parser(experiment).parse_args(argv)
+    setup_logging()
+    return run_cli(_run, get_experiment(experiment), args)
+
+
+def _run(experiment: Experiment, args: argparse.Namespace) -> int:
+    for option in experiment.options:
+        option.check(getattr(args, option.name))
+    head_set = experiment.head_set(args)
+    ensure_writable_dir(args.out)
+    shard = Shard.parse(args.shard)
+    sources = resolve_sources(args.datasets, args.data)
+    edit = experiment.edit(head_set)
+    if args.heads is None and edit is not None and needs_ranking(edit.selection):
+        path = default_heads_path(args.model_id, args.task)
+        if not path.is_file():
+            raise UserError(f"no head list at {path}: run step3 first or pass --heads")
+    adapter = load_adapter(args.model_id, **adapter_kwargs(args, shard.device_map()))
+    try:
+        configs = list(_configs(args, experiment, head_set, adapter, sources))
+    except KeyError as err:
+        raise UserError(f"unknown key {err} in the head list") from None
+    note = model_note(adapter.model.config, args.model_id)
+    if note:
+        logger.warning("%s: %s", args.model_id, note)
+    scored, errors = 0, 0
+    for cfg in configs:
+        try:
+            summary = run_one(adapter, cfg, args.out, shard, args.merge, args.batch_size)
+            # None: this shard's share is logged and the merge writes the results.
+            scored += 1 if summary is None else summary["n"]
+        except (FileNotFoundError, ValueError, KeyError, UserError) as err:
+            # One dataset's problem must not stop the others; it is still reported in the one error style.
+            print(f"{error_line(err)} ({experiment.name} on {cfg.dataset})", file=sys.stderr)
+            errors += 1
+    if errors:
+        return 2
+    if not scored:
+        raise UserError(f"no sample was scored: every sample failed (see the per-sample logs under "
+                        f"{args.out / experiment.name})")
+    return 0
+
+
+def masking_main(argv: list[str] | None = None) -> int:
+    return run_main("masking", argv)
+
+
+def sink_main(argv: list[str] | None = None) -> int:
+    return run_main("sink", argv)

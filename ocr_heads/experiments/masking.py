@@ -1,0 +1,56 @@
+"""exp_masking: answer quality with the top-k heads, or k random heads, masked (zeroed before o_proj)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+
+from ocr_heads.experiments.base import NONE, Edit, Experiment
+from ocr_heads.interventions import mask_heads
+from ocr_heads.models.base import ModelAdapter
+
+logger = logging.getLogger(__name__)
+
+
+def masked(adapter: ModelAdapter, heads: list[str], options: Mapping[str, float]) -> AbstractContextManager:
+    """The masking context: every head in ``heads`` outputs zeros (no options)."""
+    return mask_heads(adapter, heads)
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--do_masking", action="store_true", help="mask the head set (else: baseline, no masking)")
+    parser.add_argument("--is_all_random", action="store_true", help="k random heads instead of the top k")
+    parser.add_argument("--no_intersection", action="store_true",
+                        help="with --is_all_random: draw only from heads not in the head list")
+    parser.add_argument("--fine_grained", action="store_true",
+                        help="accepted for the paper's commands; OCR head lists are always the fine-grained ones")
+
+
+def head_set(args: argparse.Namespace) -> str:
+    if not args.do_masking:
+        if args.is_all_random or args.no_intersection:
+            logger.warning("--is_all_random/--no_intersection have no effect without --do_masking")
+        return NONE
+    if args.no_intersection and not args.is_all_random:
+        raise ValueError("--no_intersection needs --is_all_random (it picks random heads outside the head list)")
+    if args.is_all_random:
+        return "random_disjoint" if args.no_intersection else "random"
+    return "top"
+
+
+EXPERIMENT = Experiment(
+    name="masking",
+    description="Masking experiment: answer quality when the top-k OCR (--task image) or retrieval (--task text) "
+    "heads, or k random heads, are masked (their output before o_proj zeroed at every position). Without "
+    "--do_masking the unmodified model is evaluated (head_set none).",
+    edits={"top": Edit("top", masked, "--do_masking"),
+           "random": Edit("random", masked, "--do_masking --is_all_random"),
+           "random_disjoint": Edit("random_disjoint", masked, "--do_masking --is_all_random --no_intersection")},
+    head_set=head_set,
+    add_flags=add_flags,
+    default_datasets=("doc",),
+    default_k=10,
+    epilog="head_set: none | top | random (--is_all_random) | random_disjoint (--is_all_random --no_intersection)",
+)

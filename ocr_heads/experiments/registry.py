@@ -1,0 +1,51 @@
+"""The experiment registry: every module of this package that defines ``EXPERIMENT`` (an
+:class:`~ocr_heads.experiments.base.Experiment`) is an experiment, found by name.
+
+    masking  exp_masking.py  top-k / random heads masked
+    sink     exp_sink.py     top-k heads' sink probability redistributed (beta)
+
+Adding an intervention is one new module here (plus its test and, for a new command, a thin
+``exp_NAME.py``); the parser, runner, file names and CSV columns come from its declaration.
+See docs/extending.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from functools import cache
+
+import ocr_heads.experiments as package
+from ocr_heads.experiments.base import Experiment, Option
+
+
+@cache
+def all_experiments() -> dict[str, Experiment]:
+    """Name -> experiment, for every module of the package that defines ``EXPERIMENT`` (sorted by name)."""
+    found: dict[str, Experiment] = {}
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        experiment = getattr(importlib.import_module(f"{package.__name__}.{info.name}"), "EXPERIMENT", None)
+        if experiment is None:
+            continue
+        if experiment.name in found:
+            raise RuntimeError(f"two experiments are named {experiment.name}")
+        found[experiment.name] = experiment
+    return found
+
+
+def get_experiment(name: str) -> Experiment:
+    experiments = all_experiments()
+    if name not in experiments:
+        raise ValueError(f"unknown experiment {name!r} (registered: {', '.join(experiments)})")
+    return experiments[name]
+
+
+def all_options() -> tuple[Option, ...]:
+    """Every option any experiment declares, once each: the keys every run's config carries (None where a
+    run does not use one), so result files of all experiments share one layout."""
+    found: dict[str, Option] = {}
+    for experiment in all_experiments().values():
+        for option in experiment.options:
+            if found.setdefault(option.name, option) != option:
+                raise RuntimeError(f"option --{option.name} is declared twice, differently")
+    return tuple(found.values())

@@ -1,0 +1,214 @@
+"""One experiment *run* = one dataset x one head set (and its edit, or none) on one model.
+
+Its samples stream to ``OUT/{experiment}/{model}/{stem}.samples.jsonl`` (a rerun resumes), its summary goes
+to ``{stem}.json`` (config, heads, metrics, n, per-sample predictions) and one row per metric is added to
+``OUT/{experiment}.csv``. What the edit is comes from the registered experiment
+(:mod:`ocr_heads.experiments.registry`); nothing here knows masking from sink.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ocr_heads.caveats import model_note
+from ocr_heads.cli import UserError
+from ocr_heads.experiments.base import NONE
+from ocr_heads.experiments.data import example_inputs, example_refs
+from ocr_heads.experiments.registry import all_options, get_experiment
+from ocr_heads.identity import data_fingerprint, differences
+from ocr_heads.io import read_json, write_json_atomic
+from ocr_heads.metrics import aggregate
+from ocr_heads.models import ModelAdapter, ModelInputs
+from ocr_heads.paths import experiment_csv, experiment_dir
+from ocr_heads.runner import SAMPLE_ERRORS, Shard, collect, run_batches, shard_logs
+from ocr_heads.tasks import DEFAULT_N, Example, get_task
+from ocr_heads.tasks.base import example_rng
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunConfig:
+    experiment: str  # a registered experiment's name ("masking", "sink")
+    model_id: str
+    dataset: str
+    task: str  # "image" (OCR heads) or "text" (retrieval heads)
+    head_set: str  # "none", or one of the experiment's head sets
+    k: int
+    seed: int
+    heads: list[str] = field(default_factory=list)
+    heads_path: str | None = None
+    options: dict[str, float] = field(default_factory=dict)  # the edit's options, e.g. {"beta": 0.4} (sink_top)
+    source: str | None = None
+    n: int | None = DEFAULT_N
+    data_seed: int = 0
+    max_new_tokens: int = 32
+    tag: str | None = None  # keeps runs on other data or settings apart: results under NAME-TAG
+    protocol: str = ""  # the image protocol, when the command line has one
+    knobs: dict[str, object] = field(default_factory=dict)  # the family knobs given (--min_pixels ...), if any
+
+    @property
+    def stem(self) -> str:
+        if self.head_set == NONE:
+            return self.dataset  # the unmodified model: one baseline run per dataset
+        name = f"{self.dataset}_{self.task}_{self.head_set}_k{self.k}"
+        if get_experiment(self.experiment).edit(self.head_set).selection.startswith("random"):
+            name += f"_seed{self.seed}"  # a random draw: its seed tells it apart
+        for option, value in self.options.items():
+            name += f"_{option}{value:g}"
+        return name
+
+    def record(self) -> dict:
+        """The settings as result files carry them (``config``): ``options`` spread into one key per option any
+        registered experiment declares, None where this run takes none (masking runs carry ``"beta": null``)."""
+        record = {}
+        for key, value in asdict(self).items():
+            if key == "options":
+                record.update({option.name: value.get(option.name) for option in all_options()})
+            elif key != "knobs" or value:  # knobs only when given: files without them keep their layout
+                record[key] = value
+        return record
+
+    def identity(self) -> dict:
+        """What must not change between a run and its resumption (``n`` may grow)."""
+        keys = ("experiment", "model_id", "dataset", "head_set", "heads", *(o.name for o in all_options()),
+                "source", "data_seed", "max_new_tokens", "protocol")
+        record = self.record()
+        identity = {key: record[key] for key in keys}
+        if self.knobs:  # other page settings, other image tokens: not the same run
+            identity["knobs"] = self.knobs
+        return {**identity, "data_fingerprint": data_fingerprint(self.source)}
+
+    def model_label(self, name: str) -> str:
+        """The name results are filed under: the model's, plus the tag."""
+        return f"{name}-{self.tag}" if self.tag else name
+
+
+def intervention(adapter: ModelAdapter, cfg: RunConfig) -> AbstractContextManager:
+    """The context the run's samples generate in: its head set's edit (as its experiment declares it)."""
+    edit = get_experiment(cfg.experiment).edit(cfg.head_set)
+    return nullcontext() if edit is None else edit.context(adapter, cfg.heads, cfg.options)
+
+
+def _check_resume(path: Path, cfg: RunConfig) -> None:
+    identity = cfg.identity()
+    if path.exists():
+        previous = read_json(path)
+        if previous != identity:
+            changed = "; ".join(differences(previous, identity))
+            raise UserError(f"{path.parent / cfg.stem} holds a run made with other settings: {changed}. Nothing "
+                            "was written; pass --tag NAME or another --out to keep both")
+    else:
+        write_json_atomic(path, identity)
+
+
+def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | None = None,
+            merge_only: bool = False, batch_size: int = 1) -> dict | None:
+    """Evaluate one dataset under one intervention; returns the summary written to ``{stem}.json``.
+
+    ``batch_size`` samples are generated together (left-padded); the results do not depend on it.
+
+    With a shard, only its samples are run; the summary is written by a single run, by ``merge_only``,
+    or (under ``accelerate launch``) by the first process once all are done; others return None.
+    """
+    shard = shard or Shard()
+    task = get_task(cfg.dataset)
+    model = cfg.model_label(adapter.name)
+    run_dir = experiment_dir(out, cfg.experiment, model)
+    # Data first: a mistyped --data must say "not found", not that an earlier run differs.
+    rows = task.rows(cfg.source)
+    refs = example_refs(task, rows, cfg.n)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_resume(run_dir / f"{cfg.stem}.config.json", cfg)
+    log = run_dir / shard.log_name(cfg.stem)
+
+    def process(batch: list[tuple[int, str]]) -> list[dict | Exception]:
+        # Examples are built one by one (a bad row fails alone), then generated together.
+        outcomes: list[dict | Exception] = []
+        ready: list[tuple[int, Example, ModelInputs]] = []
+        for index, example_id in batch:
+            try:
+                example = task.to_example(rows[index], index, rows, example_rng(task.name, cfg.data_seed, example_id))
+                ready.append((len(outcomes), example, example_inputs(adapter, example)))
+                outcomes.append({})
+            except SAMPLE_ERRORS as err:
+                outcomes.append(err)
+        generated = adapter.generate_batch([inputs for _, _, inputs in ready], cfg.max_new_tokens)
+        for (slot, example, _), tokens in zip(ready, generated, strict=True):
+            prediction = adapter.decode(tokens).strip()
+            try:
+                outcomes[slot] = {"prediction": prediction, "golds": example.golds,
+                                  "scores": task.score(prediction, example)}
+            except SAMPLE_ERRORS as err:
+                outcomes[slot] = err
+        return outcomes
+
+    if not merge_only:
+        with intervention(adapter, cfg):
+            run_batches(shard.select(refs), lambda ref: ref[1], process, log, f"{cfg.experiment} {cfg.stem}",
+                        batch_size)
+        if shard.launched:
+            shard.wait_for_all()
+        if shard.index != 0 or (shard.count > 1 and not shard.launched):
+            return None
+    records, failed = collect(shard_logs(run_dir, cfg.stem), [example_id for _, example_id in refs])
+    metrics = aggregate([record["scores"] for record in records], task.metrics) if records else {"n": 0}
+    n = int(metrics.pop("n"))
+    note = model_note(adapter.model.config, cfg.model_id)
+    summary = {
+        "experiment": cfg.experiment,
+        "model": model,
+        "config": cfg.record(),
+        "protocol": adapter.settings(),
+        "metrics": metrics,
+        "n": n,
+        "n_failed": len(failed),
+        "failed": [{"id": record["id"], "error": record["error"]} for record in failed],
+        "predictions": [{k: record[k] for k in ("id", "prediction", "golds", "scores")} for record in records],
+    }
+    if note:
+        summary["warning"] = note
+    write_json_atomic(run_dir / f"{cfg.stem}.json", summary)
+    if n:
+        append_csv(experiment_csv(out, cfg.experiment), csv_rows(cfg, metrics, n, model, note))
+    logger.info("%s %s: %s over %d samples (%d failed)", cfg.experiment, cfg.stem,
+                ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()), n, len(failed))
+    return summary
+
+
+def csv_rows(cfg: RunConfig, metrics: dict[str, float], n: int, model: str, note: str = "") -> list[dict]:
+    """One row per metric, in the experiment's columns; an option's column is empty where the run takes none."""
+    base = {"model": model, "protocol": cfg.protocol, "dataset": cfg.dataset, "task": cfg.task,
+            "head_set": cfg.head_set, "k": cfg.k, "seed": cfg.seed}
+    options = {option.name: f"{cfg.options[option.name]:g}" if option.name in cfg.options else ""
+               for option in get_experiment(cfg.experiment).options}
+    return [{**base, "metric": metric, "value": f"{value:.6f}", "n": n, "note": note, **options}
+            for metric, value in metrics.items()]
+
+
+def append_csv(path: Path, rows: list[dict]) -> None:
+    """Append rows (header on a new file); a row already present verbatim is not added again, so a
+    resumed or repeated run does not duplicate its result."""
+    columns = list(rows[0])
+    existing = set()
+    if path.exists():
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames != columns:
+                raise UserError(f"{path} has columns {reader.fieldnames}, not {columns} (an older layout?); "
+                                "nothing was added to it: use another --out")
+            existing = {tuple(row[c] for c in columns) for row in reader}
+    new = [row for row in rows if tuple(str(row[c]) for c in columns) not in existing]
+    if not new:
+        return
+    write_header = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        if write_header:
+            writer.writeheader()
+        writer.writerows(new)

@@ -1,0 +1,119 @@
+"""Family knobs: declared by the adapters, on every command, passed to the adapter, refused for other families."""
+
+from __future__ import annotations
+
+import inspect as pyinspect
+import json
+
+import pytest
+from PIL import Image, ImageDraw
+
+from ocr_heads import case_study, inspect, step2
+from ocr_heads.experiments import build_parser, masking_main
+from ocr_heads.models import registered_families
+from ocr_heads.models.options import family_knobs
+from ocr_heads.models.tiny import builders
+
+PAGE = (635, 482)  # 635 / 482 = 1.32 >= 1.2: Gemma 3's pan-and-scan cuts it into 2 crops (3 x 256 tokens)
+QWEN = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5"]
+
+
+@pytest.fixture(scope="module")
+def gemma3_dir(tmp_path_factory):
+    return builders()["gemma3"](tmp_path_factory.mktemp("models") / "tiny-gemma3")
+
+
+@pytest.fixture(scope="module")
+def page_png(tmp_path_factory):
+    path = tmp_path_factory.mktemp("page") / "page.png"
+    page = Image.new("RGB", PAGE, "white")
+    ImageDraw.Draw(page).text((20, 20), "The pass key is 48213.", fill="black")
+    page.save(path)
+    return path
+
+
+def tokens(capsys, argv: list[str]) -> int:
+    assert inspect.main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])["image_tokens"]
+
+
+def test_the_adapters_declare_the_knobs():
+    knobs = {name: kinds for name, (_, kinds) in family_knobs().items()}
+    assert knobs == {"min_pixels": QWEN, "max_pixels": QWEN, "max_patches": ["internvl", "internvl_chat"],
+                     "pan_and_scan": ["gemma3"]}
+    for kind, loader in registered_families().items():
+        for knob in getattr(loader, "KNOBS", ()):
+            adapter_class = loader if isinstance(loader, type) else loader.__globals__["InternVLAdapter"]
+            assert knob.name in pyinspect.signature(adapter_class.__init__).parameters, (kind, knob.name)
+
+
+def test_every_command_has_every_knob():
+    parsers = {"step2 image": step2.build_parser("image"), "step2 text": step2.build_parser("text"),
+               "exp_masking": build_parser("masking"), "exp_sink": build_parser("sink"),
+               "exp_case": case_study.build_parser(), "inspect": inspect.build_parser()}
+    for name, parser in parsers.items():
+        base = ["--model_id", "m", *(["--image", "p.png"] if name == "inspect" else [])]
+        args = parser.parse_args([*base, "--min_pixels", "3136", "--max_pixels", "100352", "--max_patches", "2",
+                                  "--pan_and_scan"])
+        assert (args.min_pixels, args.max_pixels, args.max_patches, args.pan_and_scan) == (3136, 100352, 2, True)
+        assert parser.parse_args([*base, "--no-pan-and-scan"]).pan_and_scan is False  # both spellings
+        unset = parser.parse_args(base)
+        assert (unset.min_pixels, unset.max_pixels, unset.max_patches, unset.pan_and_scan) == (None,) * 4
+
+
+def test_pan_and_scan_on_gemma3_changes_the_tokens_per_page(gemma3_dir, page_png, capsys):
+    argv = ["--model_id", str(gemma3_dir), "--image", str(page_png)]
+    assert tokens(capsys, argv) == 256
+    assert tokens(capsys, [*argv, "--pan_and_scan"]) == 3 * 256
+    assert tokens(capsys, [*argv, "--protocol", "native", "--pan_and_scan"]) == 3 * 256
+
+
+def test_no_pan_and_scan_overrides_the_checkpoint(gemma3_dir, page_png, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "gemma3-pan"
+    shutil.copytree(gemma3_dir, model)
+    config = model / "preprocessor_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "do_pan_and_scan": True}))
+    argv = ["--model_id", str(model), "--image", str(page_png), "--protocol", "native"]
+    assert tokens(capsys, argv) == 3 * 256  # native keeps the checkpoint's setting
+    assert tokens(capsys, [*argv, "--no_pan_and_scan"]) == 256
+
+
+def test_a_knob_of_another_family_is_an_error(tiny_model_dir, gemma3_dir, page_png, passkey_dir, tmp_path, capsys):
+    assert inspect.main(["--model_id", str(tiny_model_dir), "--image", str(page_png), "--max_patches", "2"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == ("error: --max_patches is not a setting of qwen2_vl models (it is one of internvl, internvl_chat); "
+                    "qwen2_vl models take --min_pixels, --max_pixels")
+    assert inspect.main(["--model_id", str(gemma3_dir), "--image", str(page_png), "--min_pixels", "3136"]) == 2
+    assert capsys.readouterr().err.startswith("error: --min_pixels is not a setting of gemma3 models")
+    argv = ["--model_id", str(tiny_model_dir), "--datasets", "passkey", "--data", str(passkey_dir), "--n", "1",
+            "--out", str(tmp_path / "r"), "--pan_and_scan"]
+    assert masking_main(argv) == 2
+    assert capsys.readouterr().err.startswith("error: --pan_and_scan is not a setting of qwen2_vl models (it is one "
+                                              "of gemma3)")
+    assert not (tmp_path / "r" / "masking.csv").exists()
+
+
+def test_a_knob_must_be_positive(tiny_model_dir, page_png, capsys):
+    assert inspect.main(["--model_id", str(tiny_model_dir), "--image", str(page_png), "--max_pixels", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --max_pixels must be positive, got 0"
+
+
+def test_experiment_runs_record_the_knobs_and_refuse_other_ones(tiny_model_dir, passkey_dir, tmp_path, capsys):
+    """Other page settings give other image tokens: resuming a run with another --min_pixels is refused."""
+    out = tmp_path / "r"
+    argv = ["--model_id", str(tiny_model_dir), "--datasets", "passkey", "--data", str(passkey_dir), "--n", "1",
+            "--max_new_tokens", "2", "--out", str(out)]
+    assert masking_main([*argv, "--min_pixels", "3136"]) == 0
+    run_dir = out / "masking" / "tiny-qwen2-vl"
+    summary = json.loads((run_dir / "passkey.json").read_text())
+    assert summary["config"]["knobs"] == {"min_pixels": 3136} and summary["protocol"]["min_pixels"] == 3136
+    assert json.loads((run_dir / "passkey.config.json").read_text())["knobs"] == {"min_pixels": 3136}
+    capsys.readouterr()
+    assert masking_main([*argv, "--min_pixels", "6272"]) == 2
+    assert "knobs={'min_pixels': 3136} (now {'min_pixels': 6272})" in capsys.readouterr().err
+    assert masking_main([*argv, "--out", str(tmp_path / "plain")]) == 0  # no knob: the files keep their layout
+    plain = tmp_path / "plain" / "masking" / "tiny-qwen2-vl"
+    assert "knobs" not in json.loads((plain / "passkey.json").read_text())["config"]
+    assert "knobs" not in json.loads((plain / "passkey.config.json").read_text())
