@@ -40,7 +40,7 @@ def tokens(capsys, argv: list[str]) -> int:
 def test_the_adapters_declare_the_knobs():
     knobs = {name: kinds for name, (_, kinds) in family_knobs().items()}
     assert knobs == {"min_pixels": QWEN, "max_pixels": QWEN, "max_patches": ["internvl", "internvl_chat"],
-                     "pan_and_scan": ["gemma3"]}
+                     "pan_and_scan": ["gemma3"], "image_splitting": ["smolvlm", "idefics3"]}
     for kind, loader in registered_families().items():
         for knob in getattr(loader, "KNOBS", ()):
             adapter_class = loader if isinstance(loader, type) else loader.__globals__["InternVLAdapter"]
@@ -58,7 +58,8 @@ def test_every_command_has_every_knob():
         assert (args.min_pixels, args.max_pixels, args.max_patches, args.pan_and_scan) == (3136, 100352, 2, True)
         assert parser.parse_args([*base, "--no-pan-and-scan"]).pan_and_scan is False  # both spellings
         unset = parser.parse_args(base)
-        assert (unset.min_pixels, unset.max_pixels, unset.max_patches, unset.pan_and_scan) == (None,) * 4
+        assert (unset.min_pixels, unset.max_pixels, unset.max_patches, unset.pan_and_scan,
+                unset.image_splitting) == (None,) * 5
 
 
 def test_pan_and_scan_on_gemma3_changes_the_tokens_per_page(gemma3_dir, page_png, capsys):
@@ -117,3 +118,13 @@ def test_experiment_runs_record_the_knobs_and_refuse_other_ones(tiny_model_dir, 
     plain = tmp_path / "plain" / "masking" / "tiny-qwen2-vl"
     assert "knobs" not in json.loads((plain / "passkey.json").read_text())["config"]
     assert "knobs" not in json.loads((plain / "passkey.config.json").read_text())
+
+
+def test_image_splitting_on_smolvlm_adds_the_tiles(tmp_path_factory, page_png, capsys):
+    model = builders()["smolvlm"](tmp_path_factory.mktemp("models") / "tiny-smolvlm")
+    argv = ["--model_id", str(model), "--image", str(page_png)]
+    # 635 x 482 -> longest edge 2048 (2048 x 1554) -> rounded up to 512 px tiles: 2048 x 2048, 4 x 4 tiles + global.
+    assert tokens(capsys, argv) == 64  # paper: the global image alone
+    assert tokens(capsys, [*argv, "--image_splitting"]) == (4 * 4 + 1) * 64
+    assert tokens(capsys, [*argv, "--protocol", "native"]) == (4 * 4 + 1) * 64  # the published do_image_splitting
+    assert tokens(capsys, [*argv, "--protocol", "native", "--no_image_splitting"]) == 64

@@ -38,6 +38,7 @@ from transformers.models.smolvlm.processing_smolvlm import DEFAULT_CHAT_TEMPLATE
 from ocr_heads.models import register_family
 from ocr_heads.models.base import (
     ImageTokens,
+    Knob,
     ModelAdapter,
     ModelInputs,
     context_offsets,
@@ -120,6 +121,8 @@ def region_token_boxes(region: Region, grid: int) -> np.ndarray:
 class SmolVLMAdapter(ModelAdapter):
     model_class: type = SmolVLMForConditionalGeneration
     CONFIG_TOKENS = {"image_token_id": IMAGE_TOKEN}
+    KNOBS = (Knob("image_splitting", bool, "also cut the page into 512 px tiles before the global image, 64 tokens "
+                  "each (default: off under --protocol paper, the checkpoint's do_image_splitting under native)"),)
 
     def __init__(
         self,
