@@ -75,7 +75,8 @@ class Masking:
            ) -> float:
         options = options or {}
         cfg = RunConfig(experiment, self.model_id, dataset, task, head_set, len(heads), seed, heads,
-                        str(heads_path) if heads_path else None, options, str(self.data), self.n, 0, MAX_NEW_TOKENS)
+                        str(heads_path) if heads_path else None, options, str(self.data), self.n, 0, MAX_NEW_TOKENS,
+                        protocol=self.adapter.protocol)
         declared = get_experiment(experiment)
         argv = ["--datasets", dataset, "--task", task]
         if heads:

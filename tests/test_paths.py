@@ -94,3 +94,4 @@ def test_demo_runs_are_filed_as_the_command_it_logs(toy_eval, tmp_path, caplog):
                         for root in (demo, cli))
         assert ours["predictions"] == theirs["predictions"] and ours["metrics"] == theirs["metrics"]
         assert ours["config"]["heads"] == theirs["config"]["heads"]
+        assert ours["config"]["protocol"] == theirs["config"]["protocol"] == TOY_PROTOCOL

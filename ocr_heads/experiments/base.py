@@ -78,6 +78,7 @@ class Experiment:
     default_datasets: tuple[str, ...]
     default_k: int
     epilog: str = ""  # appended to --help's list of outputs
+    title: str = ""  # the report's section title (default: the name)
 
     def __post_init__(self) -> None:
         if NONE in self.edits:

@@ -52,5 +52,6 @@ EXPERIMENT = Experiment(
     add_flags=add_flags,
     default_datasets=("doc",),
     default_k=10,
+    title="Masking",
     epilog="head_set: none | top | random (--is_all_random) | random_disjoint (--is_all_random --no_intersection)",
 )

@@ -61,4 +61,5 @@ EXPERIMENT = Experiment(
     add_flags=add_flags,
     default_datasets=("doc", "mdocs"),
     default_k=2,
+    title="Sink redistribution",
 )

@@ -316,8 +316,12 @@ def _distinctness(
 
 def _result_tables(results: Path, out: Path, written: list[Path], lines: list[str],
                    caveats: dict[str, str]) -> list[_Section]:
+    # Imported here: the registry loads the interventions (torch), which a report of score files alone never needs.
+    from ocr_heads.experiments.registry import all_experiments
+
     sections = []
-    for name, title in (("masking", "Masking"), ("sink", "Sink redistribution")):
+    for name, experiment in all_experiments().items():  # every registered experiment's results CSV
+        title = experiment.title or name
         frame = tables.load_results(results / f"{name}.csv")
         if frame is None:
             continue
