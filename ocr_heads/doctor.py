@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ocr_heads.attention import capture, verify_against_eager
+from ocr_heads.cli import Parser
 from ocr_heads.data import haystack
 from ocr_heads.data.samples import Sample, generate_samples, load_samples
 from ocr_heads.inspect import view_page
@@ -168,7 +169,7 @@ def format_table(checks: list[Check]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description="Self-check a model before a long run: special-token ids, loading, the page protocol and "
         "tokens per page, the chat template, one rendered passkey answered, capture == eager attention.",
         epilog="Prints one table (check, ok/warn/FAIL/skip, detail); exits 1 if any check FAILs. 'warn' rows "
