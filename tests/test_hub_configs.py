@@ -1,4 +1,4 @@
-"""The tiny LLaVA-OneVision, Gemma 3 and InternVL3/3.5 models keep their published checkpoint's geometry.
+"""The tiny LLaVA-OneVision, Gemma 3, InternVL3/3.5 and SmolVLM models keep their published checkpoint's geometry.
 
 Every expected value is read from the published files in configs/hub (never a constant here): the fields that
 decide which pixels an image token shows stay equal, the sizes are shrunk, the token ids point at the published
@@ -28,6 +28,8 @@ CASES = {
                  {"image_token_id": "<IMG_CONTEXT>"}),
     "internvl3": ("InternVL3-1B-hf", {"language_model": "qwen2"}, ["downsample_ratio", "image_seq_length"],
                   ["image_size", "patch_size"], {"image_token_id": "<IMG_CONTEXT>"}),
+    "smolvlm": ("SmolVLM2-500M-Video-Instruct", {}, ["scale_factor"], ["image_size", "patch_size"],
+                {"image_token_id": "<image>"}),
 }
 
 
