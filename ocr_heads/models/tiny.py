@@ -189,7 +189,10 @@ def build_tiny_internvl(out: str | Path, seed: int = 0, language_model: str = "q
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(
         description="Build a tiny random checkpoint of a model family (model, char tokenizer, image processor) "
-        "from configs alone and save it with save_pretrained. No network. Its scores are noise.",
+        "from the family's published config.json / preprocessor_config.json (configs/hub) with only sizes shrunk "
+        "(qwen2_vl: a config written here; `python -m ocr_heads.models.hub_fixture` builds Qwen2-VL-2B/7B and "
+        "InternVL2-8B from their published files), and save it with save_pretrained. No network. "
+        "Its scores are noise.",
     )
     parser.add_argument("--out", required=True, help="output directory (created)")
     parser.add_argument("--family", default="qwen2_vl", choices=sorted(builders()), help="model family")
