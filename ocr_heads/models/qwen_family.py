@@ -24,30 +24,18 @@ from transformers import (
 )
 
 from ocr_heads.models import register_family
-from ocr_heads.models.qwen2_vl import Qwen2VLAdapter
+from ocr_heads.models.qwen2_vl import QWEN2_VL_CHAT_TEMPLATE, Qwen2VLAdapter
 
 # Chat formats for a user turn of images and text, written from the published templates (checkpoints that
-# ship their own template use theirs). Qwen2.5-VL opens with a default system turn.
-QWEN2_5_VL_CHAT_TEMPLATE = (
+# ship their own template use theirs). Qwen3-VL's user turn is Qwen2-VL's; Qwen2.5-VL opens with a default
+# system turn.
+QWEN3_VL_CHAT_TEMPLATE = QWEN2_VL_CHAT_TEMPLATE
+QWEN2_5_VL_CHAT_TEMPLATE = QWEN2_VL_CHAT_TEMPLATE.replace(
+    "{% for message in messages %}",
     "{% for message in messages %}"
     "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "{% endif %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-# Qwen3-VL: no default system turn.
-QWEN3_VL_CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    "{% endif %}",
+    1,
 )
 # Qwen3.5 thinks by default; with enable_thinking=false the assistant turn opens with an empty think block.
 QWEN3_5_CHAT_TEMPLATE = QWEN3_VL_CHAT_TEMPLATE.replace(
