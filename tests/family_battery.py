@@ -21,6 +21,17 @@ from ocr_heads.data.samples import load_samples
 from ocr_heads.interventions import mask_heads, redistribute_sink_heads
 from ocr_heads.step2 import main as step2_main
 
+STEP1_PAGE = (635, 482)  # the size of a rendered step1 page
+
+
+def build_tiny_family(tmp_path_factory, family: str, name: str | None = None):
+    """The acceptance command ``python -m ocr_heads.models.tiny --family F --out DIR``, in-process; returns DIR."""
+    from ocr_heads.models.tiny import main as tiny_main
+
+    out = tmp_path_factory.mktemp("models") / (name or f"tiny-{family}")
+    assert tiny_main(["--family", family, "--out", str(out)]) == 0
+    return out
+
 
 def sample_inputs(adapter, passkey_dir, index: int, modality: str):
     sample = load_samples(passkey_dir)[index]

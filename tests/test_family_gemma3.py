@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 from family_battery import (
+    STEP1_PAGE,
+    build_tiny_family,
     check_capture_equals_eager,
     check_masking_equals_o_proj_hook,
     check_sink_equals_eager_reference,
@@ -20,16 +22,10 @@ from ocr_heads.attention import text_attention
 from ocr_heads.models import load_adapter
 from ocr_heads.models.gemma3 import Gemma3Adapter
 
-STEP1_PAGE = (635, 482)
-
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from ocr_heads.models.tiny import main as tiny_main
-
-    out = tmp_path_factory.mktemp("models") / "tiny-gemma3"
-    tiny_main(["--family", "gemma3", "--out", str(out)])  # the acceptance command, in-process
-    return out
+    return build_tiny_family(tmp_path_factory, "gemma3")  # the acceptance command
 
 
 @pytest.fixture(scope="module")

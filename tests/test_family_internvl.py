@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 from family_battery import (
+    STEP1_PAGE,
+    build_tiny_family,
     check_capture_equals_eager,
     check_masking_equals_o_proj_hook,
     check_sink_equals_eager_reference,
@@ -16,16 +18,10 @@ from PIL import Image, ImageDraw
 from ocr_heads.models import load_adapter
 from ocr_heads.models.internvl import IMAGENET_MEAN, IMAGENET_STD
 
-STEP1_PAGE = (635, 482)  # the size of a rendered step1 page
-
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from ocr_heads.models.tiny import main as tiny_main
-
-    out = tmp_path_factory.mktemp("models") / "tiny-internvl3_5"
-    tiny_main(["--family", "internvl", "--out", str(out)])  # the acceptance command, in-process
-    return out
+    return build_tiny_family(tmp_path_factory, "internvl", "tiny-internvl3_5")  # the acceptance command
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 from family_battery import (
+    STEP1_PAGE,
+    build_tiny_family,
     check_capture_equals_eager,
     check_masking_equals_o_proj_hook,
     check_sink_equals_eager_reference,
@@ -20,18 +22,13 @@ from transformers.models.llava_onevision.processing_llava_onevision import Llava
 from ocr_heads.models import load_adapter
 from ocr_heads.models.llava_onevision import LlavaOnevisionAdapter
 
-STEP1_PAGE = (635, 482)
 SIZES = [STEP1_PAGE, (300, 900), (1200, 400), (384, 384), (200, 150)]
 NEWLINE = -1.0  # marks the newline embedding in the packed intensities
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from ocr_heads.models.tiny import main as tiny_main
-
-    out = tmp_path_factory.mktemp("models") / "tiny-llava-onevision"
-    tiny_main(["--family", "llava_onevision", "--out", str(out)])  # the acceptance command, in-process
-    return out
+    return build_tiny_family(tmp_path_factory, "llava_onevision", "tiny-llava-onevision")  # the acceptance command
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from family_battery import build_tiny_family
 from PIL import Image, ImageDraw
 
 # The same module object pytest collects (tests/ is on sys.path): its eager sink reference is registered once
@@ -68,10 +69,7 @@ PAPER_GRID = {28: {(635, 482): (13, 18), (300, 900): (27, 9), (1200, 400): (9, 2
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def family(request, tmp_path_factory):
     """(name, model dir, adapter), the model built by the acceptance command, in-process."""
-    from ocr_heads.models.tiny import main as tiny_main
-
-    out = tmp_path_factory.mktemp("models") / f"tiny-{request.param}"
-    tiny_main(["--family", request.param, "--out", str(out)])
+    out = build_tiny_family(tmp_path_factory, request.param)
     return request.param, out, load_adapter(str(out))
 
 

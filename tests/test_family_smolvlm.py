@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 from family_battery import (
+    STEP1_PAGE,
+    build_tiny_family,
     check_capture_equals_eager,
     check_masking_equals_o_proj_hook,
     check_sink_equals_eager_reference,
@@ -20,18 +22,13 @@ from transformers import Idefics3ForConditionalGeneration, Idefics3Processor, Sm
 from ocr_heads.models import load_adapter
 from ocr_heads.models.smolvlm import Idefics3Adapter, SmolVLMAdapter
 
-STEP1_PAGE = (635, 482)
 # Pages of several shapes: landscape, portrait, very wide (1 x 4 crops), tiny (upscaled), square.
 SIZES = [STEP1_PAGE, (300, 900), (2000, 300), (40, 30), (500, 500)]
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from ocr_heads.models.tiny import main as tiny_main
-
-    out = tmp_path_factory.mktemp("models") / "tiny-smolvlm"
-    assert tiny_main(["--family", "smolvlm", "--out", str(out)]) == 0  # the acceptance command, in-process
-    return out
+    return build_tiny_family(tmp_path_factory, "smolvlm")  # the acceptance command
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from family_battery import build_tiny_family
 from PIL import Image, ImageDraw
 
 import step3_extracted_heads
@@ -31,11 +32,7 @@ LAYOUTS = [
 
 @pytest.fixture(scope="module")
 def internvl_dir(tmp_path_factory):
-    from ocr_heads.models.tiny import main as tiny_main
-
-    out = tmp_path_factory.mktemp("models") / "tiny-internvl"
-    tiny_main(["--family", "internvl", "--out", str(out)])  # the acceptance command, in-process
-    return out
+    return build_tiny_family(tmp_path_factory, "internvl")  # the acceptance command
 
 
 @pytest.fixture(scope="module")
