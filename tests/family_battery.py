@@ -24,6 +24,13 @@ from ocr_heads.step2 import main as step2_main
 STEP1_PAGE = (635, 482)  # the size of a rendered step1 page
 
 
+def block_means(frames: torch.Tensor, grid: int) -> np.ndarray:
+    """Per LLM token (frames in order, each a row-major ``grid x grid`` of square pixel blocks), the mean of its block
+    of ``frames`` (frames, H, W): a token's intensity as the processor's own pixels show it."""
+    cell = frames.shape[-1] // grid
+    return frames.reshape(len(frames), grid, cell, grid, cell).mean(dim=(2, 4)).reshape(-1).numpy()
+
+
 def build_tiny_family(tmp_path_factory, family: str, name: str | None = None):
     """The acceptance command ``python -m ocr_heads.models.tiny --family F --out DIR``, in-process; returns DIR."""
     from ocr_heads.models.tiny import main as tiny_main

@@ -6,6 +6,7 @@ import pytest
 import torch
 from family_battery import (
     STEP1_PAGE,
+    block_means,
     build_tiny_family,
     check_capture_equals_eager,
     check_masking_equals_o_proj_hook,
@@ -35,9 +36,7 @@ def adapter(model_dir):
 
 def processor_intensity(pixel_values: torch.Tensor, side: int) -> np.ndarray:
     """Per LLM token (images in order, each a row-major side x side grid), the mean intensity of its pooled block."""
-    pixels = pixel_values[:, 0] * 0.5 + 0.5  # undo the normalisation: 0 black .. 1 white
-    cell = pixels.shape[-1] // side
-    return pixels.reshape(len(pixels), side, cell, side, cell).mean(dim=(2, 4)).reshape(-1).numpy()
+    return block_means(pixel_values[:, 0] * 0.5 + 0.5, side)  # undo the normalisation: 0 black .. 1 white
 
 
 @pytest.mark.parametrize("pan_and_scan", [False, True])

@@ -6,6 +6,7 @@ import pytest
 import torch
 from family_battery import (
     STEP1_PAGE,
+    block_means,
     build_tiny_family,
     check_capture_equals_eager,
     check_masking_equals_o_proj_hook,
@@ -37,9 +38,8 @@ def paper_adapter(model_dir):
 
 def processor_intensity(pixel_values: torch.Tensor, grid: int) -> np.ndarray:
     """Per LLM token (tiles in order, each a row-major grid), the mean intensity of its block of processor pixels."""
-    tiles = pixel_values[:, 0] * IMAGENET_STD[0] + IMAGENET_MEAN[0]  # undo the normalisation: 0 black .. 1 white
-    cell = tiles.shape[-1] // grid
-    return tiles.reshape(len(tiles), grid, cell, grid, cell).mean(dim=(2, 4)).reshape(-1).numpy()
+    # undo the normalisation: 0 black .. 1 white
+    return block_means(pixel_values[:, 0] * IMAGENET_STD[0] + IMAGENET_MEAN[0], grid)
 
 
 def inside(boxes: np.ndarray, square: tuple[int, int, int, int]) -> np.ndarray:

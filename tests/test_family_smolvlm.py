@@ -8,6 +8,7 @@ import pytest
 import torch
 from family_battery import (
     STEP1_PAGE,
+    block_means,
     build_tiny_family,
     check_capture_equals_eager,
     check_masking_equals_o_proj_hook,
@@ -55,9 +56,8 @@ def processor_inputs(adapter, pages: list[Image.Image], question: str):
 
 def processor_intensity(pixel_values: torch.Tensor, grid: int) -> np.ndarray:
     """Per LLM token (frames in order, each a row-major grid x grid), the mean intensity of its pixel-shuffled block."""
-    pixels = pixel_values[:, 0, 0] * 0.5 + 0.5  # (frames, H, W); undo the normalisation: 0 black .. 1 white
-    cell = pixels.shape[-1] // grid
-    return pixels.reshape(len(pixels), grid, cell, grid, cell).mean(dim=(2, 4)).reshape(-1).numpy()
+    # (frames, H, W); undo the normalisation: 0 black .. 1 white
+    return block_means(pixel_values[:, 0, 0] * 0.5 + 0.5, grid)
 
 
 def transposed(runs) -> np.ndarray:

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from family_battery import build_tiny_family
+from family_battery import block_means, build_tiny_family
 from PIL import Image, ImageDraw
 
 import step3_extracted_heads
@@ -42,9 +42,8 @@ def adapter(internvl_dir):
 
 def token_intensity_from_pixels(pixel_values: torch.Tensor, grid: int) -> np.ndarray:
     """Per LLM token, in prompt order (tiles in order, each row-major), the mean intensity of its pixel block."""
-    tiles = pixel_values[:, 0] * IMAGENET_STD[0] + IMAGENET_MEAN[0]  # undo the normalisation: 0 black .. 1 white
-    cell = tiles.shape[-1] // grid
-    return tiles.reshape(len(tiles), grid, cell, grid, cell).mean(dim=(2, 4)).reshape(-1).numpy()
+    # undo the normalisation: 0 black .. 1 white
+    return block_means(pixel_values[:, 0] * IMAGENET_STD[0] + IMAGENET_MEAN[0], grid)
 
 
 def token_intensity_from_page(page: Image.Image, boxes: np.ndarray) -> np.ndarray:
