@@ -12,12 +12,11 @@ import json
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from test_interventions import REFERENCE, REFERENCE_BETA, REFERENCE_HEADS
+from test_interventions import REFERENCE, REFERENCE_BETA, REFERENCE_HEADS, prompt_inputs
 
 import step3_extracted_heads
 from ocr_heads.attention import capture, text_attention, verify_against_eager
 from ocr_heads.data import step1
-from ocr_heads.data.samples import load_samples
 from ocr_heads.interventions import mask_heads, redistribute_sink_heads
 from ocr_heads.step2 import main as step2_main
 
@@ -38,13 +37,6 @@ def build_tiny_family(tmp_path_factory, family: str, name: str | None = None):
     out = tmp_path_factory.mktemp("models") / (name or f"tiny-{family}")
     assert tiny_main(["--family", family, "--out", str(out)]) == 0
     return out
-
-
-def sample_inputs(adapter, passkey_dir, index: int, modality: str):
-    sample = load_samples(passkey_dir)[index]
-    if modality == "image":
-        return adapter.image_inputs(sample.load_pages(), sample.question)
-    return adapter.text_inputs(sample.context, sample.question)
 
 
 def with_generated(inputs, generated: list[int]) -> dict[str, torch.Tensor]:
@@ -70,7 +62,7 @@ def check_capture_equals_eager(adapter, passkey_dir, steps: int = 5) -> None:
     """Every step, layer and head: captured argmax == eager argmax over the prompt, sink == eager p(key 0)."""
     shape = adapter.shape
     for modality in ("image", "text"):
-        inputs = sample_inputs(adapter, passkey_dir, 0, modality)
+        inputs = prompt_inputs(adapter, passkey_dir, 0, modality)
         plain = adapter.generate(inputs, max_new_tokens=steps)
         with capture(adapter) as recorder:
             generated = adapter.generate(inputs, max_new_tokens=steps)
@@ -97,7 +89,7 @@ def check_masking_equals_o_proj_hook(adapter, passkey_dir, heads: list[tuple[int
         return hook
 
     for modality in ("image", "text"):
-        inputs = sample_inputs(adapter, passkey_dir, 1, modality)
+        inputs = prompt_inputs(adapter, passkey_dir, 1, modality)
         with torch.no_grad():
             plain = adapter.model(**inputs.tensors).logits
         hooks = [adapter.attention_modules()[layer].o_proj.register_forward_pre_hook(zeroing(head))
@@ -126,7 +118,7 @@ def check_sink_equals_eager_reference(adapter, passkey_dir, by_layer: dict[int, 
     """
     heads = [f"l{layer}_h{head}" for layer, hs in by_layer.items() for head in hs]
     for modality in ("image", "text"):
-        inputs = sample_inputs(adapter, passkey_dir, 2, modality)
+        inputs = prompt_inputs(adapter, passkey_dir, 2, modality)
         with redistribute_sink_heads(adapter, heads, beta), torch.no_grad():
             ours = adapter.model(**inputs.tensors).logits
             out = adapter.model.generate(**inputs.tensors, max_new_tokens=4, do_sample=False, num_beams=1,

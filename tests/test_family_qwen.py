@@ -19,6 +19,7 @@ from test_interventions import (
     greedy_with_scores,
     logits,
     o_proj_zeroing_hooks,
+    prompt_inputs,
     reference_logits,
 )
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
@@ -228,11 +229,7 @@ def test_image_tokens_get_2d_rope_positions(family):
 @pytest.mark.parametrize("modality", ["image", "text"])
 def test_capture_equals_eager_on_every_step_layer_and_head(family, passkey_dir, modality):
     name, _, adapter = family
-    sample = load_samples(passkey_dir)[0]
-    if modality == "image":
-        inputs = adapter.image_inputs(sample.load_pages(), sample.question)
-    else:
-        inputs = adapter.text_inputs(sample.context, sample.question)
+    inputs = prompt_inputs(adapter, passkey_dir, 0, modality)
     plain = adapter.generate(inputs, max_new_tokens=5)
     with capture(adapter) as recorder:
         recorder.reset(inputs.prompt_length)
@@ -282,11 +279,7 @@ def test_masking_equals_zeroing_the_o_proj_input(family, passkey_dir):
 @pytest.mark.parametrize("modality", ["image", "text"])
 def test_sink_redistribution_equals_an_eager_reference(family, passkey_dir, modality):
     name, _, adapter = family
-    sample = load_samples(passkey_dir)[2]
-    if modality == "image":
-        inputs = adapter.image_inputs(sample.load_pages(), sample.question)
-    else:
-        inputs = adapter.text_inputs(sample.context, sample.question)
+    inputs = prompt_inputs(adapter, passkey_dir, 2, modality)
     first, last = FAMILIES[name].attention[0], FAMILIES[name].attention[-1]
     heads, by_layer, beta = [f"l{first}_h1", f"l{last}_h3", f"l{last}_h0"], {first: [1], last: [3, 0]}, 0.3
     with redistribute_sink_heads(adapter, heads, beta):

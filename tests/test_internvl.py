@@ -8,6 +8,7 @@ import pytest
 import torch
 from family_battery import block_means, build_tiny_family
 from PIL import Image, ImageDraw
+from test_interventions import prompt_inputs
 
 import step3_extracted_heads
 from ocr_heads.attention import capture, text_attention, verify_against_eager
@@ -149,11 +150,7 @@ def test_tiny_builder_is_deterministic(tmp_path):
 def test_capture_is_scoped_to_the_language_model_and_equals_eager(adapter, passkey_dir):
     config = adapter.model.config
     for modality in ("image", "text"):
-        sample = load_samples(passkey_dir)[0]
-        if modality == "image":
-            inputs = adapter.image_inputs(sample.load_pages(), sample.question)
-        else:
-            inputs = adapter.text_inputs(sample.context, sample.question)
+        inputs = prompt_inputs(adapter, passkey_dir, 0, modality)
         plain = adapter.generate(inputs, max_new_tokens=5)
         with capture(adapter) as recorder:
             assert config.vision_config._attn_implementation == "sdpa"
