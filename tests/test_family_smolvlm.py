@@ -190,8 +190,8 @@ def test_paper_is_the_global_image_native_splits(model_dir):
 
 
 def test_generation_uses_the_cache_despite_the_published_use_cache_false(model_dir, adapter):
-    """The published config says use_cache: false (kept in the tiny model); the adapter turns the cache on, so
-    every decode step is one query row."""
+    """The published config says use_cache: false (kept in the tiny model); the adapter's generate turns the cache
+    on, so every decode step is one query row."""
     assert json.loads((model_dir / "config.json").read_text())["use_cache"] is False
     rows = []
     hook = adapter.attention_modules()[0].register_forward_pre_hook(

@@ -277,10 +277,12 @@ class ModelAdapter(ABC):
         if not batch:
             return []
         tensors = {k: v.to(self.device) for k, v in collate(batch, self.pad_token_id).items()}
+        # use_cache=True whatever the checkpoint says (published SmolVLM2 configs say false, which generate would
+        # inherit): without the cache every step re-runs the whole sequence, so capture sees no one-row decode steps.
         with torch.no_grad():
             output = self.model.generate(**tensors, max_new_tokens=max_new_tokens, do_sample=False,
                                          num_beams=1, temperature=None, top_p=None, top_k=None,
-                                         pad_token_id=self.pad_token_id)
+                                         pad_token_id=self.pad_token_id, use_cache=True)
         new = output[:, tensors["input_ids"].shape[1] :].tolist()
         eos = set(self.eos_token_ids)
         for i, tokens in enumerate(new):

@@ -138,10 +138,6 @@ class SmolVLMAdapter(ModelAdapter):
             raise ValueError(f"SmolVLM tiles pages by its image splitting, not by {sorted(unsupported)}")
         self.protocol = check_protocol(protocol)
         self._load(self.model_class, model_id, dtype, device_map, SMOLVLM_CHAT_TEMPLATE, weights)
-        if self.model is not None:
-            # Published SmolVLM2 configs say use_cache: false, which generate inherits: every step would then
-            # re-run the whole sequence (no one-row decode steps, which capture reads) at quadratic cost.
-            self.model.generation_config.use_cache = True
         self.image_processor = AutoImageProcessor.from_pretrained(model_id)
         # `paper`: one tile a page (the global image alone, no splitting), as the paper gives InternVL one tile.
         # `native`: the checkpoint's own do_image_splitting (published SmolVLM configs split).
