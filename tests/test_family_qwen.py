@@ -32,8 +32,8 @@ from ocr_heads.data import step1
 from ocr_heads.data.samples import load_samples
 from ocr_heads.interventions import mask_heads, redistribute_sink_heads
 from ocr_heads.models import load_adapter, model_type
+from ocr_heads.models.hub_configs import HUB_CONFIGS
 from ocr_heads.models.qwen2_vl import IMAGE_PAD
-from ocr_heads.models.tiny_qwen import HUB_CONFIGS
 from ocr_heads.report import build_report
 from ocr_heads.scorefile import load_scores
 from ocr_heads.step2 import main as step2_main

@@ -18,7 +18,7 @@ from pathlib import Path
 from transformers import Qwen3_5Tokenizer
 
 from ocr_heads.models.charset import SPECIAL_TOKENS, UNK, build_byte_level_char_tokenizer, build_char_tokenizer
-from ocr_heads.models.hub_configs import HUB_CONFIGS, published, save_tiny, shrink_decoder, special_token_ids
+from ocr_heads.models.hub_configs import published, save_tiny, shrink_decoder, special_token_ids
 from ocr_heads.models.qwen_family import (
     QWEN2_5_VL_CHAT_TEMPLATE,
     QWEN3_5_CHAT_TEMPLATE,
@@ -30,7 +30,6 @@ from ocr_heads.models.qwen_family import (
 )
 from ocr_heads.models.tiny import tiny_builder
 
-__all__ = ["HUB_CONFIGS", "build_from_hub"]
 THINK_TOKENS = ["<think>", "</think>"]  # in the Qwen3-VL and Qwen3.5 vocabularies
 
 
