@@ -2,7 +2,7 @@
 
 import sys
 
-from ocr_heads.case_study import main
+from ocr_heads.pipeline.case_study import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,7 +2,7 @@
 
 import sys
 
-from ocr_heads.experiments import masking_main
+from ocr_heads.pipeline.experiment import masking_main
 
 if __name__ == "__main__":
     sys.exit(masking_main())

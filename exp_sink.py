@@ -2,7 +2,7 @@
 
 import sys
 
-from ocr_heads.experiments import sink_main
+from ocr_heads.pipeline.experiment import sink_main
 
 if __name__ == "__main__":
     sys.exit(sink_main())

@@ -2,7 +2,7 @@
 
 import sys
 
-from ocr_heads.step2 import main
+from ocr_heads.pipeline.step2 import main
 
 if __name__ == "__main__":
     sys.exit(main("image"))

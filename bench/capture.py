@@ -146,7 +146,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if model is None and args.size == "tiny":
-            from ocr_heads.models.tiny import build_tiny_qwen2_vl
+            from ocr_heads.models.tiny.build import build_tiny_qwen2_vl
 
             model = str(build_tiny_qwen2_vl(Path(tmp) / "tiny", seed=0))
         elif model is None:

@@ -3,7 +3,7 @@
     python bench/throughput.py [--json] [--n 24] [--repeats 2] [--model models/toy-qwen2-vl]
 
 Scores the same toy passkey samples (pages of 6, 5 and 4 tile rows, so batches are left-padded)
-with ``ocr_heads.step2.score_batch`` (inputs, capture, generate, per-head values) in one process,
+with ``ocr_heads.pipeline.step2.score_batch`` (inputs, capture, generate, per-head values) in one process,
 alternating batch 1 and batch 8 ``--repeats`` times after one warm-up batch; the best time of each
 is kept (other processes only ever slow a run down). "identical" compares every sample's record
 (generated text, recall, per-event values) between the two batch sizes. Prints a table; with
@@ -35,7 +35,7 @@ def toy_samples(out: Path, n: int) -> Path:
 
 
 def score_all(adapter, recorder, samples, cfg, batch_size: int) -> tuple[float, list[dict]]:
-    from ocr_heads.step2 import score_batch
+    from ocr_heads.pipeline.step2 import score_batch
 
     records = []
     start = time.perf_counter()
@@ -64,7 +64,7 @@ def main() -> None:
     from ocr_heads.attention import capture
     from ocr_heads.data.samples import load_samples
     from ocr_heads.models import load_adapter
-    from ocr_heads.step2 import Step2Config
+    from ocr_heads.pipeline.step2 import Step2Config
     from ocr_heads.toy.data import TOY_PROTOCOL
 
     adapter = load_adapter(str(args.model), protocol=TOY_PROTOCOL)  # the page budget the toy was trained on

@@ -32,8 +32,8 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from ocr_heads.attention import text_attention
-from ocr_heads.geometry import covering_tiles
 from ocr_heads.models import ModelAdapter, ModelInputs, load_adapter
+from ocr_heads.scores.geometry import covering_tiles
 from ocr_heads.toy.data import QUESTION_VARIANTS, TOY_PROTOCOL, make_sample, sample_rng
 
 IMPLEMENTATION = "ocr_heads_two_hop"

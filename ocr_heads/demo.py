@@ -16,7 +16,7 @@ retrieval heads are real. The demo runs the commands a user runs (printed as the
    the held-out drop reaches 40 points is a finding, not true by construction);
 5. sink redistribution on the top-2 OCR heads (held-out split); the top prefill heads masked at the OCR k
    and at their own k (chosen on the calibration split the same way), and the union of the top OCR and
-   prefill heads, each against as many random heads (5 seeds; held-out split; ``ocr_heads.demo_prefill``);
+   prefill heads, each against as many random heads (5 seeds; held-out split; :func:`prefill_masking`);
 6. the case study from step2's own events, grouped by the digit each event reads (``exp_case.py
    --from_step2``): real per-digit head maps of the toy model;
 7. the report (figures, tables) and ``OUT/headline.json`` with the table printed at the end.
@@ -35,13 +35,15 @@ import sys
 import time
 from pathlib import Path
 
-from ocr_heads.cli import Parser, count_help, positive_int, setup_logging
-from ocr_heads.demo_prefill import prefill_lines, prefill_masking
-from ocr_heads.experiments import RunConfig, get_experiment, load_head_ranking, run_one, select_heads
-from ocr_heads.interventions import BETA_DEFAULT
-from ocr_heads.io import read_json, write_json_atomic
+from ocr_heads.attention.edits import BETA_DEFAULT
+from ocr_heads.core.commandline import Parser, count_help, positive_int, setup_logging
+from ocr_heads.core.io import read_json, write_json_atomic
+from ocr_heads.core.paths import SAMPLE_LOG, SIDECAR, case_file, model_name
+from ocr_heads.experiments.registry import get_experiment
+from ocr_heads.experiments.run import RunConfig, run_one
 from ocr_heads.models import ModelAdapter, load_adapter
-from ocr_heads.paths import SAMPLE_LOG, SIDECAR, case_file, model_name, named_heads_file, score_file
+from ocr_heads.scores.files import named_heads_file, score_file
+from ocr_heads.scores.selection import choose_heads, load_head_ranking
 from ocr_heads.toy.data import TOY_PROTOCOL
 
 logger = logging.getLogger("demo")
@@ -91,6 +93,68 @@ class Masking:
                 "text_em": self.em("passkey_text", task, head_set, heads, seed, heads_path)}
 
 
+# The prefill-read rows: the toy model reads digits 1-2 with layer-1 heads at the rows that produce them (what
+# the OCR score credits) and digits 3-5 with layer-0 heads from the question's rows during the prefill (what
+# the prefill score credits; docs/toy_model.md). Masking either set should break exact match; these rows
+# show how much each does beside random heads of the same size.
+
+
+def prefill_masking(top: Masking, union: Masking, ocr_path: Path, prefill_path: Path, k: int, k_prefill: int,
+                    base: float, random_k: float | None, seeds: tuple[int, ...]) -> dict | None:
+    """Held-out image EM with the top prefill heads masked, at the OCR rows' ``k`` (control: the table's k
+    random heads, ``random_k``) and at ``k_prefill`` (chosen on the calibration split as the OCR k is;
+    control: as many random heads), and with the union of the top-k OCR and top-``k_prefill`` prefill heads
+    masked (control: as many random heads). Controls are means over ``seeds``. ``top`` and ``union`` write to
+    separate folders (a run's file name holds its head set and k, not whose heads); ``base``: unmasked EM."""
+    ranking = load_head_ranking(prefill_path)
+    if not ranking or not k:
+        return None
+
+    def masked(m: Masking, heads: list[str], path: Path | None = None) -> dict:
+        em = m.em("passkey", "image", "top", heads, heads_path=path)
+        return {"heads": heads, "image_em": em, "image_drop": base - em}
+
+    def control(m: Masking, size: int) -> dict:
+        ems = [m.em("passkey", "image", "random", choose_heads("random", size, [], m.layers, m.heads, seed), seed)
+               for seed in seeds]
+        mean = statistics.mean(ems)
+        return {"k": size, "image_em": mean, "image_drop": base - mean, "seeds": dict(zip(seeds, ems, strict=True))}
+
+    both = load_head_ranking(ocr_path)[:k]
+    both += [head for head in ranking[:k_prefill] if head not in both]
+    return {"k": k, "k_prefill": k_prefill, "baseline_image_em": base, "random_k_image_em": random_k,
+            "prefill_top_k": masked(top, ranking[:k], prefill_path),
+            "prefill_top_k_prefill": masked(top, ranking[:k_prefill], prefill_path),
+            "random_k_prefill": control(top, k_prefill),
+            "union": masked(union, both), "random_union": control(union, len(both))}
+
+
+def prefill_lines(row: dict | None) -> list[str]:
+    """Headline lines for :func:`prefill_masking`'s result (image EM; drops in points)."""
+    if row is None:
+        return ["prefill-read heads: none selected (no masking rows)"]
+    k, kp, union = row["k"], row["k_prefill"], row["union"]
+    seeds = len(row["random_union"]["seeds"])
+    lines = [f"k = {kp} for the prefill heads, chosen on the calibration split as k is for the OCR heads",
+             f"prefill heads masked: {', '.join(row['prefill_top_k_prefill']['heads'])}; union: "
+             f"{', '.join(union['heads'])}",
+             f"{'heads masked':<34}{'image EM':>10}{'image drop':>12}",
+             f"{'none':<34}{row['baseline_image_em']:>10.3f}"]
+    cells = [(f"top-{k} prefill", row["prefill_top_k"]["image_em"])]
+    if row["random_k_image_em"] is not None:
+        cells.append((f"{k} random (mean of {seeds} seeds)", row["random_k_image_em"]))
+    cells += [(f"top-{kp} prefill", row["prefill_top_k_prefill"]["image_em"]),
+              (f"{kp} random (mean of {seeds} seeds)", row["random_k_prefill"]["image_em"]),
+              (f"top-{k} OCR + top-{kp} prefill", union["image_em"]),
+              (f"{row['random_union']['k']} random (mean of {seeds} seeds)", row["random_union"]["image_em"])]
+    for label, em in cells:
+        lines.append(f"{label:<34}{em:>10.3f}{100 * (row['baseline_image_em'] - em):>+11.0f}p")
+    for key in ("random_k_prefill", "random_union"):
+        lines.append(f"{row[key]['k']} random heads per seed (image EM): "
+                     + ", ".join(f"seed {seed} {em:.2f}" for seed, em in row[key]["seeds"].items()))
+    return lines
+
+
 def choose_k(m: Masking, ocr: list[str], ocr_path: Path) -> dict:
     """On the calibration split: the smallest k whose top-k OCR heads cut image EM by DROP_TARGET."""
     base = m.em("passkey", "image", "none", [])
@@ -117,7 +181,7 @@ def masking_table(m: Masking, ocr_path: Path, retrieval_path: Path, k: int) -> d
     top = m.both("image", "top", ocr[:k], heads_path=ocr_path) if k else None
     randoms = []
     for seed in RANDOM_SEEDS if k else ():
-        heads = select_heads("random", k, [], m.layers, m.heads, seed)
+        heads = choose_heads("random", k, [], m.layers, m.heads, seed)
         randoms.append({"seed": seed, "heads": heads, **m.both("image", "random", heads, seed)})
     random_mean = None
     if randoms:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ocr_heads.attention import capture, verify_against_eager
-from ocr_heads.cli import Parser
+from ocr_heads.core.commandline import Parser
 from ocr_heads.data import haystack
 from ocr_heads.data.samples import Sample, generate_samples, load_samples
 from ocr_heads.inspect import view_page

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ocr_heads.cli import Parser
+from ocr_heads.core.commandline import Parser
 from ocr_heads.models import ModelAdapter, load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args
 

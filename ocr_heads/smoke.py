@@ -22,12 +22,13 @@ import torch
 from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from ocr_heads.cli import EXIT_EMPTY_RUN, Parser
+from ocr_heads.core.commandline import Parser
+from ocr_heads.core.errors import EXIT_EMPTY_RUN
 from ocr_heads.data import haystack
 from ocr_heads.data.samples import generate_samples
-from ocr_heads.models.charset import build_char_tokenizer
 from ocr_heads.models.qwen2_vl import MAX_PIXELS, MIN_PIXELS
-from ocr_heads.step2 import main as step2_main
+from ocr_heads.models.tiny.charset import build_char_tokenizer
+from ocr_heads.pipeline.step2 import main as step2_main
 
 logger = logging.getLogger(__name__)
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "Qwen2-VL-2B-Instruct.json"

@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random Qwen2-VL saved with save_pretrained (built once per test session)."""
-    from ocr_heads.models.tiny import build_tiny_qwen2_vl
+    from ocr_heads.models.tiny.build import build_tiny_qwen2_vl
 
     return build_tiny_qwen2_vl(tmp_path_factory.mktemp("models") / "tiny-qwen2-vl", seed=0)
 
@@ -43,7 +43,7 @@ HUB_METADATA = os.path.join(os.path.dirname(__file__), "fixtures", "hub")
 def qwen2_vocab_tokenizer_dir():
     """The real Qwen2 vocabulary (dashscope's qwen.tiktoken, converted once and cached under $OCR_HEADS_CACHE,
     default ~/.cache/ocr_heads). Fetches the wheel from PyPI on first use; skips when it cannot be had."""
-    from ocr_heads.models.qwen2_vocab import VocabUnavailable, qwen2_tokenizer_dir
+    from ocr_heads.models.tiny.qwen2_vocab import VocabUnavailable, qwen2_tokenizer_dir
 
     try:
         return qwen2_tokenizer_dir()

@@ -16,9 +16,9 @@ from test_interventions import REFERENCE, REFERENCE_BETA, REFERENCE_HEADS, promp
 
 import step3_extracted_heads
 from ocr_heads.attention import capture, text_attention, verify_against_eager
-from ocr_heads.data import step1
-from ocr_heads.interventions import mask_heads, redistribute_sink_heads
-from ocr_heads.step2 import main as step2_main
+from ocr_heads.attention.edits import mask_heads, redistribute_sink_heads
+from ocr_heads.pipeline import step1
+from ocr_heads.pipeline.step2 import main as step2_main
 
 STEP1_PAGE = (635, 482)  # the size of a rendered step1 page
 
@@ -32,7 +32,7 @@ def block_means(frames: torch.Tensor, grid: int) -> np.ndarray:
 
 def build_tiny_family(tmp_path_factory, family: str, name: str | None = None):
     """The acceptance command ``python -m ocr_heads.models.tiny --family F --out DIR``, in-process; returns DIR."""
-    from ocr_heads.models.tiny import main as tiny_main
+    from ocr_heads.models.tiny.build import main as tiny_main
 
     out = tmp_path_factory.mktemp("models") / (name or f"tiny-{family}")
     assert tiny_main(["--family", family, "--out", str(out)]) == 0

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from ocr_heads import attention_core
 from ocr_heads.attention import capture
-from ocr_heads.attention_core import attention_logits, attention_probabilities, key_mass
+from ocr_heads.attention import probabilities as attention_core
+from ocr_heads.attention.probabilities import attention_logits, attention_probabilities, key_mass
 from ocr_heads.data.samples import load_samples
-from ocr_heads.scores.prefill import post_image_rows
+from ocr_heads.scores.registered.prefill import post_image_rows
 
 
 def plain_attention(query, key, mask):
@@ -110,7 +110,7 @@ def test_recorded_prefill_mass_equals_eager(tiny_adapter, passkey_dir):
 
 def test_two_models_keep_their_own_recorders_and_edits(tiny_adapter, tiny_model_dir, passkey_dir):
     """Recorders and edits belong to the model they were installed on, not to the process."""
-    from ocr_heads.interventions import mask_heads
+    from ocr_heads.attention.edits import mask_heads
     from ocr_heads.models import load_adapter
 
     other = load_adapter(str(tiny_model_dir))

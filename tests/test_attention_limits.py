@@ -8,8 +8,8 @@ import torch
 from test_attention import plain_eager_attentions
 
 from ocr_heads.attention import IMPLEMENTATION, capture, verify_against_eager
+from ocr_heads.attention.edits import redistribute_sink_heads
 from ocr_heads.data.samples import load_samples
-from ocr_heads.interventions import redistribute_sink_heads
 from ocr_heads.models import load_adapter
 
 

@@ -17,11 +17,12 @@ from string import Template
 import pytest
 import torch
 
-from ocr_heads import case_study, step2, step3
-from ocr_heads.data import step1
+from ocr_heads.attention.edits import mask_heads
 from ocr_heads.data.samples import load_sample_dirs
-from ocr_heads.experiments import RunConfig, build_parser, default_heads_path, get_experiment, intervention
-from ocr_heads.interventions import mask_heads
+from ocr_heads.experiments.registry import get_experiment
+from ocr_heads.experiments.run import RunConfig, intervention
+from ocr_heads.pipeline import case_study, step1, step2, step3
+from ocr_heads.pipeline.experiment import build_parser, default_heads_path
 
 # ---------------------------------------------------------------- their README, as data
 
@@ -104,7 +105,7 @@ def parse(command: str, models: dict[str, str]) -> tuple[str, object]:
 
 @pytest.fixture(scope="module")
 def models(tiny_model_dir, tmp_path_factory) -> dict[str, str]:
-    from ocr_heads.models.tiny import build_tiny_internvl
+    from ocr_heads.models.tiny.build import build_tiny_internvl
 
     internvl = build_tiny_internvl(tmp_path_factory.mktemp("models") / "tiny-internvl", seed=0)
     return {"Qwen/Qwen2-VL-2B-Instruct": str(tiny_model_dir), "Qwen/Qwen2-VL-7B-Instruct": str(tiny_model_dir),

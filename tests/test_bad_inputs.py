@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 import step3_extracted_heads
-from ocr_heads.experiments import masking_main
-from ocr_heads.io import read_jsonl
-from ocr_heads.step2 import main as step2_main
+from ocr_heads.core.io import read_jsonl
+from ocr_heads.pipeline.experiment import masking_main
+from ocr_heads.pipeline.step2 import main as step2_main
 
 GOOD = {"id": "s0", "question": "What is the pass key?", "answer": "123", "context": "The pass key is 123.",
         "pages": ["s0/page_0.png"], "evidence": {"0": [[10, 10, 20, 30], [20, 10, 30, 30], [30, 10, 40, 30]]}}

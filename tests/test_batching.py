@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from ocr_heads.attention import capture
-from ocr_heads.experiments import run_main
-from ocr_heads.interventions import sink_probabilities
+from ocr_heads.attention.edits import sink_probabilities
+from ocr_heads.core.runner import run_batches
 from ocr_heads.models import load_adapter
 from ocr_heads.models.base import collate, left_padding
-from ocr_heads.runner import run_batches
-from ocr_heads.step2 import main as step2_main
+from ocr_heads.pipeline.experiment import run_main
+from ocr_heads.pipeline.step2 import main as step2_main
 from ocr_heads.toy.data import TOY_PROTOCOL
 
 TOY = Path(__file__).resolve().parents[1] / "models" / "toy-qwen2-vl"

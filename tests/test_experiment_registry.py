@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from ocr_heads.experiments import RunConfig, all_experiments, build_parser, get_experiment
+from ocr_heads.attention.edits import BETA_DEFAULT
 from ocr_heads.experiments.base import NONE
-from ocr_heads.experiments.run import csv_rows
-from ocr_heads.interventions import BETA_DEFAULT
+from ocr_heads.experiments.registry import all_experiments, get_experiment
+from ocr_heads.experiments.run import RunConfig, csv_rows
+from ocr_heads.pipeline.experiment import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 # The config of every result file (summary "config"), key by key, in file order.
@@ -60,7 +61,7 @@ def test_sinks_top_head_set_is_the_masking_edit():
 
 
 def test_an_edit_names_a_selection_rule():
-    from ocr_heads.experiments import Edit
+    from ocr_heads.experiments.base import Edit
 
     with pytest.raises(ValueError, match="by one of top, random, random_disjoint, not 'sink_top'"):
         Edit("sink_top", lambda adapter, heads, options: None, "--do_masking")

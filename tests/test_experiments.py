@@ -8,17 +8,12 @@ import json
 
 import pytest
 
-from ocr_heads.experiments import (
-    CSV_COLUMNS,
-    build_parser,
-    example_inputs,
-    load_head_ranking,
-    masking_main,
-    resolve_sources,
-    select_heads,
-    sink_main,
-)
-from ocr_heads.interventions import mask_heads, redistribute_sink_heads
+from ocr_heads.attention.edits import mask_heads, redistribute_sink_heads
+from ocr_heads.experiments.base import CSV_COLUMNS
+from ocr_heads.experiments.data import example_inputs, resolve_sources
+from ocr_heads.pipeline.experiment import build_parser, masking_main, sink_main
+from ocr_heads.scores.selection import choose_heads as select_heads
+from ocr_heads.scores.selection import load_head_ranking
 from ocr_heads.tasks import get_task
 
 STEP3 = {"heads": [{"head": "l2_h1", "score": 0.5, "frequency": 0.6},
@@ -207,8 +202,8 @@ def test_sink_baseline_and_redistribution(tiny_adapter, tiny_model_dir, passkey_
 
 
 def test_char_maps_by_hand():
-    from ocr_heads.case_study import char_maps
     from ocr_heads.data.samples import Sample
+    from ocr_heads.pipeline.case_study import char_maps
 
     def sample(sample_id, char):
         return Sample(sample_id, "q", char, char, [], {})
@@ -223,7 +218,7 @@ def test_char_maps_by_hand():
 
 def test_maps_from_events_by_hand_and_samples_without_events():
     """A sample that never wrote the answer has no events, and step2 logs no event_chars for it: it adds nothing."""
-    from ocr_heads.case_study import maps_from_events
+    from ocr_heads.pipeline.case_study import maps_from_events
 
     records = [{"id": "a", "values": [[1.0, 0.0], [0.5, 0.5]], "event_chars": ["4", "42"]},
                {"id": "b", "values": []}]
@@ -247,8 +242,8 @@ def single_char_dir(tmp_path_factory):
 
 
 def test_exp_case_end_to_end(tiny_adapter, tiny_model_dir, single_char_dir, tmp_path):
-    pytest.importorskip("ocr_heads.scorefile", reason="step2 needs ocr_heads.scorefile (the selection branch)")
-    from ocr_heads.case_study import main as case_main
+    pytest.importorskip("ocr_heads.scores.files", reason="step2 needs ocr_heads.scores.files (the selection branch)")
+    from ocr_heads.pipeline.case_study import main as case_main
 
     out = tmp_path / "results"
     argv = ["--model_id", str(tiny_model_dir), "--data", str(single_char_dir), "--n", "1", "--max_new_tokens", "4",

@@ -169,7 +169,7 @@ def test_unsupported_arguments_are_refused(model_dir):
 def test_capture_applies_the_sliding_window(tmp_path, passkey_dir):
     """A window far shorter than the prompt (sliding layers then cache only its last keys): captured argmax and
     sink still equal eager attention, positions counted from the start of the prompt."""
-    from ocr_heads.models.tiny_gemma3 import build_tiny_gemma3
+    from ocr_heads.models.tiny.gemma3 import build_tiny_gemma3
 
     adapter = load_adapter(str(build_tiny_gemma3(tmp_path / "tiny-gemma3-window", sliding_window=24)))
     assert adapter.model.config.text_config.layer_types[:2] == ["sliding_attention"] * 2
@@ -179,7 +179,7 @@ def test_capture_applies_the_sliding_window(tmp_path, passkey_dir):
 def test_a_character_is_targeted_in_the_page_and_in_its_crop(adapter):
     """Pan-and-scan: a page has several runs; a character box targets tokens in the whole-page run and in the
     crop that holds it (scoring unions all runs of a page)."""
-    from ocr_heads.scoring import char_targets
+    from ocr_heads.scores.rules import char_targets
 
     adapter.image_processor.do_pan_and_scan = True
     try:

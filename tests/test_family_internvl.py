@@ -121,7 +121,7 @@ def test_step1_to_step3(model_dir, tmp_path):
 
 def test_internvl3_qwen2_language_model(tmp_path, passkey_dir):
     """InternVL3 -hf checkpoints carry a Qwen2 language model: same adapter, capture == eager."""
-    from ocr_heads.models.tiny import build_tiny_internvl
+    from ocr_heads.models.tiny.build import build_tiny_internvl
 
     adapter = load_adapter(str(build_tiny_internvl(tmp_path / "tiny-internvl3", language_model="qwen2")))
     assert adapter.model.config.text_config.model_type == "qwen2"

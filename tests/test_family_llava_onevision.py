@@ -166,7 +166,7 @@ def test_step1_to_step3(model_dir, tmp_path):
 
 def test_newline_positions_are_never_targets(adapter):
     """A box over the whole page covers every token that shows pixels, and no newline position."""
-    from ocr_heads.scoring import char_targets
+    from ocr_heads.scores.rules import char_targets
 
     inputs = adapter.image_inputs([Image.new("RGB", STEP1_PAGE, "white")], "q?")
     tokens = inputs.image_tokens[0]

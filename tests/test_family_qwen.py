@@ -28,15 +28,15 @@ from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
 
 import step3_extracted_heads
 from ocr_heads.attention import NOT_RECORDED, capture, text_attention, verify_against_eager
-from ocr_heads.data import step1
+from ocr_heads.attention.edits import mask_heads, redistribute_sink_heads
 from ocr_heads.data.samples import load_samples
-from ocr_heads.interventions import mask_heads, redistribute_sink_heads
 from ocr_heads.models import load_adapter, model_type
-from ocr_heads.models.hub_configs import HUB_CONFIGS
 from ocr_heads.models.qwen2_vl import IMAGE_PAD
+from ocr_heads.models.tiny.hub_configs import HUB_CONFIGS
+from ocr_heads.pipeline import step1
+from ocr_heads.pipeline.step2 import main as step2_main
 from ocr_heads.report import build_report
-from ocr_heads.scorefile import load_scores
-from ocr_heads.step2 import main as step2_main
+from ocr_heads.scores.files import load_scores
 
 # family -> what the published config fixes: processor class (as the published preprocessor_config names it),
 # px per LLM token, decoder layers of the tiny model, layers with softmax attention, the prompt of one user turn.
@@ -361,7 +361,7 @@ def test_prompt_rows_match_eager_in_the_attention_layers(family, passkey_dir):
 def test_heatmap_draws_not_scoreable_layers_hatched_not_as_zeros(tmp_path, monkeypatch):
     """A hybrid model's score file: layers 0-2 have no events; the map masks them and hatches them."""
     from ocr_heads.report import figures
-    from ocr_heads.scorefile import load_scores, save_scores
+    from ocr_heads.scores.files import load_scores, save_scores
 
     per_head = {f"l{layer}_h{head}": ([] if layer < 3 else [0.5, 0.1 * head]) for layer in range(4)
                 for head in range(2)}

@@ -143,7 +143,7 @@ def test_crop_boxes_follow_the_processor_grid(adapter):
 def test_a_character_is_targeted_in_its_tile_and_in_the_global_image(adapter):
     """A character box (x 100..110, y 100..115) lies in tile row 1 col 1 (x 0..158.75, y 0..120.5): its tokens there
     (19.84 x 15.06 px: column 5, rows 6-7) and in the global image (79.4 x 60.25 px: column 1, row 1) are targets."""
-    from ocr_heads.scoring import char_targets
+    from ocr_heads.scores.rules import char_targets
 
     inputs = adapter.image_inputs([Image.new("RGB", STEP1_PAGE, "white")], "q?")
     (targets,) = char_targets([{0: [[100, 100, 110, 115]]}], inputs.image_tokens)
@@ -216,7 +216,7 @@ def test_batches_of_different_frame_counts_equal_single_runs(adapter):
 def test_idefics3_checkpoints_dispatch_to_the_same_adapter(tmp_path, passkey_dir):
     """An idefics3 config (the SmolVLM v1 releases) loads as Idefics3ForConditionalGeneration through the same
     adapter; its capture equals eager attention."""
-    from ocr_heads.models.tiny_smolvlm import build_tiny_idefics3
+    from ocr_heads.models.tiny.smolvlm import build_tiny_idefics3
 
     model_dir = build_tiny_idefics3(tmp_path / "tiny-idefics3")
     assert json.loads((model_dir / "config.json").read_text())["model_type"] == "idefics3"
@@ -255,7 +255,7 @@ def test_step2_records_tokens_per_page_not_per_tile(model_dir, tmp_path, passkey
     """Native: a page is 17 runs (16 tiles + the global image); the per-sample log and the meta sidecar count
     tokens per page (summed over its runs), as inputs.tokens_per_page does."""
     from ocr_heads.data.samples import load_samples
-    from ocr_heads.step2 import main as step2_main
+    from ocr_heads.pipeline.step2 import main as step2_main
 
     sample = load_samples(passkey_dir)[0]
     pages = sample.load_pages()

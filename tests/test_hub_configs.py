@@ -11,7 +11,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from ocr_heads.models import load_adapter
-from ocr_heads.models.hub_configs import HUB_CONFIGS, read_back
+from ocr_heads.models.tiny.hub_configs import HUB_CONFIGS, read_back
 
 # family (and builder options) -> (published checkpoint, geometry fields compared at the top level and in
 # vision_config, token-id fields and the published string each names).
@@ -36,7 +36,7 @@ CASES = {
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """name -> (model dir, its config.json, the published config.json); each tiny model built once."""
-    from ocr_heads.models.tiny import builders
+    from ocr_heads.models.tiny.build import builders
 
     cache = {}
 

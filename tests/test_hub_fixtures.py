@@ -208,7 +208,7 @@ def test_hub_internvl2_fixture_converts_and_loads(hub_internvl2_dir, tmp_path, m
 
 
 def test_step1_page_goes_through_step2_on_the_hub_qwen2_vl(hub_qwen2_vl_dir, passkey_dir, tmp_path):
-    from ocr_heads.step2 import main
+    from ocr_heads.pipeline.step2 import main
 
     out = tmp_path / "scores"
     # A random model does not answer: the run writes its files and exits 3 (no answer-token events).
@@ -225,7 +225,7 @@ def test_step1_page_goes_through_step2_on_the_hub_qwen2_vl(hub_qwen2_vl_dir, pas
 
 
 def test_tiny_cli_builds_the_real_vocabulary_model(qwen2_vocab_tokenizer_dir, tmp_path):
-    from ocr_heads.models.tiny import main
+    from ocr_heads.models.tiny.build import main
 
     main(["--out", str(tmp_path / "tiny"), "--vocab", "qwen2", "--layers", "1"])
     adapter = load_adapter(str(tmp_path / "tiny"))
@@ -240,7 +240,7 @@ def test_tiny_cli_builds_the_real_vocabulary_model(qwen2_vocab_tokenizer_dir, tm
 
 def test_unavailable_vocabulary_is_a_clear_error(tmp_path, monkeypatch, capsys):
     from ocr_heads.models import qwen2_vocab
-    from ocr_heads.models.tiny import main
+    from ocr_heads.models.tiny.build import main
 
     monkeypatch.setenv("OCR_HEADS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("OCR_HEADS_QWEN_TIKTOKEN", str(tmp_path / "missing.tiktoken"))

@@ -21,7 +21,7 @@ def hub_dir(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def internvl_dir(tmp_path_factory):
-    from ocr_heads.models.tiny import build_tiny_internvl
+    from ocr_heads.models.tiny.build import build_tiny_internvl
 
     return build_tiny_internvl(tmp_path_factory.mktemp("models") / "tiny-internvl")
 

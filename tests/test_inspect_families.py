@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 
 from ocr_heads import inspect
 from ocr_heads.models import load_adapter
-from ocr_heads.models.tiny import builders
+from ocr_heads.models.tiny.build import builders
 
 STEP1_PAGE = (635, 482)
 # Tokens on a 635 x 482 page, worked by hand from each family's published geometry (the tiny models keep it).

@@ -12,12 +12,12 @@ from test_interventions import prompt_inputs
 
 import step3_extracted_heads
 from ocr_heads.attention import capture, text_attention, verify_against_eager
-from ocr_heads.data import step1
+from ocr_heads.attention.edits import mask_heads, redistribute_sink_heads
 from ocr_heads.data.samples import load_samples
-from ocr_heads.interventions import mask_heads, redistribute_sink_heads
 from ocr_heads.models import load_adapter, model_type
 from ocr_heads.models.internvl import IMAGENET_MEAN, IMAGENET_STD, InternVLAdapter, page_token_boxes, tile_layout
-from ocr_heads.step2 import main as step2_main
+from ocr_heads.pipeline import step1
+from ocr_heads.pipeline.step2 import main as step2_main
 
 # (page size, max_patches) -> expected (cols, rows): from the processor's aspect-ratio rule, worked by hand.
 LAYOUTS = [
@@ -140,7 +140,7 @@ def test_tiny_internvl_loads_and_generates(internvl_dir, adapter):
 def test_tiny_builder_is_deterministic(tmp_path):
     from safetensors.torch import load_file
 
-    from ocr_heads.models.tiny import build_tiny_internvl
+    from ocr_heads.models.tiny.build import build_tiny_internvl
 
     a = load_file(build_tiny_internvl(tmp_path / "a", seed=3) / "model.safetensors")
     b = load_file(build_tiny_internvl(tmp_path / "b", seed=3) / "model.safetensors")
@@ -215,7 +215,7 @@ def build_internvl2_checkpoint(out, seed: int = 0) -> dict[str, torch.Tensor]:
     """A tiny random checkpoint in InternVL2's own layout (InternViT + InternLM2 keys, fused qkv / wqkv)."""
     from safetensors.torch import save_file
 
-    from ocr_heads.models.charset import build_char_tokenizer
+    from ocr_heads.models.tiny.charset import build_char_tokenizer
 
     out.mkdir(parents=True)
     tokenizer = build_char_tokenizer(INTERNLM2_SPECIALS, "unused")

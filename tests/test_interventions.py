@@ -7,14 +7,14 @@ import torch
 from transformers import AttentionInterface
 
 from ocr_heads.attention import capture, text_attention
-from ocr_heads.data.samples import load_samples
-from ocr_heads.interventions import (
+from ocr_heads.attention.edits import (
     SinkRedistribution,
     mask_heads,
     redistribute_sink,
     redistribute_sink_heads,
     sink_probabilities,
 )
+from ocr_heads.data.samples import load_samples
 
 # ---------------------------------------------------------------- helpers
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ocr_heads.metrics import (
+from ocr_heads.tasks.metrics import (
     aggregate,
     anls,
     exact_match,

@@ -8,11 +8,12 @@ import json
 import pytest
 from PIL import Image, ImageDraw
 
-from ocr_heads import case_study, inspect, step2
-from ocr_heads.experiments import build_parser, masking_main
+from ocr_heads import inspect
 from ocr_heads.models import registered_families
 from ocr_heads.models.options import family_knobs
-from ocr_heads.models.tiny import builders
+from ocr_heads.models.tiny.build import builders
+from ocr_heads.pipeline import case_study, step2
+from ocr_heads.pipeline.experiment import build_parser, masking_main
 
 PAGE = (635, 482)  # 635 / 482 = 1.32 >= 1.2: Gemma 3's pan-and-scan cuts it into 2 crops (3 x 256 tokens)
 QWEN = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5"]

@@ -84,7 +84,7 @@ def test_tiny_model_loads_from_disk_and_generates_from_pages(tiny_model_dir, tin
 def test_tiny_builder_is_deterministic(tmp_path):
     from safetensors.torch import load_file
 
-    from ocr_heads.models.tiny import build_tiny_qwen2_vl
+    from ocr_heads.models.tiny.build import build_tiny_qwen2_vl
 
     a = load_file(build_tiny_qwen2_vl(tmp_path / "a", seed=3) / "model.safetensors")
     b = load_file(build_tiny_qwen2_vl(tmp_path / "b", seed=3) / "model.safetensors")
@@ -111,7 +111,7 @@ def test_unknown_models_give_clear_errors(tmp_path):
 
 
 def test_char_tokenizer_keeps_every_character_a_token():
-    from ocr_heads.models.charset import build_char_tokenizer
+    from ocr_heads.models.tiny.charset import build_char_tokenizer
 
     tokenizer = build_char_tokenizer()
     text = "Key:\n\n48 213"

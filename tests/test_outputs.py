@@ -17,16 +17,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ocr_heads.caveats import RANDOM_NOTE
-from ocr_heads.cli import EXIT_EMPTY_RUN, Parser
-from ocr_heads.experiments import masking_main
-from ocr_heads.io import write_json_atomic
+from ocr_heads.core.commandline import Parser
+from ocr_heads.core.errors import EXIT_EMPTY_RUN
+from ocr_heads.core.io import write_json_atomic
+from ocr_heads.core.provenance import RANDOM_NOTE
+from ocr_heads.pipeline.experiment import masking_main
+from ocr_heads.pipeline.step2 import build_parser as step2_parser
+from ocr_heads.pipeline.step2 import main as step2_main
+from ocr_heads.pipeline.step3 import main as step3_main
 from ocr_heads.report import build_report, tables
 from ocr_heads.report.__main__ import main as report_main
-from ocr_heads.scorefile import save_scores
-from ocr_heads.step2 import build_parser as step2_parser
-from ocr_heads.step2 import main as step2_main
-from ocr_heads.step3 import main as step3_main
+from ocr_heads.scores.files import save_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
@@ -238,7 +239,7 @@ def test_item8_flag_spellings_file_modes_notebook_path_and_readme(tmp_path):
 
 
 def test_case_study_from_step2_events_groups_them_by_the_character_read(tmp_path):
-    from ocr_heads.case_study import main as case_main
+    from ocr_heads.pipeline.case_study import main as case_main
 
     scores = tmp_path / "scores" / "image"
     scores.mkdir(parents=True)

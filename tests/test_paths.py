@@ -1,4 +1,4 @@
-"""One home per file layout (ocr_heads.paths): the paths as the README documents them, written out by hand, and the
+"""One home per file layout (ocr_heads.core.paths): the paths as the README documents them, written out by hand, and the
 demo's runs filed where the command it logs for them files them."""
 
 from __future__ import annotations
@@ -10,17 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ocr_heads.paths import (
-    SAMPLE_LOG,
-    SIDECAR,
-    case_file,
-    companion,
-    experiment_csv,
-    experiment_dir,
-    heads_file,
-    named_heads_file,
-    score_file,
-)
+from ocr_heads.core.paths import SAMPLE_LOG, SIDECAR, case_file, companion, experiment_csv, experiment_dir
+from ocr_heads.scores.files import heads_file, named_heads_file, score_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "models" / "toy-qwen2-vl"
@@ -63,8 +54,8 @@ def test_demo_runs_are_filed_as_the_command_it_logs(toy_eval, tmp_path, caplog):
     """The demo runs masking/sink in-process and logs the equivalent exp_*.py command; that command, run, writes
     the same files with the same predictions."""
     from ocr_heads.demo import MAX_NEW_TOKENS, Masking, sink_rows
-    from ocr_heads.experiments import run_main
     from ocr_heads.models import load_adapter
+    from ocr_heads.pipeline.experiment import run_main
     from ocr_heads.toy.data import TOY_PROTOCOL
 
     heads = tmp_path / "ocr_heads.json"

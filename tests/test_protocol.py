@@ -13,7 +13,7 @@ from PIL import Image
 
 from ocr_heads.models import load_adapter
 from ocr_heads.models.qwen2_vl import PAPER_PIXELS, pixel_budget
-from ocr_heads.scoring import char_targets
+from ocr_heads.scores.rules import char_targets
 from tests.hub_format import hub_format_qwen2_vl
 
 STEP1_PAGE = (635, 482)  # a rendered step1 page
@@ -96,7 +96,7 @@ def test_an_ignored_budget_is_an_error(hub_dir, monkeypatch):
 
 @pytest.fixture(scope="module")
 def internvl_dir(tmp_path_factory):
-    from ocr_heads.models.tiny import build_tiny_internvl
+    from ocr_heads.models.tiny.build import build_tiny_internvl
 
     return build_tiny_internvl(tmp_path_factory.mktemp("models") / "tiny-internvl")  # max_patches 6 in its config
 
@@ -132,8 +132,8 @@ def test_protocol_names_are_checked(hub_dir):
 
 
 def test_step2_meta_records_the_protocol_and_tokens_per_page(hub_dir, passkey_dir, tmp_path):
-    from ocr_heads.io import read_jsonl
-    from ocr_heads.step2 import main
+    from ocr_heads.core.io import read_jsonl
+    from ocr_heads.pipeline.step2 import main
 
     for protocol, tokens in (("paper", 13 * 18), ("native", 17 * 23)):  # step1 pages are 635x482
         out = tmp_path / protocol

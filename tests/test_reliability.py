@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from ocr_heads.core.io import append_jsonl, read_jsonl
 from ocr_heads.data import haystack
 from ocr_heads.data.samples import generate_samples
-from ocr_heads.io import append_jsonl, read_jsonl
-from ocr_heads.step2 import main as step2_main
+from ocr_heads.pipeline.step2 import main as step2_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,7 +103,7 @@ def test_step2_survives_sigkill_and_resumes_to_identical_bytes(tiny_model_dir, m
 
 
 def test_exp_masking_survives_sigkill(tiny_model_dir, many_samples, tmp_path):
-    from ocr_heads.experiments import masking_main
+    from ocr_heads.pipeline.experiment import masking_main
 
     args = masking_args(tiny_model_dir, many_samples, tmp_path, n=16, new_tokens=16)
     assert masking_main([*args, "--out", str(tmp_path / "clean")]) == 0
@@ -146,7 +146,7 @@ def test_accelerate_two_processes_equal_one(tiny_model_dir, many_samples, tmp_pa
 
 @needs_accelerate
 def test_accelerate_exp_masking_equals_one_process(tiny_model_dir, many_samples, tmp_path):
-    from ocr_heads.experiments import masking_main
+    from ocr_heads.pipeline.experiment import masking_main
 
     args = masking_args(tiny_model_dir, many_samples, tmp_path, n=8, new_tokens=8)
     assert masking_main([*args, "--out", str(tmp_path / "one")]) == 0

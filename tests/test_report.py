@@ -13,7 +13,7 @@ import pytest
 from ocr_heads.report import build_report, load_case, stats
 from ocr_heads.report.__main__ import main as report_main
 from ocr_heads.report.figures import tick_step
-from ocr_heads.scorefile import save_scores
+from ocr_heads.scores.files import save_scores
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference_scores"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ocr_heads.scorefile import companion_paths, infer_from_name, load_scores, save_scores
+from ocr_heads.scores.files import companion_paths, infer_from_name, load_scores, save_scores
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference_scores"

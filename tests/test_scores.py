@@ -8,8 +8,8 @@ import torch
 
 from ocr_heads import scores
 from ocr_heads.models.base import ImageTokens, ModelInputs
-from ocr_heads.scores.prefill import post_image_rows, prefill_values
-from ocr_heads.scoring import AnswerToken
+from ocr_heads.scores.registered.prefill import post_image_rows, prefill_values
+from ocr_heads.scores.rules import AnswerToken
 
 
 def test_registry_lists_every_score_module():
@@ -61,7 +61,7 @@ def test_prefill_values_hand_built():
 
 
 def test_score_files_know_every_registered_tag(tmp_path):
-    from ocr_heads.scorefile import KINDS, infer_from_name, load_scores, save_scores
+    from ocr_heads.scores.files import KINDS, infer_from_name, load_scores, save_scores
 
     assert set(KINDS) == set(scores.all_scores())
     assert infer_from_name("toy-qwen2-vl_prefill.json") == ("prefill", "toy-qwen2-vl")
@@ -83,7 +83,7 @@ def test_prefill_score_finds_the_toy_models_layer0_readers(tmp_path):
     from ocr_heads.attention import capture
     from ocr_heads.data.samples import load_samples
     from ocr_heads.models import load_adapter
-    from ocr_heads.sample_scoring import score_sample
+    from ocr_heads.pipeline.sample_scoring import score_sample
     from ocr_heads.toy.data import TOY_PROTOCOL, write_samples
 
     write_samples(tmp_path, 3, seed=11)
@@ -105,7 +105,8 @@ def test_prefill_score_finds_the_toy_models_layer0_readers(tmp_path):
 
 
 def test_paths_follow_the_registry():
-    from ocr_heads.paths import heads_file, model_name, score_file
+    from ocr_heads.core.paths import model_name
+    from ocr_heads.scores.files import heads_file, score_file
 
     assert model_name("Qwen/Qwen2-VL-2B-Instruct") == model_name("/m/Qwen2-VL-2B-Instruct/") == "Qwen2-VL-2B-Instruct"
     assert score_file("scores", "M", "ocr") == score_file("scores", "M", "fg") == Path("scores/image/M_fg.json")

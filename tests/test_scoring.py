@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from ocr_heads.geometry import covering_tiles, overlap_fraction
 from ocr_heads.models.base import ImageTokens
-from ocr_heads.scoring import (
+from ocr_heads.scores.geometry import covering_tiles, overlap_fraction
+from ocr_heads.scores.rules import (
     AnswerToken,
     align_answer_tokens,
     char_targets,
@@ -134,7 +134,7 @@ def _bpe_with_space_tokens():
     ("blue saffron", "blue saffron", 1.0),
 ])
 def test_recall_counts_the_answer_in_the_tokenization_the_output_has(answer, output, old_recall):
-    from ocr_heads.scoring import answer_id_variants, best_recall
+    from ocr_heads.scores.rules import answer_id_variants, best_recall
 
     tokenizer = _bpe_with_space_tokens()
     encode = lambda text: tokenizer.encode(text).ids  # noqa: E731
@@ -147,7 +147,7 @@ def test_recall_counts_the_answer_in_the_tokenization_the_output_has(answer, out
 
 
 def test_recall_of_digits_is_unchanged():
-    from ocr_heads.scoring import answer_id_variants, best_recall
+    from ocr_heads.scores.rules import answer_id_variants, best_recall
 
     tokenizer = _bpe_with_space_tokens()
     encode = lambda text: tokenizer.encode(text).ids  # noqa: E731
@@ -166,7 +166,7 @@ AUTHORS_TILES = np.array([[0, 0, 25, 25], [25, 0, 50, 25], [0, 25, 25, 50], [25,
 
 
 def test_authors_overlap_is_a_tenth_of_a_percent_on_truncated_resized_coordinates():
-    from ocr_heads.geometry import authors_covering_tiles
+    from ocr_heads.scores.geometry import authors_covering_tiles
 
     # 1/11 = 9.1% of the box lies in tile 1: under the paper's 10% it is not covered.
     box = [15, 5, 26, 15]
@@ -189,7 +189,7 @@ def test_authors_overlap_is_a_tenth_of_a_percent_on_truncated_resized_coordinate
 
 
 def test_authors_score_only_the_first_occurrence():
-    from ocr_heads.scoring import overlap_threshold, scored_occurrences
+    from ocr_heads.scores.rules import overlap_threshold, scored_occurrences
 
     page = ImageTokens(page=0, start=7, tile_boxes=AUTHORS_TILES)
     # One-character answer stated twice: first copy in tile 0 (position 7), second in tile 3 (position 10).

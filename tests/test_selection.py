@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import step3_extracted_heads
-from ocr_heads.scorefile import load_scores, save_scores
-from ocr_heads.selection import gated_scores, passes, select_heads, top_k_heads
+from ocr_heads.scores.files import load_scores, save_scores
+from ocr_heads.scores.selection import gated_scores, passes, select_heads, top_k_heads
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]

@@ -185,7 +185,7 @@ def test_hf_passkey_rows_render_with_their_own_needle(tmp_path, monkeypatch):
     """The --source hf path on rows shaped like nanotron/simple_needle_in_a_hay_stack (no network)."""
     import datasets
 
-    from ocr_heads.data.step1 import build_parser, run
+    from ocr_heads.pipeline.step1 import build_parser, run
 
     prompt = ("Grass is green. The sky is blue. The pass key is 71234. Remember it. 71234 is the pass key. "
               "The sun is warm. " * 1)
@@ -212,7 +212,7 @@ def test_single_char_records_box_only_the_needles_answer_slots(tmp_path):
     import string
 
     from ocr_heads.data.haystack import PASSKEY_TEMPLATE
-    from ocr_heads.data.step1 import build_parser, run
+    from ocr_heads.pipeline.step1 import build_parser, run
 
     args = build_parser("passkey", "x").parse_args(["--single-char", "--n", "1", "--lengths", "40",
                                                      "--out", str(tmp_path)])

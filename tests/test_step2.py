@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ocr_heads.io import read_jsonl
-from ocr_heads.runner import Shard
-from ocr_heads.step2 import main
+from ocr_heads.core.io import read_jsonl
+from ocr_heads.core.runner import Shard
+from ocr_heads.pipeline.step2 import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"image": "step2_ocr_retrieval_head.py", "text": "step2_text_retrieval_head.py"}

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from ocr_heads.pipeline.step2 import main
 from ocr_heads.scores import all_scores
-from ocr_heads.step2 import main
 from ocr_heads.toy.data import TOY_PROTOCOL
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ocr_heads import scoring
 from ocr_heads.data.samples import load_samples
+from ocr_heads.scores import rules as scoring
 from ocr_heads.toy.data import TileStyle, make_sample, sample_rng, write_samples
 
 TOY_MODEL = Path(__file__).resolve().parents[1] / "models" / "toy-qwen2-vl"
@@ -149,7 +149,7 @@ def test_ocr_heads_matter_causally(toy_adapter):
     select (e.g. l0_h5, l0_h7, l4_h5 together) are needed for reading too, so the former hand-picked
     "harmless" controls do not generalise."""
     from ocr_heads.demo import RANDOM_SEEDS
-    from ocr_heads.experiments import select_heads
+    from ocr_heads.scores.selection import choose_heads as select_heads
     from ocr_heads.toy.evaluate import evaluate
 
     base = evaluate(toy_adapter, 20, 4242, tasks=("image",))

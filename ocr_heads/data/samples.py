@@ -24,9 +24,9 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from ocr_heads.core.io import append_jsonl, read_jsonl
 from ocr_heads.data.haystack import CHARS_PER_TOKEN, Needle, haystack_slice, insert_needle
 from ocr_heads.data.render import PageLayout, PageStyle
-from ocr_heads.io import append_jsonl, read_jsonl
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 An experiment module (``masking.py``, ``sink.py``) defines ``EXPERIMENT = Experiment(...)``: its command-line
 flags, which head set those flags choose, and for every head set the :class:`Edit` it applies: the heads it
-takes (a selection rule of :func:`ocr_heads.selection.choose_heads`), the context manager that edits the
+takes (a selection rule of :func:`ocr_heads.scores.selection.choose_heads`), the context manager that edits the
 model (built from adapter + heads + options) and the numeric options that edit takes (sink: ``beta``). The
 runner derives everything else from the declaration: the parser, the file stem suffix of an option
 (``_beta0.4``), the CSV columns, the one range check of every option.
@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ocr_heads.selection import SELECTIONS
+from ocr_heads.scores.selection import SELECTIONS
 
 if TYPE_CHECKING:
     from ocr_heads.models.base import ModelAdapter

@@ -7,8 +7,8 @@ import logging
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 
+from ocr_heads.attention.edits import mask_heads
 from ocr_heads.experiments.base import NONE, Edit, Experiment
-from ocr_heads.interventions import mask_heads
 from ocr_heads.models.base import ModelAdapter
 
 logger = logging.getLogger(__name__)

@@ -14,19 +14,18 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ocr_heads.caveats import model_note
-from ocr_heads.cli import UserError
+from ocr_heads.core.errors import UserError
+from ocr_heads.core.io import read_json, write_json_atomic
+from ocr_heads.core.paths import experiment_csv, experiment_dir
+from ocr_heads.core.provenance import data_fingerprint, differences, model_note
+from ocr_heads.core.runner import SAMPLE_ERRORS, Shard, collect, run_batches, shard_logs
 from ocr_heads.experiments.base import NONE
 from ocr_heads.experiments.data import example_inputs, example_refs
 from ocr_heads.experiments.registry import all_options, get_experiment
-from ocr_heads.identity import data_fingerprint, differences
-from ocr_heads.io import read_json, write_json_atomic
-from ocr_heads.metrics import aggregate
 from ocr_heads.models import ModelAdapter, ModelInputs
-from ocr_heads.paths import experiment_csv, experiment_dir
-from ocr_heads.runner import SAMPLE_ERRORS, Shard, collect, run_batches, shard_logs
 from ocr_heads.tasks import DEFAULT_N, Example, get_task
 from ocr_heads.tasks.base import example_rng
+from ocr_heads.tasks.metrics import aggregate
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import logging
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 
+from ocr_heads.attention.edits import BETA_DEFAULT, BETA_RANGE, redistribute_sink_heads
 from ocr_heads.experiments import masking
 from ocr_heads.experiments.base import NONE, Edit, Experiment, Option
-from ocr_heads.interventions import BETA_DEFAULT, BETA_RANGE, redistribute_sink_heads
 from ocr_heads.models.base import ModelAdapter
 
 logger = logging.getLogger(__name__)

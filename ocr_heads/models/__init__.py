@@ -18,8 +18,9 @@ __all__ = ["AttentionShape", "ImageTokens", "ModelAdapter", "ModelInputs", "fami
            "model_type", "register_family", "registered_families", "supported_model_types"]
 
 # Modules that register a family when imported.
-FAMILY_MODULES = ("ocr_heads.models.qwen2_vl", "ocr_heads.models.internvl", "ocr_heads.models.qwen_family",
-                  "ocr_heads.models.llava_onevision", "ocr_heads.models.gemma3", "ocr_heads.models.smolvlm")
+FAMILY_MODULES = ("ocr_heads.models.qwen2_vl", "ocr_heads.models.internvl", "ocr_heads.models.internvl2_convert",
+                  "ocr_heads.models.qwen_family", "ocr_heads.models.llava_onevision", "ocr_heads.models.gemma3",
+                  "ocr_heads.models.smolvlm")
 
 Loader = Callable[..., ModelAdapter]
 _LOADERS: dict[str, Loader] = {}

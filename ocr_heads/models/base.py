@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ocr_heads.paths import model_name
+from ocr_heads.core.paths import model_name
 
 
 @dataclass(frozen=True)

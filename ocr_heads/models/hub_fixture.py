@@ -13,7 +13,7 @@ the real one only in sizes and weights:
   transformers class instantiated from the shrunk config; for InternVL2 (remote code) the checkpoint's
   own layout (fused ``wqkv``/``qkv``), which ``internvl2_convert`` then converts like a real one.
 - the other published files are copied unchanged, and a ``tokenizer.json`` is added: the real Qwen2
-  vocabulary (``vocab="qwen2"``, see :mod:`ocr_heads.models.qwen2_vocab`) or a character-level
+  vocabulary (``vocab="qwen2"``, see :mod:`ocr_heads.models.tiny.qwen2_vocab`) or a character-level
   stand-in (``vocab="char"``) whose special tokens sit at the published ids.
 
     python -m ocr_heads.models.hub_fixture --name Qwen2-VL-2B-Instruct --out /tmp/Qwen2-VL-2B-Instruct
@@ -33,8 +33,8 @@ from pathlib import Path
 
 import torch
 
-from ocr_heads.cli import Parser, run_cli, setup_logging
-from ocr_heads.models.charset import CHARACTERS
+from ocr_heads.core.commandline import Parser, run_cli, setup_logging
+from ocr_heads.models.tiny.charset import CHARACTERS
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def _write_tokenizer(source: Path, out: Path, vocab: str) -> str:
     """``out/tokenizer.json`` for the published ``tokenizer_config.json``; returns the vocabulary used."""
     specials = published_added_tokens(source)
     if vocab in ("qwen2", "auto"):
-        from ocr_heads.models.qwen2_vocab import SPECIAL_TOKEN_IDS, VocabUnavailable, qwen2_tokenizer_dir
+        from ocr_heads.models.tiny.qwen2_vocab import SPECIAL_TOKEN_IDS, VocabUnavailable, qwen2_tokenizer_dir
 
         if specials != SPECIAL_TOKEN_IDS:
             if vocab == "qwen2":

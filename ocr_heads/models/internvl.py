@@ -26,7 +26,6 @@ from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optim
 from ocr_heads.models import register_family
 from ocr_heads.models.base import ImageTokens, Knob, ModelAdapter, ModelInputs, context_offsets, expand_placeholders
 from ocr_heads.models.protocol import DEFAULT_PROTOCOL, PAPER, check_protocol
-from ocr_heads.paths import model_name
 
 # Token strings of InternVLProcessor (tokenizer attributes when the checkpoint names them).
 START_IMAGE = "<img>"
@@ -195,16 +194,3 @@ class InternVLAdapter(ModelAdapter):
             if run[:-1] != [self.image_token_id] * count or run[-1] != end_id:
                 raise ValueError(f"page at position {start}: expected {count} image tokens then {self.end_image}")
         return starts
-
-
-@register_family("internvl_chat")
-def load_internvl2(model_id: str, **kwargs) -> InternVLAdapter:
-    """InternVL2 remote-code checkpoint: converted once to the native layout (cached), then loaded natively."""
-    from ocr_heads.models.internvl2_convert import converted_checkpoint
-
-    adapter = InternVLAdapter(str(converted_checkpoint(model_id)), **kwargs)
-    adapter.name = model_name(model_id)  # files are named after the id, not the cache dir
-    return adapter
-
-
-load_internvl2.KNOBS = InternVLAdapter.KNOBS  # the native adapter underneath takes the same settings

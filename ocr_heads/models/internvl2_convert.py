@@ -36,8 +36,17 @@ from safetensors import safe_open
 from transformers import InternVLConfig, InternVLForConditionalGeneration, PreTrainedTokenizerFast
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 
-from ocr_heads.cli import Parser
-from ocr_heads.models.internvl import CONTEXT_IMAGE, END_IMAGE, IMAGENET_MEAN, IMAGENET_STD, START_IMAGE
+from ocr_heads.core.commandline import Parser
+from ocr_heads.core.paths import model_name
+from ocr_heads.models import register_family
+from ocr_heads.models.internvl import (
+    CONTEXT_IMAGE,
+    END_IMAGE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    START_IMAGE,
+    InternVLAdapter,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -336,6 +345,17 @@ def source_dir(model_id: str) -> Path:
 
     logger.info("downloading %s (weights, config, tokenizer; no code)", model_id)
     return Path(snapshot_download(model_id, allow_patterns=["*.json", "*.safetensors", "tokenizer.model"]))
+
+
+@register_family("internvl_chat")
+def load_internvl2(model_id: str, **kwargs) -> InternVLAdapter:
+    """InternVL2 remote-code checkpoint: converted once to the native layout (cached), then loaded natively."""
+    adapter = InternVLAdapter(str(converted_checkpoint(model_id)), **kwargs)
+    adapter.name = model_name(model_id)  # files are named after the id, not the cache dir
+    return adapter
+
+
+load_internvl2.KNOBS = InternVLAdapter.KNOBS  # the native adapter underneath takes the same settings
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ocr_heads.cli import Parser, UserError, run_cli, setup_logging
+from ocr_heads.core.commandline import Parser, run_cli, setup_logging
+from ocr_heads.core.errors import UserError
 from ocr_heads.report.build import build_report
-from ocr_heads.selection import DEFAULT_MIN_FREQUENCY, DEFAULT_MIN_SCORE
+from ocr_heads.scores.selection import DEFAULT_MIN_FREQUENCY, DEFAULT_MIN_SCORE
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from ocr_heads.caveats import note_of
-from ocr_heads.heads import all_heads, parse_head
-from ocr_heads.io import read_json
+from ocr_heads.core.heads import all_heads, parse_head
+from ocr_heads.core.io import read_json
+from ocr_heads.core.provenance import note_of
 from ocr_heads.report import figures, stats, tables
-from ocr_heads.scorefile import KINDS, ScoreFile, load_scores
-from ocr_heads.selection import DEFAULT_MIN_FREQUENCY, DEFAULT_MIN_SCORE, RULES, select_heads
+from ocr_heads.scores.files import KINDS, ScoreFile, load_scores
+from ocr_heads.scores.selection import DEFAULT_MIN_FREQUENCY, DEFAULT_MIN_SCORE, RULES, select_heads
 
 logger = logging.getLogger(__name__)
 

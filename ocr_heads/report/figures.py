@@ -13,9 +13,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from ocr_heads.heads import parse_head  # noqa: E402
+from ocr_heads.core.heads import parse_head  # noqa: E402
 from ocr_heads.report import stats  # noqa: E402
-from ocr_heads.scorefile import ScoreFile  # noqa: E402
+from ocr_heads.scores.files import ScoreFile  # noqa: E402
 
 DPI = 130
 KIND_COLOURS = {"ocr": "tab:orange", "retrieval": "tab:blue", "prefill": "tab:green", None: "tab:gray"}

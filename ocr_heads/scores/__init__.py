@@ -1,11 +1,11 @@
-"""The head-score registry: every module of this package that defines ``SCORE`` (a
+"""The head-score registry: every module of :mod:`ocr_heads.scores.registered` that defines ``SCORE`` (a
 :class:`~ocr_heads.scores.base.HeadScore`) is a score, found by name.
 
     ocr       (tag fg, image)  the paper's OCR score: decode-time argmax on the answer's tiles
     retrieval (tag te, text)   Wu et al.'s retrieval score: decode-time copy from the needle
     prefill   (tag prefill, image)  post-image prompt rows' attention mass on the answer's tiles
 
-Adding a score is one new module here (plus its test); step2, step3, the score files and the
+Adding a score is one new module in ``registered/`` (plus its test); step2, step3, the score files and the
 report look it up by name or tag. See docs/extending.md.
 """
 
@@ -27,10 +27,9 @@ DEFAULT = {"image": "ocr", "text": "retrieval"}  # the score each step2 script r
 def all_scores() -> dict[str, HeadScore]:
     """Name -> score, for every module of this package that defines ``SCORE`` (sorted by name)."""
     found: dict[str, HeadScore] = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name == "base":
-            continue
-        score = getattr(importlib.import_module(f"{__name__}.{info.name}"), "SCORE", None)
+    package = f"{__name__}.registered"
+    for info in sorted(pkgutil.iter_modules(importlib.import_module(package).__path__), key=lambda m: m.name):
+        score = getattr(importlib.import_module(f"{package}.{info.name}"), "SCORE", None)
         if score is None:
             continue
         for other in found.values():

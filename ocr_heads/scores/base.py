@@ -1,6 +1,6 @@
 """What a head score is: its names, the modality it reads, what it records, and a pure scoring rule.
 
-A score module declares one :class:`HeadScore`. The runner (:mod:`ocr_heads.sample_scoring`) builds the
+A score module declares one :class:`HeadScore`. The runner (:mod:`ocr_heads.pipeline.sample_scoring`) builds the
 sample's inputs for the score's modality, asks :attr:`HeadScore.recording` what to record beyond the
 decode rows (which are always recorded), generates greedily under capture, and hands everything it
 observed to :attr:`HeadScore.values`, a pure function: no model, no tokenizer, so every rule is

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from PIL import Image, UnidentifiedImageError
 
-from ocr_heads.metrics import METRICS, score_all
+from ocr_heads.tasks.metrics import METRICS, score_all
 
 logger = logging.getLogger(__name__)
 

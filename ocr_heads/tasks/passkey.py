@@ -11,7 +11,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from ocr_heads.io import read_jsonl
+from ocr_heads.core.io import read_jsonl
 from ocr_heads.tasks.base import Example, Row, Task, open_image
 
 SAMPLES_FILE = "samples.jsonl"

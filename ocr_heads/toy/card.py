@@ -83,7 +83,7 @@ them from plain text. It exists so the pipeline has a model whose OCR heads are 
 
 - Text model: {cfg['layers']} layers, hidden {cfg['hidden']}, {cfg['heads']} heads / {cfg['kv_heads']} kv heads;
   vision tower: depth {cfg['vision_depth']}, embed {cfg['vision_embed']} (patch 14, spatial merge 2).
-- Tokenizer: the project's character tokenizer (`ocr_heads.models.charset`, one token per character).
+- Tokenizer: the project's character tokenizer (`ocr_heads.models.tiny.charset`, one token per character).
 - Pages: 16 x 6 cells of 28x28 px, one character per cell (one LLM image token), DejaVu Sans Mono;
   `python -m ocr_heads.toy.data` writes them as step1 records.
 - Image processor: min_pixels {size['shortest_edge']}, max_pixels {size['longest_edge']} (a page of

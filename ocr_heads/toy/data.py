@@ -21,11 +21,11 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from ocr_heads.cli import Parser, count_help, positive_int, run_cli, setup_logging
+from ocr_heads.core.commandline import Parser, count_help, positive_int, run_cli, setup_logging
+from ocr_heads.core.io import append_jsonl, read_jsonl
 from ocr_heads.data.haystack import Needle, embedded_corpus, haystack_slice, insert_needle
 from ocr_heads.data.render import CharBox, PageLayout, PageStyle, load_font
 from ocr_heads.data.samples import SAMPLES_FILE, evidence_boxes, find_answer_spans
-from ocr_heads.io import append_jsonl, read_jsonl
 from ocr_heads.models.protocol import NATIVE
 
 logger = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from contextlib import nullcontext
 
 from tqdm import tqdm
 
-from ocr_heads.cli import Parser, count_help, positive_int, run_cli, setup_logging
-from ocr_heads.interventions import mask_heads
+from ocr_heads.attention.edits import mask_heads
+from ocr_heads.core.commandline import Parser, count_help, positive_int, run_cli, setup_logging
 from ocr_heads.models import ModelAdapter, load_adapter
 from ocr_heads.toy.data import QUESTION, TOY_PROTOCOL, make_sample, sample_rng
 

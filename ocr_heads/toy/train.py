@@ -3,7 +3,7 @@
     python -m ocr_heads.toy.train --out models/toy-qwen2-vl
 
 Recipe (measured in docs/toy_model.md): the model is a plain ``Qwen2VLForConditionalGeneration``
-built by :func:`ocr_heads.models.tiny.build_tiny_qwen2_vl` with the project's character tokenizer.
+built by :func:`ocr_heads.models.tiny.build.build_tiny_qwen2_vl` with the project's character tokenizer.
 
 1. *Text warm-up*: the text task alone (context + question -> key), so the language model first
    learns to find "The pass key is" and copy the digits after it.
@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ocr_heads.cli import Parser
-from ocr_heads.io import write_json_atomic
+from ocr_heads.core.commandline import Parser
+from ocr_heads.core.io import write_json_atomic
 from ocr_heads.models import ModelAdapter, load_adapter
-from ocr_heads.models.tiny import build_tiny_qwen2_vl
+from ocr_heads.models.tiny.build import build_tiny_qwen2_vl
 from ocr_heads.toy.data import QUESTION, QUESTION_VARIANTS, TOY_PROTOCOL, ToySample, make_sample, sample_rng
 
 logger = logging.getLogger(__name__)

@@ -20,16 +20,6 @@ from pathlib import Path
 from transformers import Idefics3Config
 from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
-from ocr_heads.models.charset import UNK, build_char_tokenizer
-from ocr_heads.models.hub_configs import (
-    published,
-    read_back,
-    save_random_model,
-    save_tiny,
-    shrink_decoder,
-    shrink_vit,
-    special_token_ids,
-)
 from ocr_heads.models.smolvlm import (
     END_OF_UTTERANCE,
     FAKE_IMAGE_TOKEN,
@@ -39,7 +29,17 @@ from ocr_heads.models.smolvlm import (
     Idefics3Adapter,
     SmolVLMAdapter,
 )
-from ocr_heads.models.tiny import tiny_builder
+from ocr_heads.models.tiny.build import tiny_builder
+from ocr_heads.models.tiny.charset import UNK, build_char_tokenizer
+from ocr_heads.models.tiny.hub_configs import (
+    published,
+    read_back,
+    save_random_model,
+    save_tiny,
+    shrink_decoder,
+    shrink_vit,
+    special_token_ids,
+)
 
 CHECKPOINT = "SmolVLM2-500M-Video-Instruct"
 # The tokenizer's 6 x 6 tile tokens (SmolVLM's vocabulary has <row_1_col_1> .. <row_6_col_6>).

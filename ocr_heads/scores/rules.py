@@ -10,7 +10,7 @@ Alignment ("which attention row is an event"):
 - ``authors``: the released code reads the row of the token itself (query P+k = step k+1; the last
   generated token has none), and for text also counts answer-token positions inside the prompt.
   For OCR it also keeps tiles above 0.1 percent overlap on int-truncated resized coordinates
-  (:func:`ocr_heads.geometry.authors_covering_tiles`), targets the first answer copy only
+  (:func:`ocr_heads.scores.geometry.authors_covering_tiles`), targets the first answer copy only
   (:func:`scored_occurrences`), takes the argmax over prompt positions [0, P-1) (the recorder's
   ``exclude_last_prompt``) and computes recall on the bare answer's ids.
 """
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ocr_heads.geometry import AUTHORS_OVERLAP, DEFAULT_OVERLAP, authors_covering_tiles, covering_tiles
+from ocr_heads.scores.geometry import AUTHORS_OVERLAP, DEFAULT_OVERLAP, authors_covering_tiles, covering_tiles
 
 if TYPE_CHECKING:  # pure functions: importing them (the score registry does) must not load torch
     import torch

@@ -2,7 +2,7 @@
 OCR (image) or retrieval (text) behaviour.
 
 ``main`` is the command line shared by ``step2_ocr_retrieval_head.py`` and ``step2_text_retrieval_head.py``;
-one sample is scored by :mod:`ocr_heads.sample_scoring`.
+one sample is scored by :mod:`ocr_heads.pipeline.sample_scoring`.
 """
 
 from __future__ import annotations
@@ -18,23 +18,23 @@ import torch
 import transformers
 
 import ocr_heads
-from ocr_heads import sample_scoring, scoring
 from ocr_heads.attention import AttentionRecorder, capture, verify_against_eager
-from ocr_heads.caveats import model_note
-from ocr_heads.cli import EmptyRunError, Parser, count_help, positive_int, run_cli, setup_logging
+from ocr_heads.core.commandline import Parser, count_help, positive_int, run_cli, setup_logging
+from ocr_heads.core.errors import EmptyRunError
+from ocr_heads.core.heads import all_heads, parse_head
+from ocr_heads.core.io import ensure_writable_dir
+from ocr_heads.core.provenance import claim, data_fingerprint, model_note
+from ocr_heads.core.runner import Shard, collect, run_batches, shard_logs
 from ocr_heads.data.samples import Sample, load_sample_dirs
-from ocr_heads.data.step1 import DEFAULT_OUT
-from ocr_heads.geometry import AUTHORS_OVERLAP, DEFAULT_OVERLAP
-from ocr_heads.heads import all_heads, parse_head
-from ocr_heads.identity import claim, data_fingerprint
-from ocr_heads.io import ensure_writable_dir
 from ocr_heads.models import ModelAdapter, load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args, knob_names
-from ocr_heads.paths import score_stem
-from ocr_heads.runner import Shard, collect, run_batches, shard_logs
-from ocr_heads.sample_scoring import SampleResult, check_settings
-from ocr_heads.scorefile import save_scores
+from ocr_heads.pipeline import sample_scoring
+from ocr_heads.pipeline.sample_scoring import SampleResult, check_settings
+from ocr_heads.pipeline.step1 import DEFAULT_OUT
 from ocr_heads.scores import DEFAULT, HeadScore, Settings, all_scores, get_score, listing
+from ocr_heads.scores import rules as scoring
+from ocr_heads.scores.files import save_scores, score_stem
+from ocr_heads.scores.geometry import AUTHORS_OVERLAP, DEFAULT_OVERLAP
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Step2Config:
 
 def score_batch(adapter: ModelAdapter, recorder: AttentionRecorder, samples: list[Sample],
                 cfg: Step2Config) -> list[SampleResult | Exception]:
-    """Samples generated together, scored by the configured score (see :mod:`ocr_heads.sample_scoring`)."""
+    """Samples generated together, scored by the configured score (see :mod:`ocr_heads.pipeline.sample_scoring`)."""
     return sample_scoring.score_batch(adapter, recorder, samples, cfg.head_score, cfg.settings, cfg.max_new_tokens)
 
 

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from tqdm import tqdm
 
-from ocr_heads.io import append_jsonl, read_jsonl
+from ocr_heads.core.io import append_jsonl, read_jsonl
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

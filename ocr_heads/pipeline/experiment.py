@@ -10,20 +10,22 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
-from ocr_heads.caveats import model_note
-from ocr_heads.cli import Parser, UserError, count_help, error_line, positive_int, run_cli, setup_logging
+from ocr_heads.core.commandline import Parser, count_help, error_line, positive_int, run_cli, setup_logging
+from ocr_heads.core.errors import UserError
+from ocr_heads.core.heads import check_heads_exist
+from ocr_heads.core.io import ensure_writable_dir
+from ocr_heads.core.paths import model_name
+from ocr_heads.core.provenance import model_note
+from ocr_heads.core.runner import Shard
 from ocr_heads.experiments.base import NONE, Experiment
 from ocr_heads.experiments.data import resolve_sources
 from ocr_heads.experiments.registry import get_experiment
 from ocr_heads.experiments.run import RunConfig, run_one
-from ocr_heads.heads import check_heads_exist
-from ocr_heads.io import ensure_writable_dir
 from ocr_heads.models import ModelAdapter, load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args, knob_names
-from ocr_heads.paths import heads_file, model_name
-from ocr_heads.runner import Shard
 from ocr_heads.scores import default_score
-from ocr_heads.selection import choose_heads, load_head_ranking, needs_ranking
+from ocr_heads.scores.files import heads_file
+from ocr_heads.scores.selection import choose_heads, load_head_ranking, needs_ranking
 from ocr_heads.tasks import DEFAULT_N, TASKS
 
 logger = logging.getLogger(__name__)

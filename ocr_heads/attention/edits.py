@@ -23,9 +23,9 @@ from contextlib import contextmanager
 
 import torch
 
-from ocr_heads.attention import check_supported, edited
-from ocr_heads.attention_core import allowed_keys, attention_probabilities
-from ocr_heads.heads import check_heads_exist, heads_by_layer, parse_head
+from ocr_heads.attention.forward import check_supported, edited
+from ocr_heads.attention.probabilities import allowed_keys, attention_probabilities
+from ocr_heads.core.heads import check_heads_exist, heads_by_layer, parse_head
 from ocr_heads.models.base import ModelAdapter
 
 __all__ = [
@@ -158,7 +158,7 @@ def sink_probabilities(
 ) -> torch.Tensor:
     """Redistributed attention probabilities of ``heads``: (batch, len(heads), rows, keys), float32.
 
-    Recomputed by :func:`ocr_heads.attention_core.attention_probabilities` (eager's GQA convention and the
+    Recomputed by :func:`ocr_heads.attention.probabilities.attention_probabilities` (eager's GQA convention and the
     keys sdpa lets each row see), then edited by :func:`redistribute_sink`.
     """
     q_len, k_len = query.shape[2], key.shape[2]

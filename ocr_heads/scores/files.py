@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from ocr_heads.heads import all_heads, check_heads_exist, parse_head
-from ocr_heads.io import read_json, write_json_atomic
-from ocr_heads.scores import all_scores, by_tag
+from ocr_heads.core.heads import all_heads, check_heads_exist, parse_head
+from ocr_heads.core.io import read_json, write_json_atomic
+from ocr_heads.scores import HeadScore, all_scores, by_tag, get_score
 
 logger = logging.getLogger(__name__)
 
@@ -249,3 +249,30 @@ def _sorted(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_sorted(item) for item in obj]
     return obj
+
+
+# Where a score's files live (the layout is described in ocr_heads.core.paths).
+def _score(score: HeadScore | str) -> HeadScore:
+    """A score given as itself, its name or its file tag."""
+    if isinstance(score, HeadScore):
+        return score
+    return by_tag(score) or get_score(score)
+
+
+def score_stem(model: str, score: HeadScore | str) -> str:
+    return f"{model}_{_score(score).tag}"
+
+
+def score_file(root: str | Path, model: str, score: HeadScore | str, ending: str = ".json") -> Path:
+    """A score file, or with ``ending`` (:data:`SIDECAR`, :data:`SAMPLE_LOG`) one of its companions."""
+    score = _score(score)
+    return Path(root) / score.modality / f"{score_stem(model, score)}{ending}"
+
+
+def heads_file(root: str | Path, model: str, score: HeadScore | str, rule: str) -> Path:
+    return Path(root) / "heads" / f"{score_stem(model, score)}_{rule}.json"
+
+
+def named_heads_file(out: str | Path, score: HeadScore | str) -> Path:
+    """A head list named after its score, as the demo writes them: ``OUT/ocr_heads.json``."""
+    return Path(out) / f"{_score(score).name}_heads.json"

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from transformers import LlavaOnevisionForConditionalGeneration
 
-from ocr_heads.models.charset import UNK, build_char_tokenizer
-from ocr_heads.models.hub_configs import published, save_tiny, shrink_decoder, shrink_vit, special_token_ids
 from ocr_heads.models.llava_onevision import IMAGE_TOKEN, LLAVA_ONEVISION_CHAT_TEMPLATE
-from ocr_heads.models.tiny import tiny_builder
+from ocr_heads.models.tiny.build import tiny_builder
+from ocr_heads.models.tiny.charset import UNK, build_char_tokenizer
+from ocr_heads.models.tiny.hub_configs import published, save_tiny, shrink_decoder, shrink_vit, special_token_ids
 
 CHECKPOINT = "llava-onevision-qwen2-0.5b-ov-hf"
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", IMAGE_TOKEN, "<video>", UNK]

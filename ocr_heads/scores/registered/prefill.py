@@ -15,7 +15,7 @@ is ``hit * recall``, as for the OCR score; a head's score is the mean over all e
 
 Recorded: at prefill only, per layer, the probabilities of the post-image rows on the union of all
 answer characters' tiles, (heads, rows, tiles), computed in row chunks
-(:func:`ocr_heads.attention_core.key_mass`).
+(:func:`ocr_heads.attention.probabilities.key_mass`).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ocr_heads import scoring
+from ocr_heads.scores import rules as scoring
 from ocr_heads.scores.base import HeadScore, Observed, Recording, SampleValues, Settings
-from ocr_heads.scores.ocr import answer_events, answer_targets
+from ocr_heads.scores.registered.ocr import answer_events, answer_targets
 
 if TYPE_CHECKING:
     import torch

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from transformers import Gemma3ForConditionalGeneration
 
-from ocr_heads.models.charset import UNK, build_char_tokenizer
 from ocr_heads.models.gemma3 import BOI, EOI, GEMMA3_CHAT_TEMPLATE, IMAGE_TOKEN
-from ocr_heads.models.hub_configs import (
+from ocr_heads.models.tiny.build import tiny_builder
+from ocr_heads.models.tiny.charset import UNK, build_char_tokenizer
+from ocr_heads.models.tiny.hub_configs import (
     published,
     read_back,
     save_tiny,
@@ -26,7 +27,6 @@ from ocr_heads.models.hub_configs import (
     shrink_vit,
     special_token_ids,
 )
-from ocr_heads.models.tiny import tiny_builder
 
 CHECKPOINT = "gemma-3-4b-it"
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", BOI, EOI, IMAGE_TOKEN, UNK]

@@ -14,22 +14,9 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-EXIT_USER_ERROR = 2
-EXIT_EMPTY_RUN = 3
+from ocr_heads.core.errors import EXIT_EMPTY_RUN, EXIT_USER_ERROR, USER_ERRORS, EmptyRunError
+
 SPELLING_NOTE = "Every flag also accepts its other spelling (--model_id or --model-id)."
-
-
-class UserError(Exception):
-    """A mistake the user can fix (bad input, conflicting output); printed as one ``error:`` line."""
-
-
-class EmptyRunError(UserError):
-    """The run finished but produced nothing to score; its files are written for inspection."""
-
-
-# Errors that stem from what the user gave (paths, file contents, flag values), not from a bug.
-USER_ERRORS: tuple[type[BaseException], ...] = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-                                                PermissionError, ValueError)
 
 
 def other_spelling(flag: str) -> str | None:

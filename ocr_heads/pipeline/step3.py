@@ -16,13 +16,14 @@ import argparse
 import logging
 from pathlib import Path
 
-from ocr_heads.caveats import note_of
-from ocr_heads.cli import Parser, UserError, run_cli, setup_logging
-from ocr_heads.io import write_json_atomic
-from ocr_heads.paths import heads_file, model_name, score_file
-from ocr_heads.scorefile import load_scores
+from ocr_heads.core.commandline import Parser, run_cli, setup_logging
+from ocr_heads.core.errors import UserError
+from ocr_heads.core.io import write_json_atomic
+from ocr_heads.core.paths import model_name
+from ocr_heads.core.provenance import note_of
 from ocr_heads.scores import all_scores
-from ocr_heads.selection import (
+from ocr_heads.scores.files import heads_file, load_scores, score_file
+from ocr_heads.scores.selection import (
     DEFAULT_MIN_FREQUENCY,
     DEFAULT_MIN_SCORE,
     RULES,

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ocr_heads import scoring
 from ocr_heads.attention import AttentionRecorder, StepRecord
+from ocr_heads.core.runner import SAMPLE_ERRORS
 from ocr_heads.data.samples import Sample
 from ocr_heads.models import ModelAdapter, ModelInputs
 from ocr_heads.models.base import left_padding
-from ocr_heads.runner import SAMPLE_ERRORS
 from ocr_heads.scores import HeadScore, Observed, Recording, SampleValues, Settings
+from ocr_heads.scores import rules as scoring
 
 
 def generated_pieces(adapter: ModelAdapter, generated: list[int]) -> list[str]:

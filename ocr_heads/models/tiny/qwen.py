@@ -17,8 +17,6 @@ from pathlib import Path
 
 from transformers import Qwen3_5Tokenizer
 
-from ocr_heads.models.charset import SPECIAL_TOKENS, UNK, build_byte_level_char_tokenizer, build_char_tokenizer
-from ocr_heads.models.hub_configs import published, save_tiny, shrink_decoder, special_token_ids
 from ocr_heads.models.qwen_family import (
     QWEN2_5_VL_CHAT_TEMPLATE,
     QWEN3_5_CHAT_TEMPLATE,
@@ -28,7 +26,9 @@ from ocr_heads.models.qwen_family import (
     Qwen3VLAdapter,
     Qwen3VLMoeAdapter,
 )
-from ocr_heads.models.tiny import tiny_builder
+from ocr_heads.models.tiny.build import tiny_builder
+from ocr_heads.models.tiny.charset import SPECIAL_TOKENS, UNK, build_byte_level_char_tokenizer, build_char_tokenizer
+from ocr_heads.models.tiny.hub_configs import published, save_tiny, shrink_decoder, special_token_ids
 
 THINK_TOKENS = ["<think>", "</think>"]  # in the Qwen3-VL and Qwen3.5 vocabularies
 

@@ -1,4 +1,5 @@
-"""What made an output: fingerprints of inputs and a guard against mixing runs made differently.
+"""What made an output: fingerprints of inputs, a guard against mixing runs made differently, and the
+caveats that travel with numbers made by a random or toy model.
 
 Every output folder (step1 data, step2 scores, experiment runs) records the settings that made it in a
 small JSON file. A rerun with the same settings resumes; a rerun with other settings into the same place
@@ -11,8 +12,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from ocr_heads.cli import UserError
-from ocr_heads.io import read_json, write_json_atomic
+from ocr_heads.core.errors import UserError
+from ocr_heads.core.io import read_json, write_json_atomic
 
 SAMPLES_FILE = "samples.jsonl"
 STEP1_SETTINGS = "step1.json"
@@ -53,3 +54,27 @@ def claim(path: Path, settings: dict[str, Any], what: str, remedy: str) -> None:
                             f"{remedy}")
         return
     write_json_atomic(path, settings)
+
+
+# Caveats: a note is stored next to every number made from a random or toy model (score meta, head lists,
+# CSV rows) and repeated in every report header and figure caption built from it.
+RANDOM_NOTE = "random weights: these numbers are noise, not findings"
+TOY_NOTE = ("toy model: a 1.2M-parameter Qwen2-VL trained on 5-digit passkeys; it shows the pipeline works, "
+            "not how real LVLMs read")
+
+
+def model_note(config: Any, model_id: str) -> str:
+    """The caveat for a loaded model ('' for a real checkpoint)."""
+    if getattr(config, "ocr_heads_random_weights", False):
+        return RANDOM_NOTE
+    # The toy trainer (ocr_heads.toy.train) leaves its training log in the model folder.
+    if (Path(model_id) / "training_log.json").is_file():
+        return TOY_NOTE
+    return ""
+
+
+def note_of(meta: dict[str, Any] | None) -> str:
+    """The caveat recorded in a score/result sidecar (key ``warning``; ``note`` in result rows)."""
+    if not meta:
+        return ""
+    return str(meta.get("warning") or meta.get("note") or "")

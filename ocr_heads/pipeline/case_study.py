@@ -1,7 +1,7 @@
 """Case study (exp_case): do the same heads read every character?
 
 Single-character passkeys over 0-9a-z (``step1_passkey.py --single-char``), each sample scored
-exactly as step2's OCR score (``ocr_heads.step2.score_batch``); the per-event values are
+exactly as step2's OCR score (``ocr_heads.pipeline.step2.score_batch``); the per-event values are
 then averaged per character instead of over the whole set. Or, with ``--from_step2``, the events of
 any step2 image run grouped by the character each event reads (no model run). Output::
 
@@ -20,19 +20,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ocr_heads import scoring
 from ocr_heads.attention import capture
-from ocr_heads.caveats import model_note, note_of
-from ocr_heads.cli import EmptyRunError, Parser, UserError, count_help, positive_int, run_cli, setup_logging
-from ocr_heads.data import step1
+from ocr_heads.core.commandline import Parser, count_help, positive_int, run_cli, setup_logging
+from ocr_heads.core.errors import EmptyRunError, UserError
+from ocr_heads.core.heads import all_heads
+from ocr_heads.core.io import read_json, read_jsonl, write_json_atomic
+from ocr_heads.core.paths import SAMPLE_LOG, SIDECAR, case_file, companion
+from ocr_heads.core.provenance import model_note, note_of
+from ocr_heads.core.runner import collect, run_batches
 from ocr_heads.data.samples import SAMPLES_FILE, Sample, load_samples
-from ocr_heads.geometry import DEFAULT_OVERLAP
-from ocr_heads.heads import all_heads
-from ocr_heads.io import read_json, read_jsonl, write_json_atomic
 from ocr_heads.models import ModelAdapter, load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args
-from ocr_heads.paths import SAMPLE_LOG, SIDECAR, case_file, companion
-from ocr_heads.runner import collect, run_batches
+from ocr_heads.pipeline import step1
+from ocr_heads.scores import rules as scoring
+from ocr_heads.scores.geometry import DEFAULT_OVERLAP
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ def _from_step2(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     # step2 is imported here: it pulls in the score-file module, needed only for this experiment.
-    from ocr_heads.step2 import Step2Config, score_batch
+    from ocr_heads.pipeline.step2 import Step2Config, score_batch
 
     args.data = case_data(args.data, args.n, args.seed)
     chars = samples_by_char(load_samples(args.data), args.n)

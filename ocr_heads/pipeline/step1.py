@@ -8,12 +8,13 @@ import string
 from collections.abc import Callable
 from pathlib import Path
 
-from ocr_heads.cli import Parser, UserError, count_help, positive_int, run_cli, setup_logging
+from ocr_heads.core.commandline import Parser, count_help, positive_int, run_cli, setup_logging
+from ocr_heads.core.errors import UserError
+from ocr_heads.core.io import read_jsonl
+from ocr_heads.core.provenance import STEP1_SETTINGS, claim
 from ocr_heads.data import haystack
 from ocr_heads.data.haystack import Needle
 from ocr_heads.data.samples import SAMPLES_FILE, generate_from_contexts, generate_samples
-from ocr_heads.identity import STEP1_SETTINGS, claim
-from ocr_heads.io import read_jsonl
 
 NeedleMaker = Callable[[random.Random], Needle]
 

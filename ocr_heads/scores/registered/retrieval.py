@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ocr_heads import scoring
+from ocr_heads.scores import rules as scoring
 from ocr_heads.scores.base import HeadScore, Observed, Recording, SampleValues, Settings
 
 if TYPE_CHECKING:

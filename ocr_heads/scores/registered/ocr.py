@@ -1,13 +1,13 @@
 """The paper's OCR score (design §1): per answer-token event, a head hits when the argmax of the decode
 row that produced the token lies on the image tiles showing the characters the token spells; the
 event's value is ``hit * recall``. ``--alignment authors`` applies the released rules instead (see
-:mod:`ocr_heads.scoring`)."""
+:mod:`ocr_heads.scores.rules`)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ocr_heads import scoring
+from ocr_heads.scores import rules as scoring
 from ocr_heads.scores.base import HeadScore, Observed, Recording, SampleValues, Settings
 
 if TYPE_CHECKING:

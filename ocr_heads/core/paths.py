@@ -8,15 +8,14 @@
     OUT/case/MODEL_case.json                    the case study (``.meta.json``, ``.samples.jsonl`` beside it)
     OUT/<score name>_heads.json                 the demo's head list of a score (ocr_heads.json, ...)
 
-``<modality>`` (image, text) and ``<tag>`` (fg, te, prefill, ...) come from the registered score
-(:mod:`ocr_heads.scores`); MODEL is the last path component of the model id (NAME-TAG with ``--tag``).
+``<modality>`` (image, text) and ``<tag>`` (fg, te, prefill, ...) come from the registered score, so the
+score files' own paths are built in :mod:`ocr_heads.scores.files`; MODEL is the last path component of
+the model id (NAME-TAG with ``--tag``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-from ocr_heads.scores import HeadScore, by_tag, get_score
 
 SIDECAR = ".meta.json"
 SAMPLE_LOG = ".samples.jsonl"
@@ -27,27 +26,6 @@ _ENDINGS = (SAMPLE_LOG, SIDECAR, ".json")
 def model_name(model_id: str) -> str:
     """``Qwen/Qwen2-VL-2B-Instruct`` or ``/models/Qwen2-VL-2B-Instruct/`` -> ``Qwen2-VL-2B-Instruct``."""
     return model_id.rstrip("/").split("/")[-1]
-
-
-def _score(score: HeadScore | str) -> HeadScore:
-    """A score given as itself, its name or its file tag."""
-    if isinstance(score, HeadScore):
-        return score
-    return by_tag(score) or get_score(score)
-
-
-def score_stem(model: str, score: HeadScore | str) -> str:
-    return f"{model}_{_score(score).tag}"
-
-
-def score_file(root: str | Path, model: str, score: HeadScore | str, ending: str = ".json") -> Path:
-    """A score file, or with ``ending`` (:data:`SIDECAR`, :data:`SAMPLE_LOG`) one of its companions."""
-    score = _score(score)
-    return Path(root) / score.modality / f"{score_stem(model, score)}{ending}"
-
-
-def heads_file(root: str | Path, model: str, score: HeadScore | str, rule: str) -> Path:
-    return Path(root) / "heads" / f"{score_stem(model, score)}_{rule}.json"
 
 
 def companion(path: str | Path, ending: str) -> Path:
@@ -70,8 +48,3 @@ def experiment_csv(out: str | Path, experiment: str) -> Path:
 def case_file(out: str | Path, model: str, ending: str = ".json") -> Path:
     """The case study's per-character maps, or with ``ending`` its sidecar or per-sample log."""
     return Path(out) / "case" / f"{model}_case{ending}"
-
-
-def named_heads_file(out: str | Path, score: HeadScore | str) -> Path:
-    """A head list named after its score, as the demo writes them: ``OUT/ocr_heads.json``."""
-    return Path(out) / f"{_score(score).name}_heads.json"

@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from ocr_heads.heads import all_heads, parse_head
-from ocr_heads.io import read_json
-from ocr_heads.scorefile import ScoreFile, mean_of, nonzero_fraction
+from ocr_heads.core.heads import all_heads, parse_head
+from ocr_heads.core.io import read_json
+from ocr_heads.scores.files import ScoreFile, mean_of, nonzero_fraction
 
 logger = logging.getLogger(__name__)
 
