@@ -21,7 +21,7 @@ from transformers import AutoConfig, AutoImageProcessor, PretrainedConfig
 
 logger = logging.getLogger(__name__)
 
-HUB_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "hub"
+HUB_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "hub"
 PROCESSOR_FILE = "preprocessor_config.json"
 
 
