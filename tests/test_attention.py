@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from ocr_heads.attention import capture, text_attention, verify_against_eager
+from ocr_heads.attention.probes import PromptRowArgmax
 from ocr_heads.data.samples import load_samples
 
 
@@ -70,9 +71,9 @@ def test_prompt_rows_match_eager(tiny_adapter, passkey_dir):
     inputs = tiny_adapter.text_inputs(sample.context, sample.question)
     rows = [5, 17, inputs.prompt_length - 3]
     with capture(tiny_adapter) as recorder:
-        recorder.reset(inputs.prompt_length, rows)
+        recorder.reset(inputs.prompt_length, [PromptRowArgmax(rows)])
         generated = tiny_adapter.generate(inputs, max_new_tokens=2)
-    ours = recorder.prompt_argmax()
+    ours = recorder.probe_result(PromptRowArgmax).by_row
     full = dict(inputs.tensors)
     with text_attention(tiny_adapter, "eager"), torch.no_grad():
         attentions = tiny_adapter.model(**full, output_attentions=True).attentions

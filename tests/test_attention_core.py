@@ -6,6 +6,7 @@ import torch
 from ocr_heads.attention import capture
 from ocr_heads.attention import probabilities as attention_core
 from ocr_heads.attention.probabilities import attention_logits, attention_probabilities, key_mass
+from ocr_heads.attention.probes import PrefillKeyMass
 from ocr_heads.data.samples import load_samples
 from ocr_heads.scores.registered.prefill import post_image_rows
 
@@ -92,9 +93,9 @@ def test_recorded_prefill_mass_equals_eager(tiny_adapter, passkey_dir):
     page = inputs.image_tokens[0]
     keys = [0, page.start, page.start + 3, rows[0], inputs.prompt_length - 1]
     with capture(tiny_adapter) as recorder:
-        recorder.reset(inputs.prompt_length, mass_rows=rows, mass_keys=keys)
+        recorder.reset(inputs.prompt_length, [PrefillKeyMass(rows, keys)])
         tiny_adapter.generate(inputs, max_new_tokens=3)
-        mass = recorder.key_mass()
+        mass = recorder.probe_result(PrefillKeyMass).mass
     assert mass.shape == (3, 4, len(rows), len(keys))
     tiny_adapter.set_text_attention("eager")
     try:
@@ -142,7 +143,7 @@ def test_recorder_starts_over_at_each_generate(tiny_adapter, passkey_dir):
         tiny_adapter.generate(inputs[0], max_new_tokens=5)
         tiny_adapter.generate(inputs[1], max_new_tokens=3)  # no reset: the record is the second generate's
         assert torch.equal(recorder.result().argmax, expected.argmax)
-        recorder.reset(inputs[1].prompt_length, mass_rows=[inputs[1].prompt_length - 2], mass_keys=[0])
+        recorder.reset(inputs[1].prompt_length, [PrefillKeyMass([inputs[1].prompt_length - 2], [0])])
         tiny_adapter.generate(inputs[1], max_new_tokens=2)
         with pytest.raises(RuntimeError, match="rows or padding of the previous prompt"):
             tiny_adapter.generate(inputs[1], max_new_tokens=2)

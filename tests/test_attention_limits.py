@@ -9,6 +9,7 @@ from test_attention import plain_eager_attentions
 
 from ocr_heads.attention import IMPLEMENTATION, capture, verify_against_eager
 from ocr_heads.attention.edits import redistribute_sink_heads
+from ocr_heads.attention.probes import PromptRowArgmax
 from ocr_heads.data.samples import load_samples
 from ocr_heads.models import load_adapter
 
@@ -51,7 +52,7 @@ def test_binding_sliding_window_capture_is_exact_and_sink_edit_refused(tiny_mode
     # The authors' text rule recomputes prompt rows as positions: refused under a binding window.
     with pytest.raises(ValueError, match=r"layer 1: sliding-window attention \(window 8\)"), \
             capture(adapter) as recorder:
-        recorder.reset(P, prompt_rows=[P - 2])
+        recorder.reset(P, [PromptRowArgmax([P - 2])])
         adapter.generate(inputs, max_new_tokens=2)
     with pytest.raises(ValueError, match=r"layer 2: sliding-window attention"), \
             redistribute_sink_heads(adapter, ["l2_h0"]):

@@ -29,6 +29,7 @@ from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
 import step3_extracted_heads
 from ocr_heads.attention import NOT_RECORDED, capture, text_attention, verify_against_eager
 from ocr_heads.attention.edits import mask_heads, redistribute_sink_heads
+from ocr_heads.attention.probes import PromptRowArgmax
 from ocr_heads.data.samples import load_samples
 from ocr_heads.models import load_adapter, model_type
 from ocr_heads.models.qwen2_vl import IMAGE_PAD
@@ -344,9 +345,9 @@ def test_prompt_rows_match_eager_in_the_attention_layers(family, passkey_dir):
     inputs = adapter.text_inputs(sample.context, sample.question)
     rows = [5, 17, inputs.prompt_length - 3]
     with capture(adapter) as recorder:
-        recorder.reset(inputs.prompt_length, rows)
+        recorder.reset(inputs.prompt_length, [PromptRowArgmax(rows)])
         adapter.generate(inputs, max_new_tokens=2)
-    ours = recorder.prompt_argmax()
+    ours = recorder.probe_result(PromptRowArgmax).by_row
     with text_attention(adapter, "eager"), torch.no_grad():
         attentions = adapter.model(**inputs.tensors, output_attentions=True).attentions
     assert len(attentions) == len(spec.attention)

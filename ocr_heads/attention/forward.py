@@ -8,6 +8,8 @@ produces each new token (the prefill's last row, then every decode row), recompu
 attention logits to record, per head: the argmax key over the prompt and the probability on the
 first token (the attention sink). A left-padded batch is recorded per sample in its own positions
 (see :class:`AttentionRecorder`). Memory is O(batch x layers x heads x generated tokens), never O(seq^2).
+Any further statistic is a probe (:mod:`ocr_heads.attention.probes`): the function hands every call to
+the recorder's probes, one loop for all of them.
 
 Interventions (head masking, sink redistribution) plug into the same function as *edits*: callables
 ``edit(module, query, key, value, attention_mask, output, **kwargs) -> output`` applied, in order, to
@@ -26,7 +28,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from ocr_heads.attention.probabilities import DEFAULT_CHUNK, attention_logits, key_mass
+from ocr_heads.attention.probabilities import attention_logits
 from ocr_heads.attention.recorder import AttentionRecorder
 from ocr_heads.models.base import ModelAdapter
 
@@ -99,23 +101,6 @@ def row_statistics(probs: torch.Tensor, prompt_keys: int, pads: torch.Tensor | N
     return argmax, sink.masked_fill(sink_key[:, None] < 0, 0.0)  # a sink out of the window holds nothing
 
 
-def prompt_rows_argmax(
-    query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None, rows: list[int],
-    scaling: float | None, chunk: int = DEFAULT_CHUNK, sample: int = 0, pad: int = 0,
-) -> torch.Tensor:
-    """Argmax of selected prefill rows (own coordinates) of one sample, (rows, heads); chunked to bound
-    memory. With left padding ``pad`` the rows sit at ``row + pad`` (the mask hides the pads) and
-    positions are shifted back."""
-    mask = attention_mask[sample : sample + 1] if attention_mask is not None and attention_mask.shape[0] > 1 \
-        else attention_mask
-    out = []
-    for i in range(0, len(rows), chunk):
-        index = [row + pad for row in rows[i : i + chunk]]
-        logits = attention_logits(query[sample : sample + 1], key[sample : sample + 1], mask, index, scaling=scaling)
-        out.append(logits[0].argmax(dim=-1).T - pad)
-    return torch.cat(out)
-
-
 def describe_layer(module: torch.nn.Module) -> str:
     """``<model> layer <i>`` for error messages (the checkpoint path when the config has one)."""
     config = getattr(module, "config", None)
@@ -129,10 +114,11 @@ def check_supported(module: torch.nn.Module, key: torch.Tensor, recomputes_rows:
     - Attention logit softcapping (Gemma2-style ``softcap``): sdpa, which computes every output here,
       cannot apply it.
     - A sliding window that binds (``sliding_window`` <= the keys the layer sees), for the recomputations
-      that index keys as prompt positions (``recomputes_rows``: prompt-row argmax of the authors' text
-      rule, sink redistribution): the KV cache then drops keys, so key 0 is no longer the sink and key k
-      no longer position k. The producing-row capture maps cached keys back to positions itself
-      (:meth:`AttentionRecorder.key_offset`) and is exact under any window.
+      that index keys as prompt positions (``recomputes_rows``: probes whose ``reads_positions`` is true,
+      e.g. the prompt-row argmax of the authors' text rule; sink redistribution): the KV cache then drops
+      keys, so key 0 is no longer the sink and key k no longer position k. The producing-row capture maps
+      cached keys back to positions itself (:meth:`AttentionRecorder.key_offset`) and is exact under any
+      window.
     """
     softcap = kwargs.get("softcap")
     if softcap is not None:
@@ -146,11 +132,11 @@ def check_supported(module: torch.nn.Module, key: torch.Tensor, recomputes_rows:
 
 
 def ocr_heads_attention_forward(module, query, key, value, attention_mask, **kwargs):
-    """sdpa, then the active edits, then the statistics of the producing row for the active recorder."""
+    """sdpa, then the active edits, then, for the active recorder, the statistics of the producing row and
+    whatever its probes keep of this call."""
     hooks = getattr(module, _HOOKS, _NO_HOOKS)
     recorder = hooks.recorders[-1] if hooks.recorders else None
-    recomputes = bool(recorder and (recorder.prompt_rows or recorder.mass_rows))
-    check_supported(module, key, recomputes_rows=recomputes, **kwargs)
+    check_supported(module, key, recomputes_rows=bool(recorder and recorder.reads_positions), **kwargs)
     output, weights = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     for edit in hooks.edits:
         output = edit(module, query, key, value, attention_mask, output, **kwargs)
@@ -158,37 +144,13 @@ def ocr_heads_attention_forward(module, query, key, value, attention_mask, **kwa
         if query.shape[2] > 1 and module.layer_idx == recorder.recorded_layers[0]:
             recorder.begin_prefill(key.shape[2])
         pads = recorder.pad_tensor(query.shape[0], query.device)
+        offset = recorder.key_offset(module.layer_idx, key.shape[2])
         argmax, sink = producing_row_statistics(query, key, attention_mask, kwargs.get("scaling"),
-                                                recorder.argmax_keys(), pads,
-                                                recorder.key_offset(module.layer_idx, key.shape[2]))
+                                                recorder.argmax_keys(), pads, offset)
         recorder.observe(module.layer_idx, argmax, sink)
-        if recorder.prompt_rows and query.shape[2] > 1:
-            pad_list = recorder.pads or [0] * query.shape[0]
-            argmax_rows = [prompt_rows_argmax(query, key, attention_mask, rows, kwargs.get("scaling"), sample=i,
-                                              pad=pad_list[i])
-                           if rows else None for i, rows in enumerate(recorder.rows_per_sample())]
-            recorder.observe_prompt_rows(module.layer_idx, argmax_rows)
-        if recorder.mass_rows and query.shape[2] > 1:
-            recorder.observe_key_mass(module.layer_idx, prefill_key_mass(recorder, query, key, attention_mask,
-                                                                          kwargs.get("scaling")))
+        if recorder.probes:  # one loop for every probe: a new statistic is a new probe, not a branch here
+            recorder.observe_probes(module.layer_idx, query, key, attention_mask, kwargs.get("scaling"), offset)
     return output, weights
-
-
-def prefill_key_mass(recorder: AttentionRecorder, query: torch.Tensor, key: torch.Tensor,
-                     attention_mask: torch.Tensor | None, scaling: float | None) -> list[torch.Tensor | None]:
-    """Per sample, (heads, rows, keys): its mass rows' prefill probabilities on its mass keys, found at their
-    left-padded positions (own coordinates + pad; the mask hides the pads)."""
-    pads = recorder.pads or [0] * query.shape[0]
-    out: list[torch.Tensor | None] = []
-    for i, (rows, keys) in enumerate(recorder.mass_per_sample()):
-        if not rows:
-            out.append(None)
-            continue
-        batched = attention_mask is not None and attention_mask.shape[0] > 1
-        mask = attention_mask[i : i + 1] if batched else attention_mask
-        out.append(key_mass(query[i : i + 1], key[i : i + 1], mask, [r + pads[i] for r in rows],
-                            [k + pads[i] for k in keys], scaling)[0])
-    return out
 
 
 AttentionInterface.register(IMPLEMENTATION, ocr_heads_attention_forward)
@@ -212,7 +174,7 @@ def capture(adapter: ModelAdapter) -> Iterator[AttentionRecorder]:
     """Record per-head argmax/sink of every producing row while ``generate`` runs inside the block.
 
     Each generate starts the record over; call ``recorder.reset(...)`` before a generate to give its prompt
-    length, padding or prompt rows to record.
+    length, padding or probes (:mod:`ocr_heads.attention.probes`).
     """
     recorder = AttentionRecorder(num_layers=adapter.shape.num_layers, layers=adapter.scoreable_layers)
     recorder.reset()

@@ -1,16 +1,22 @@
 """What capture records of one ``generate``: per producing row (the prefill's last row, then each decode
 row), layer and head, the argmax prompt position and the sink probability, for a left-padded batch in
-each sample's own positions. Memory is O(batch x layers x heads x generated tokens), never O(seq^2).
+each sample's own positions; plus what each sample's probes keep (:mod:`ocr_heads.attention.probes`).
+Memory is O(batch x layers x heads x generated tokens) plus the probes' bounded values, never O(seq^2).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 
-# Argmax of a layer without attention rows (sink: NaN): never a prompt position, so never a hit.
-NOT_RECORDED = -1
+from ocr_heads.attention.probes import NOT_RECORDED, Probe, ProbeRecord, sample_call
+
+__all__ = ["NOT_RECORDED", "AttentionRecorder", "StepRecord"]
+
+R = TypeVar("R")
 
 
 @dataclass
@@ -30,44 +36,40 @@ class AttentionRecorder:
     Positions are reported in each sample's own coordinates: sample i's prompt sits at padded
     positions ``pads[i] .. prompt_length - 1``, so its argmax is taken over those keys only and
     shifted back by ``pads[i]``; its sink is its first real token. ``pads`` None means one sample
-    (or a batch without padding).
+    (or a batch without padding). Each sample's probes see its share of every attention call
+    (:meth:`observe_probes`) and give their results after generate (:meth:`probe_results`).
     """
 
     num_layers: int
     prompt_length: int | None = None  # padded prompt length; inferred from the prefill when not given
-    # Prompt positions (own coordinates) whose own rows are also recorded at prefill (the authors' text rule
-    # needs them): one list for a single sample, or one list per sample.
-    prompt_rows: list = field(default_factory=list)
     pads: list[int] | None = None
     # The released OCR code takes the argmax over all prompt positions but the last (see ``reset``).
     exclude_last_prompt: bool = False
     # Layers that have attention rows (default: all). The others (the linear-attention layers of a hybrid
     # model) never call the attention function; their entries in the result are NOT_RECORDED.
     layers: list[int] | None = None
-    # Prefill rows whose probabilities on ``mass_keys`` are recorded (own coordinates; the prefill score):
-    # one list each for a single sample, or one list per sample.
-    mass_rows: list = field(default_factory=list)
-    mass_keys: list = field(default_factory=list)
-    _prompt_argmax: list = field(default_factory=list)
-    _mass: list = field(default_factory=list)
+    # Per sample, the probes to run at every attention call (empty: none, the hot path alone).
+    probes: list[list[Probe]] = field(default_factory=list)
+    # Some probe indexes keys as prompt positions (refused under a binding sliding window); set by ``reset``.
+    reads_positions: bool = False
+    _kept: list[list[list[list[torch.Tensor]]]] = field(default_factory=list)  # [sample][probe][layer][call]
     _argmax: list[list[torch.Tensor]] = field(default_factory=list)
     _sink: list[list[torch.Tensor]] = field(default_factory=list)
     _pads: dict[torch.device, torch.Tensor] = field(default_factory=dict)
     _prefilled: bool = False  # a prefill was recorded since the last reset
 
-    def reset(self, prompt_length: int | None = None, prompt_rows: list | None = None,
-              pads: list[int] | None = None, exclude_last_prompt: bool = False, mass_rows: list | None = None,
-              mass_keys: list | None = None) -> None:
-        """Start a new generate. ``exclude_last_prompt`` restricts the argmax to positions [0, P-1): the
-        released OCR code slices ``attn[row, :-len(generated)]`` out of a matrix one column shorter than
-        prompt + output, which drops the prompt's last position."""
+    def reset(self, prompt_length: int | None = None, probes: Sequence[Probe] | Sequence[Sequence[Probe]] | None = None,
+              pads: list[int] | None = None, exclude_last_prompt: bool = False) -> None:
+        """Start a new generate. ``probes``: a list of probes for a single sample, or one list per sample
+        (their positions in each sample's own coordinates). ``exclude_last_prompt`` restricts the argmax to
+        positions [0, P-1): the released OCR code slices ``attn[row, :-len(generated)]`` out of a matrix one
+        column shorter than prompt + output, which drops the prompt's last position."""
         self.prompt_length = prompt_length
-        self.prompt_rows = list(prompt_rows or [])
         self.pads = list(pads) if pads is not None else None
         self.exclude_last_prompt = exclude_last_prompt
-        self.mass_rows, self.mass_keys = list(mass_rows or []), list(mass_keys or [])
-        self._prompt_argmax = [None] * self.num_layers
-        self._mass = [None] * self.num_layers
+        self.probes = _per_sample(probes)
+        self.reads_positions = any(probe.reads_positions for sample in self.probes for probe in sample)
+        self._kept = [[[[] for _ in range(self.num_layers)] for _ in sample] for sample in self.probes]
         self._argmax = [[] for _ in range(self.num_layers)]
         self._sink = [[] for _ in range(self.num_layers)]
         self._pads = {}
@@ -78,9 +80,9 @@ class AttentionRecorder:
         over (prompt length inferred again), unless the recorder holds positions of the previous prompt (rows,
         padding), which only a reset for the new prompt can give."""
         if self._prefilled:
-            if self.prompt_rows or self.mass_rows or self.pads:
-                raise RuntimeError("the recorder holds rows or padding of the previous prompt: call reset() with "
-                                   "the new prompt's before each generate")
+            if self.probes or self.pads:
+                raise RuntimeError("the recorder holds rows or padding of the previous prompt (probes, pads): call "
+                                   "reset() with the new prompt's before each generate")
             self.reset(exclude_last_prompt=self.exclude_last_prompt)
         self._prefilled = True
         if self.prompt_length is None:
@@ -108,53 +110,46 @@ class AttentionRecorder:
             self._pads[device] = torch.tensor(self.pads, device=device)
         return self._pads[device]
 
-    def rows_per_sample(self) -> list[list[int]]:
-        """``prompt_rows`` as one list per sample."""
-        return _per_sample(self.prompt_rows)
-
-    def mass_per_sample(self) -> list[tuple[list[int], list[int]]]:
-        """``(mass_rows, mass_keys)`` of each sample."""
-        return list(zip(_per_sample(self.mass_rows), _per_sample(self.mass_keys), strict=True))
-
     def observe(self, layer: int, argmax: torch.Tensor, sink: torch.Tensor) -> None:
         """``argmax``/``sink``: (batch, heads) of the producing query row, in own coordinates."""
         # Stay on the device: a .cpu() here would synchronise the GPU at every layer of every step.
         self._argmax[layer].append(argmax)
         self._sink[layer].append(sink)
 
-    def observe_prompt_rows(self, layer: int, argmax: list[torch.Tensor]) -> None:
-        """``argmax``: per sample, (rows, heads) for its ``prompt_rows``."""
-        self._prompt_argmax[layer] = argmax
+    def observe_probes(self, layer: int, query: torch.Tensor, key: torch.Tensor,
+                       attention_mask: torch.Tensor | None, scaling: float | None, key_offset: int) -> None:
+        """Run every sample's probes on its share of one attention call and keep what they return."""
+        if len(self.probes) != query.shape[0]:
+            raise RuntimeError(f"recorder was reset with probes for {len(self.probes)} samples, the model runs "
+                               f"{query.shape[0]}")
+        prefill = query.shape[2] > 1
+        for sample, probes in enumerate(self.probes):
+            if not probes:
+                continue
+            pad = self.pads[sample] if self.pads else 0
+            call = sample_call(layer, query, key, attention_mask, scaling, sample, pad, key_offset)
+            for index, probe in enumerate(probes):
+                value = probe.on_prefill(call) if prefill else probe.on_decode(call)
+                if value is not None:
+                    self._kept[sample][index][layer].append(value)
 
-    def observe_key_mass(self, layer: int, mass: list[torch.Tensor | None]) -> None:
-        """``mass``: per sample, (heads, rows, keys) probabilities of its mass rows on its mass keys."""
-        self._mass[layer] = mass
-
-    def key_mass(self, sample: int = 0) -> torch.Tensor | None:
-        """(layers, heads, rows, keys) prefill probabilities of one sample's mass rows on its mass keys (NaN in
-        layers without attention rows); None when the sample has no mass rows."""
-        requested = self.mass_per_sample()
-        if not requested or not requested[sample][0]:
-            return None
-        recorded = [per_layer[sample] for per_layer in self._mass if per_layer is not None]
-        if not recorded or any(self._mass[layer] is None for layer in self.recorded_layers):
-            raise RuntimeError("no prefill key mass was recorded: reset with mass_rows/mass_keys before generate")
-        blank = torch.full_like(recorded[0], float("nan"))
-        return torch.stack([blank if per_layer is None else per_layer[sample] for per_layer in self._mass]).cpu()
-
-    def prompt_argmax(self, sample: int = 0) -> dict[int, torch.Tensor]:
-        """Prompt position -> (layers, heads) argmax of its own row, for one sample of the batch
-        (NOT_RECORDED in layers without attention)."""
-        rows = self.rows_per_sample()
-        if not rows or not rows[sample]:
+    def probe_results(self, sample: int = 0, steps: int | None = None) -> dict[type[Probe], object]:
+        """Probe class -> its result, for one sample of the batch. ``steps`` (tokens the sample generated) drops
+        what its probes kept of decode steps it still ran while other samples went on."""
+        if not self.probes:
             return {}
-        recorded = [per_layer[sample] for per_layer in self._prompt_argmax if per_layer is not None]
-        if not recorded:
-            raise RuntimeError("no prompt rows were recorded: was generate called inside the capture context?")
-        blank = torch.full_like(recorded[0], NOT_RECORDED)
-        per_layer = [blank if t is None else t[sample] for t in self._prompt_argmax]
-        stacked = torch.stack(per_layer, dim=1).cpu()  # (rows, layers, heads)
-        return {position: stacked[i] for i, position in enumerate(rows[sample])}
+        results: dict[type[Probe], object] = {}
+        for probe, kept in zip(self.probes[sample], self._kept[sample], strict=True):
+            values = [per_layer[:steps] if steps is not None else per_layer for per_layer in kept]
+            results[type(probe)] = probe.result(ProbeRecord(values, self.recorded_layers))
+        return results
+
+    def probe_result(self, kind: type[Probe[R]], sample: int = 0) -> R:
+        """The result of the sample's probe of class ``kind``."""
+        results = self.probe_results(sample)
+        if kind not in results:
+            raise KeyError(f"no {kind.__name__} probe was given to reset() for sample {sample}")
+        return results[kind]  # type: ignore[return-value]
 
     def _stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(steps, layers, batch, heads) argmax and sink."""
@@ -200,8 +195,13 @@ class AttentionRecorder:
         return records
 
 
-def _per_sample(lists: list) -> list[list[int]]:
-    """A list of positions for one sample, or one list per sample, as one list per sample."""
-    if lists and isinstance(lists[0], (list, tuple)):
-        return [list(rows) for rows in lists]
-    return [lists] if lists else []
+def _per_sample(probes: Sequence[Probe] | Sequence[Sequence[Probe]] | None) -> list[list[Probe]]:
+    """Probes of a single sample, or one list per sample, as one list per sample ([] when there are none); a
+    sample may hold one probe of each class (its results are found by class)."""
+    if not probes:
+        return []
+    lists = [list(probes)] if isinstance(probes[0], Probe) else [list(sample) for sample in probes]
+    for sample, kinds in enumerate([type(probe) for probe in sample] for sample in lists):
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"sample {sample} has two probes of one class: {[k.__name__ for k in kinds]}")
+    return lists if any(lists) else []

@@ -4,8 +4,9 @@ record what it asks for while generating greedily, and apply its pure rule (:mod
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from ocr_heads.attention import AttentionRecorder, StepRecord
+from ocr_heads.attention import AttentionRecorder, Probe, StepRecord
 from ocr_heads.core.runner import SAMPLE_ERRORS
 from ocr_heads.data.samples import Sample
 from ocr_heads.models import ModelAdapter, ModelInputs
@@ -85,35 +86,38 @@ def prepare(adapter: ModelAdapter, sample: Sample, score: HeadScore, settings: S
     return Prepared(sample, inputs, answer_ids, score.recording(sample, inputs, answer_ids, settings))
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """What one sample's generate produced under capture, in its own coordinates."""
+
+    generated: list[int]  # new token ids
+    record: StepRecord
+    probe_results: dict[type[Probe], Any]  # probe class -> result, for the probes of the sample's Recording
+
+
 def generate_recorded(adapter: ModelAdapter, recorder: AttentionRecorder, batch: list[Prepared],
-                      max_new_tokens: int) -> list[tuple[list[int], dict]]:
-    """Generate the batch's prompts together (left-padded); per sample its new ids and what was recorded
-    for it (``record``, ``prompt_argmax``, ``key_mass``, in its own coordinates)."""
+                      max_new_tokens: int) -> list[Recorded]:
+    """Generate the batch's prompts together (left-padded); per sample, what was recorded for it."""
     inputs = [p.inputs for p in batch]
     recordings = [p.recording for p in batch]
-
-    def per_sample(field: str) -> list[list[int]] | None:
-        lists = [list(getattr(r, field)) for r in recordings]
-        return lists if any(lists) else None
-
     # One generate runs one argmax range: the released OCR rule's is a property of the run's score.
-    recorder.reset(max(i.prompt_length for i in inputs), per_sample("prompt_rows"), left_padding(inputs),
-                   exclude_last_prompt=any(r.exclude_last_prompt for r in recordings),
-                   mass_rows=per_sample("mass_rows"), mass_keys=per_sample("mass_keys"))
+    recorder.reset(max(i.prompt_length for i in inputs), [r.probes for r in recordings], left_padding(inputs),
+                   exclude_last_prompt=any(r.exclude_last_prompt for r in recordings))
     generated = adapter.generate_batch(inputs, max_new_tokens)
     records = recorder.results([len(g) for g in generated])
-    return [(ids, {"record": record, "prompt_argmax": recorder.prompt_argmax(i), "key_mass": recorder.key_mass(i)})
+    return [Recorded(ids, record, recorder.probe_results(i, steps=len(ids)))
             for i, (ids, record) in enumerate(zip(generated, records, strict=True))]
 
 
-def finish(adapter: ModelAdapter, prepared: Prepared, generated: list[int], observed: dict, score: HeadScore,
+def finish(adapter: ModelAdapter, prepared: Prepared, recorded: Recorded, score: HeadScore,
            settings: Settings) -> SampleResult:
-    """Apply the score's rule to one generated sample; ``observed``: what :func:`generate_recorded` recorded."""
+    """Apply the score's rule to one generated sample."""
+    generated = recorded.generated
     recall = answer_recall(adapter, prepared.sample.answer, generated, settings.alignment)
     seen = Observed(prepared.sample, prepared.inputs, generated, generated_pieces(adapter, generated),
-                    prepared.answer_ids, recall, recording=prepared.recording, **observed)
+                    prepared.answer_ids, recall, recorded.record, prepared.recording, recorded.probe_results)
     return SampleResult(adapter.decode(generated), recall, score.values(seen, settings), prepared.inputs, generated,
-                        observed["record"])
+                        recorded.record)
 
 
 def score_batch(adapter: ModelAdapter, recorder: AttentionRecorder, samples: list[Sample], score: HeadScore,
@@ -134,9 +138,9 @@ def score_batch(adapter: ModelAdapter, recorder: AttentionRecorder, samples: lis
         if isinstance(outcome, Exception):
             results.append(outcome)
             continue
-        generated, observed = next(generations)
+        recorded = next(generations)
         try:
-            results.append(finish(adapter, outcome, generated, observed, score, settings))
+            results.append(finish(adapter, outcome, recorded, score, settings))
         except SAMPLE_ERRORS as err:
             results.append(err)
     return results

@@ -2,27 +2,30 @@
 
 A score module declares one :class:`HeadScore`. The runner (:mod:`ocr_heads.pipeline.sample_scoring`) builds the
 sample's inputs for the score's modality, asks :attr:`HeadScore.recording` what to record beyond the
-decode rows (which are always recorded), generates greedily under capture, and hands everything it
-observed to :attr:`HeadScore.values`, a pure function: no model, no tokenizer, so every rule is
-testable on a hand-built case.
+decode rows (which are always recorded): the probes it needs (:mod:`ocr_heads.attention.probes`),
+generates greedily under capture, and hands everything it observed, the probes' results included, to
+:attr:`HeadScore.values`, a pure function: no model, no tokenizer, so every rule is testable on a
+hand-built case.
+
+Score modules import probe classes inside their functions, not at the top: the registry lists scores
+without importing torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 if TYPE_CHECKING:  # the registry stays importable without torch (score files, reports)
-    import torch
-
-    from ocr_heads.attention import StepRecord
+    from ocr_heads.attention import Probe, StepRecord
     from ocr_heads.data.samples import Sample
     from ocr_heads.models.base import ModelInputs
 
 MODALITIES = ("image", "text")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,7 @@ class Settings:
 class Recording:
     """What to record while one sample generates, beyond the decode rows' argmax and sink."""
 
-    prompt_rows: tuple[int, ...] = ()  # prefill rows whose own argmax over the prompt is recorded
-    mass_rows: tuple[int, ...] = ()  # prefill rows whose probabilities on ``mass_keys`` are recorded
-    mass_keys: tuple[int, ...] = ()
+    probes: tuple[Probe, ...] = ()  # at most one of each class; positions in the sample's own coordinates
     exclude_last_prompt: bool = False  # decode argmax over prompt positions [0, P-1) (the released OCR code)
 
 
@@ -55,12 +56,17 @@ class Observed:
     recall: float  # answer recall in the output (under the run's alignment rule)
     record: StepRecord  # decode rows: (steps, layers, heads) argmax and sink
     recording: Recording
-    prompt_argmax: dict[int, torch.Tensor] = field(default_factory=dict)  # prompt row -> (layers, heads)
-    key_mass: torch.Tensor | None = None  # (layers, heads, mass_rows, mass_keys)
+    probe_results: Mapping[type[Probe], Any] = field(default_factory=dict)  # probe class -> its result
 
     @property
     def prompt_ids(self) -> list[int]:
         return self.inputs.input_ids[0].tolist()
+
+    def probe(self, kind: type[Probe[R]]) -> R:
+        """The result of the recording's probe of class ``kind``."""
+        if kind not in self.probe_results:
+            raise KeyError(f"sample {self.sample.id}: its recording has no {kind.__name__} probe")
+        return self.probe_results[kind]
 
 
 @dataclass(frozen=True)

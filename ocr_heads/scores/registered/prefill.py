@@ -14,8 +14,8 @@ when, for some post-image row, its attention mass on the target is at least :dat
 is ``hit * recall``, as for the OCR score; a head's score is the mean over all events.
 
 Recorded: at prefill only, per layer, the probabilities of the post-image rows on the union of all
-answer characters' tiles, (heads, rows, tiles), computed in row chunks
-(:func:`ocr_heads.attention.probabilities.key_mass`).
+answer characters' tiles, (heads, rows, tiles), computed in row chunks (the probe
+:class:`ocr_heads.attention.probes.PrefillKeyMass`).
 """
 
 from __future__ import annotations
@@ -47,9 +47,11 @@ def post_image_rows(inputs: ModelInputs) -> list[int]:
 
 
 def recording(sample: Sample, inputs: ModelInputs, answer_ids: list[int], settings: Settings) -> Recording:
+    from ocr_heads.attention.probes import PrefillKeyMass  # here: listing scores imports no torch
+
     targets = answer_targets(sample, inputs, settings)
     keys = sorted(set().union(*targets)) if targets else []
-    return Recording(mass_rows=tuple(post_image_rows(inputs)), mass_keys=tuple(keys))
+    return Recording(probes=(PrefillKeyMass(post_image_rows(inputs), keys),))
 
 
 def prefill_values(
@@ -80,11 +82,14 @@ def prefill_values(
 
 
 def values(observed: Observed, settings: Settings) -> SampleValues:
+    from ocr_heads.attention.probes import PrefillKeyMass
+
     events = answer_events(observed, settings.alignment)
-    mass = observed.key_mass
+    recorded = observed.probe(PrefillKeyMass)
+    mass = recorded.mass
     if mass is None:  # no post-image prompt rows: nothing was read at prefill
         mass = np.zeros((*observed.record.argmax.shape[1:], 0, 0))
-    result = prefill_values(mass, observed.recording.mass_keys, events,
+    result = prefill_values(mass, recorded.keys, events,
                             answer_targets(observed.sample, observed.inputs, settings), observed.recall)
     return SampleValues(result, len(result), [observed.sample.answer[slice(*t.chars)] for t in events])
 

@@ -19,8 +19,11 @@ if TYPE_CHECKING:
 
 def recording(sample: Sample, inputs: ModelInputs, answer_ids: list[int], settings: Settings) -> Recording:
     if settings.alignment == "authors":
+        from ocr_heads.attention.probes import PromptRowArgmax  # here: listing scores imports no torch
+
         answer_set = set(answer_ids)
-        return Recording(prompt_rows=tuple(p for p, t in enumerate(inputs.input_ids[0].tolist()) if t in answer_set))
+        rows = tuple(p for p, t in enumerate(inputs.input_ids[0].tolist()) if t in answer_set)
+        return Recording(probes=(PromptRowArgmax(rows),))
     if sample.needle_span is None:
         raise ValueError(f"sample {sample.id} has no needle_span (needed for the retrieval score)")
     return Recording()
@@ -29,9 +32,11 @@ def recording(sample: Sample, inputs: ModelInputs, answer_ids: list[int], settin
 def values(observed: Observed, settings: Settings) -> SampleValues:
     argmax, generated, answer_ids = observed.record.argmax, observed.generated, observed.answer_ids
     if settings.alignment == "authors":
-        value = scoring.retrieval_value_authors(observed.prompt_argmax, argmax, observed.prompt_ids, generated,
-                                                answer_ids)
-        events = len(observed.recording.prompt_rows) + sum(t in set(answer_ids) for t in generated[:-1])
+        from ocr_heads.attention.probes import PromptRowArgmax
+
+        prompt_argmax = observed.probe(PromptRowArgmax).by_row
+        value = scoring.retrieval_value_authors(prompt_argmax, argmax, observed.prompt_ids, generated, answer_ids)
+        events = len(prompt_argmax) + sum(t in set(answer_ids) for t in generated[:-1])
     else:
         tokens = scoring.align_answer_tokens(observed.pieces, observed.sample.answer)
         needle = set(observed.inputs.context_tokens(*observed.sample.needle_span))

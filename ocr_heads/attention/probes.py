@@ -1,0 +1,203 @@
+"""Probes: statistics recorded while one sample generates, beyond the producing rows' argmax and sink.
+
+Capture always records, per producing row (the prefill's last row, then each decode row), layer and head,
+the argmax over the prompt and the sink probability (:mod:`ocr_heads.attention.recorder`: the hot path, no
+probe). Anything else a score needs is a *probe*: a small frozen declaration, in the sample's own
+coordinates, that sees one attention call of one sample (:class:`AttentionCall`) and returns what to keep
+of it. The recorder keeps those values per sample, probe and layer (:class:`ProbeRecord`); once generate
+is done, :meth:`Probe.result` turns them into a typed result. A score declares the probes it needs in
+its ``Recording`` and reads their results with ``observed.probe(ProbeClass)``.
+
+Writing a probe:
+
+- ``on_prefill(call)`` sees the whole prompt (``q_len > 1``), ``on_decode(call)`` one decode row; each
+  returns a tensor to keep, or None. Compute only the rows you need with
+  :mod:`ocr_heads.attention.probabilities` (one GQA rule, the layer's mask), never q_len x k_len per
+  layer: what a probe keeps must stay bounded (rows x heads x keys it chose).
+- Positions are the sample's own: with left padding, prompt position ``p`` is query row ``p + call.pad``
+  at prefill and key ``p + call.pad - call.key_offset`` (:meth:`AttentionCall.key_index`).
+- ``result(record)`` builds the result; :meth:`ProbeRecord.per_layer` and :meth:`ProbeRecord.per_step`
+  stack the kept values, filling the layers without attention rows (hybrid models).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import torch
+
+from ocr_heads.attention.probabilities import DEFAULT_CHUNK, attention_logits, key_mass
+
+# Argmax of a layer without attention rows (sink: NaN): never a prompt position, so never a hit.
+NOT_RECORDED = -1
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class AttentionCall:
+    """One sample's share of one call of the registered attention function."""
+
+    layer: int
+    query: torch.Tensor  # (1, heads, q_len, head_dim): the (padded) prompt at prefill, one row at decode
+    key: torch.Tensor  # (1, kv_heads, keys, head_dim), kv heads not repeated (GQA)
+    attention_mask: torch.Tensor | None  # the layer's mask for this sample (sdpa's: None or boolean)
+    scaling: float | None  # the layer's; None: head_dim ** -0.5
+    pad: int  # left padding: own position p sits at padded position p + pad
+    key_offset: int = 0  # padded position of the first cached key (> 0 once a sliding window dropped keys)
+
+    @property
+    def prefill(self) -> bool:
+        return self.query.shape[2] > 1
+
+    def query_row(self, position: int) -> int:
+        """The prefill query row of own prompt position ``position``."""
+        return position + self.pad
+
+    def key_index(self, position: int) -> int:
+        """The key index of own position ``position``."""
+        return position + self.pad - self.key_offset
+
+
+def sample_call(layer: int, query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None,
+                scaling: float | None, sample: int, pad: int, key_offset: int) -> AttentionCall:
+    """Sample ``sample``'s share of a batched call (views: nothing is copied)."""
+    batched = attention_mask is not None and attention_mask.shape[0] > 1
+    mask = attention_mask[sample : sample + 1] if batched else attention_mask
+    return AttentionCall(layer, query[sample : sample + 1], key[sample : sample + 1], mask, scaling, pad, key_offset)
+
+
+@dataclass(frozen=True)
+class ProbeRecord:
+    """What one probe kept for one sample: per layer, the values its calls returned, in call order (the
+    prefill's first, then one per decode step)."""
+
+    values: list[list[torch.Tensor]]  # [layer][call]
+    layers: list[int]  # the layers with attention rows; the others never call and keep nothing
+
+    def per_layer(self, fill: float, what: str) -> list[torch.Tensor]:
+        """The first value of every layer (a prefill statistic); ``fill`` in layers without attention rows."""
+        first = [kept[0] if kept else None for kept in self.values]
+        missing = [layer for layer in self.layers if first[layer] is None]
+        if missing:
+            raise RuntimeError(f"no {what} was recorded in layers {missing}: was generate called inside the "
+                               "capture context, after a reset with this probe?")
+        blank = torch.full_like(first[self.layers[0]], fill)
+        return [blank if value is None else value for value in first]
+
+    def per_step(self, fill: float, what: str) -> torch.Tensor:
+        """(steps, layers, ...) of a probe that keeps one value per producing row; ``fill`` in layers without
+        attention rows."""
+        steps = {len(self.values[layer]) for layer in self.layers}
+        if len(steps) != 1 or steps == {0}:
+            raise RuntimeError(f"no {what} was recorded (steps per layer: {sorted(steps)})")
+        stacked = {layer: torch.stack(self.values[layer]) for layer in self.layers}
+        blank = torch.full_like(stacked[self.layers[0]], fill)
+        return torch.stack([stacked.get(layer, blank) for layer in range(len(self.values))], dim=1).cpu()
+
+
+class Probe(Generic[R]):
+    """A statistic recorded while one sample generates (see the module docstring). Subclasses are frozen
+    dataclasses holding positions in the sample's own coordinates; what they record lives in the recorder,
+    so one declaration may serve many generates."""
+
+    @property
+    def reads_positions(self) -> bool:
+        """Whether it indexes keys as prompt positions; such probes are refused under a binding sliding window
+        (:func:`ocr_heads.attention.forward.check_supported`)."""
+        return True
+
+    def on_prefill(self, call: AttentionCall) -> torch.Tensor | None:
+        """What to keep of one layer's prefill call (``q_len > 1``); None: nothing."""
+        return None
+
+    def on_decode(self, call: AttentionCall) -> torch.Tensor | None:
+        """What to keep of one layer's decode call (one query row); None: nothing."""
+        return None
+
+    def result(self, record: ProbeRecord) -> R:
+        """The typed result, from everything kept for one sample."""
+        raise NotImplementedError
+
+
+def _positions(positions: Sequence[int]) -> tuple[int, ...]:
+    return tuple(int(p) for p in positions)
+
+
+@dataclass(frozen=True)
+class PromptArgmax:
+    """Result of :class:`PromptRowArgmax`."""
+
+    by_row: dict[int, torch.Tensor]  # prompt position -> (layers, heads) argmax of its row (NOT_RECORDED)
+
+
+@dataclass(frozen=True)
+class PromptRowArgmax(Probe[PromptArgmax]):
+    """Each listed prompt row's own argmax over the prompt, at prefill (the authors' text rule reads answer
+    tokens inside the prompt at their own rows). Chunked over rows to bound memory."""
+
+    rows: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rows", _positions(self.rows))
+
+    @property
+    def reads_positions(self) -> bool:
+        return bool(self.rows)
+
+    def on_prefill(self, call: AttentionCall) -> torch.Tensor | None:
+        """(rows, heads) argmax, in own positions."""
+        if not self.rows:
+            return None
+        out = []
+        for start in range(0, len(self.rows), DEFAULT_CHUNK):
+            index = [call.query_row(row) for row in self.rows[start : start + DEFAULT_CHUNK]]
+            logits = attention_logits(call.query, call.key, call.attention_mask, index, scaling=call.scaling)
+            out.append(logits[0].argmax(dim=-1).T - call.pad)
+        return torch.cat(out)
+
+    def result(self, record: ProbeRecord) -> PromptArgmax:
+        if not self.rows:
+            return PromptArgmax({})
+        stacked = torch.stack(record.per_layer(NOT_RECORDED, "prompt row argmax"), dim=1).cpu()  # (rows, layers, heads)
+        return PromptArgmax({position: stacked[i] for i, position in enumerate(self.rows)})
+
+
+@dataclass(frozen=True)
+class KeyMass:
+    """Result of :class:`PrefillKeyMass`."""
+
+    rows: tuple[int, ...]
+    keys: tuple[int, ...]
+    mass: torch.Tensor | None  # (layers, heads, rows, keys), NaN in layers without attention; None without rows
+
+
+@dataclass(frozen=True)
+class PrefillKeyMass(Probe[KeyMass]):
+    """The prefill probabilities that the listed prompt rows put on the listed keys (the prefill score), in
+    row chunks (:func:`ocr_heads.attention.probabilities.key_mass`)."""
+
+    rows: tuple[int, ...]
+    keys: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rows", _positions(self.rows))
+        object.__setattr__(self, "keys", _positions(self.keys))
+
+    @property
+    def reads_positions(self) -> bool:
+        return bool(self.rows)
+
+    def on_prefill(self, call: AttentionCall) -> torch.Tensor | None:
+        """(heads, rows, keys)."""
+        if not self.rows:
+            return None
+        return key_mass(call.query, call.key, call.attention_mask, [call.query_row(r) for r in self.rows],
+                        [call.key_index(k) for k in self.keys], call.scaling)[0]
+
+    def result(self, record: ProbeRecord) -> KeyMass:
+        if not self.rows:
+            return KeyMass(self.rows, self.keys, None)
+        return KeyMass(self.rows, self.keys, torch.stack(record.per_layer(float("nan"), "prefill key mass")).cpu())
