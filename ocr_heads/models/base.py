@@ -164,6 +164,15 @@ def contiguous_runs(input_ids: torch.Tensor, token_id: int, counts: list[int]) -
     return starts
 
 
+def region_token_boxes(region: tuple[float, float, float, float], side: int) -> np.ndarray:
+    """Row-major ``side x side`` token boxes over a page region ``(x0, y0, x1, y1)`` that the model sees stretched to
+    a square (Gemma 3's page and crops, SmolVLM's tiles and global image)."""
+    x0, y0, x1, y1 = region
+    r, c = np.divmod(np.arange(side * side), side)
+    w, h = (x1 - x0) / side, (y1 - y0) / side
+    return np.stack([x0 + c * w, y0 + r * h, x0 + (c + 1) * w, y0 + (r + 1) * h], axis=1)
+
+
 def context_offsets(prompt: str, offset_mapping: list[tuple[int, int]], context: str | None) -> list[tuple[int, int]]:
     """For each token (its character span in ``prompt``), its span in ``context``, or (-1, -1) outside it."""
     start = prompt.find(context) if context else -1

@@ -25,7 +25,15 @@ from transformers import AutoImageProcessor, Gemma3ForConditionalGeneration
 from transformers.models.gemma3.processing_gemma3 import Gemma3Processor
 
 from ocr_heads.models import register_family
-from ocr_heads.models.base import ImageTokens, Knob, ModelAdapter, ModelInputs, context_offsets, expand_placeholders
+from ocr_heads.models.base import (
+    ImageTokens,
+    Knob,
+    ModelAdapter,
+    ModelInputs,
+    context_offsets,
+    expand_placeholders,
+    region_token_boxes,
+)
 
 BOI = "<start_of_image>"
 EOI = "<end_of_image>"
@@ -69,14 +77,6 @@ def pan_and_scan_crops(page_size: tuple[int, int], min_crop_size: int, max_crops
         return 0
     crops = min(max(2, min(math.floor(long / short + 0.5), math.floor(long / min_crop_size))), max_crops)
     return crops if min(math.ceil(long / crops), short) >= min_crop_size else 0
-
-
-def region_token_boxes(region: tuple[float, float, float, float], side: int) -> np.ndarray:
-    """Row-major ``side x side`` token boxes over one region (the image is stretched to a square, then pooled)."""
-    x0, y0, x1, y1 = region
-    r, c = np.divmod(np.arange(side * side), side)
-    w, h = (x1 - x0) / side, (y1 - y0) / side
-    return np.stack([x0 + c * w, y0 + r * h, x0 + (c + 1) * w, y0 + (r + 1) * h], axis=1)
 
 
 @register_family("gemma3")

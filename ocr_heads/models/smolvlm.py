@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from PIL import Image
 from transformers import AutoImageProcessor, Idefics3ForConditionalGeneration, SmolVLMForConditionalGeneration
@@ -44,6 +43,7 @@ from ocr_heads.models.base import (
     context_offsets,
     contiguous_runs,
     expand_placeholders,
+    region_token_boxes,
 )
 
 IMAGE_TOKEN = "<image>"
@@ -106,14 +106,6 @@ def page_regions(page_size: tuple[int, int], rows: int, cols: int) -> list[Regio
     crops = [(c * width / cols, r * height / rows, (c + 1) * width / cols, (r + 1) * height / rows)
              for r in range(rows) for c in range(cols)]
     return [*crops, (0.0, 0.0, float(width), float(height))]
-
-
-def region_token_boxes(region: Region, grid: int) -> np.ndarray:
-    """Row-major ``grid x grid`` token boxes over a region (the pixel shuffle keeps patch blocks row-major)."""
-    x0, y0, x1, y1 = region
-    r, c = np.divmod(np.arange(grid * grid), grid)
-    w, h = (x1 - x0) / grid, (y1 - y0) / grid
-    return np.stack([x0 + c * w, y0 + r * h, x0 + (c + 1) * w, y0 + (r + 1) * h], axis=1)
 
 
 @register_family("smolvlm")
