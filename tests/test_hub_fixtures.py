@@ -239,7 +239,7 @@ def test_tiny_cli_builds_the_real_vocabulary_model(qwen2_vocab_tokenizer_dir, tm
 
 
 def test_unavailable_vocabulary_is_a_clear_error(tmp_path, monkeypatch, capsys):
-    from ocr_heads.models import qwen2_vocab
+    from ocr_heads.models.tiny import qwen2_vocab
     from ocr_heads.models.tiny.build import main
 
     monkeypatch.setenv("OCR_HEADS_CACHE", str(tmp_path / "cache"))
