@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import inspect as pyinspect
 import json
 
 import pytest
 from PIL import Image, ImageDraw
 
 from ocr_heads import inspect
-from ocr_heads.models import registered_families
+from ocr_heads.models import load_adapter
+from ocr_heads.models.gemma3 import Gemma3Adapter
+from ocr_heads.models.internvl import InternVLAdapter
+from ocr_heads.models.llava_onevision import LlavaOnevisionAdapter
 from ocr_heads.models.options import family_knobs
+from ocr_heads.models.qwen2_vl import Qwen2VLAdapter
+from ocr_heads.models.smolvlm import SmolVLMAdapter
 from ocr_heads.models.tiny.build import builders
 from ocr_heads.pipeline import case_study, step2
 from ocr_heads.pipeline.experiment import build_parser, masking_main
@@ -20,8 +24,22 @@ QWEN = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5"]
 
 
 @pytest.fixture(scope="module")
-def gemma3_dir(tmp_path_factory):
-    return builders()["gemma3"](tmp_path_factory.mktemp("models") / "tiny-gemma3")
+def family_dir(tmp_path_factory):
+    """A family's tiny model, built on first use and shared by the module."""
+    root = tmp_path_factory.mktemp("models")
+    built = {}
+
+    def get(family: str):
+        if family not in built:
+            built[family] = builders()[family](root / f"tiny-{family}")
+        return built[family]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def gemma3_dir(family_dir):
+    return family_dir("gemma3")
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +60,39 @@ def test_the_adapters_declare_the_knobs():
     knobs = {name: kinds for name, (_, kinds) in family_knobs().items()}
     assert knobs == {"min_pixels": QWEN, "max_pixels": QWEN, "max_patches": ["internvl", "internvl_chat"],
                      "pan_and_scan": ["gemma3"], "image_splitting": ["smolvlm", "idefics3"]}
-    for kind, loader in registered_families().items():
-        for knob in getattr(loader, "KNOBS", ()):
-            adapter_class = loader if isinstance(loader, type) else loader.__globals__["InternVLAdapter"]
-            assert knob.name in pyinspect.signature(adapter_class.__init__).parameters, (kind, knob.name)
+
+
+@pytest.mark.parametrize("adapter_class, knobs, message", [
+    (Gemma3Adapter, {"max_patches": 2}, "Gemma 3 models take pan_and_scan, not max_patches"),
+    (Qwen2VLAdapter, {"pan_and_scan": True, "max_patches": 2}, "Qwen2-VL models take min_pixels, max_pixels, not "
+     "max_patches, pan_and_scan"),
+    (LlavaOnevisionAdapter, {"min_pixels": 3136}, "LLaVA-OneVision models take no page settings beyond the protocol, "
+     "not min_pixels"),
+    (Qwen2VLAdapter, {"max_pixels": "100352"}, "max_pixels must be an integer, got '100352'"),
+    (Qwen2VLAdapter, {"min_pixels": True}, "min_pixels must be an integer, got True"),
+    (InternVLAdapter, {"max_patches": 0}, "max_patches must be positive, got 0"),
+    (SmolVLMAdapter, {"image_splitting": 1}, "image_splitting is a switch (True or False), got 1"),
+])
+def test_a_wrong_knob_is_one_clear_error_before_anything_loads(adapter_class, knobs, message, tmp_path):
+    with pytest.raises(ValueError) as refused:
+        adapter_class(str(tmp_path / "no-such-model"), **knobs)  # a path that does not exist: nothing was read
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("family, knobs, tokens_by_default, tokens_with_knob", [
+    ("qwen2_vl", {"max_pixels": 100352}, 234, 108),  # 13 x 18 tokens (the paper's ~256), then 9 x 12 (<= 128)
+    ("internvl", {"max_patches": 6}, 256, 7 * 256),  # one tile, then 2 x 3 tiles + the thumbnail
+    ("gemma3", {"pan_and_scan": True}, 256, 3 * 256),  # the page, then the page + 2 crops
+    ("smolvlm", {"image_splitting": True}, 64, 17 * 64),  # the global image, then 4 x 4 tiles + the global image
+])
+def test_each_familys_knob_reaches_its_image_processor(family, knobs, tokens_by_default, tokens_with_knob,
+                                                        family_dir, tiny_model_dir):
+    model = tiny_model_dir if family == "qwen2_vl" else family_dir(family)
+    page = Image.new("RGB", PAGE, "white")
+    for given, tokens in (({}, tokens_by_default), (knobs, tokens_with_knob)):
+        adapter = load_adapter(str(model), weights=False, **given)
+        assert adapter.knobs == {name: given.get(name) for name in adapter.knobs}
+        assert adapter.image_inputs([page], "q?").tokens_per_page == [tokens] == [adapter.expected_tokens(PAGE)]
 
 
 def test_every_command_has_every_knob():
@@ -121,8 +168,8 @@ def test_experiment_runs_record_the_knobs_and_refuse_other_ones(tiny_model_dir, 
     assert "knobs" not in json.loads((plain / "passkey.config.json").read_text())
 
 
-def test_image_splitting_on_smolvlm_adds_the_tiles(tmp_path_factory, page_png, capsys):
-    model = builders()["smolvlm"](tmp_path_factory.mktemp("models") / "tiny-smolvlm")
+def test_image_splitting_on_smolvlm_adds_the_tiles(family_dir, page_png, capsys):
+    model = family_dir("smolvlm")
     argv = ["--model_id", str(model), "--image", str(page_png)]
     # 635 x 482 -> longest edge 2048 (2048 x 1554) -> rounded up to 512 px tiles: 2048 x 2048, 4 x 4 tiles + global.
     assert tokens(capsys, argv) == 64  # paper: the global image alone

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ocr_heads.core.errors import UserError
 from ocr_heads.core.io import read_json, write_json_atomic
+from ocr_heads.core.kinds import Modality
 from ocr_heads.core.paths import experiment_csv, experiment_dir
 from ocr_heads.core.provenance import data_fingerprint, differences, model_note
 from ocr_heads.core.runner import SAMPLE_ERRORS, Shard, collect, run_batches, shard_logs
@@ -35,7 +36,7 @@ class RunConfig:
     experiment: str  # a registered experiment's name ("masking", "sink")
     model_id: str
     dataset: str
-    task: str  # "image" (OCR heads) or "text" (retrieval heads)
+    task: Modality  # whose heads: image = OCR heads, text = retrieval heads
     head_set: str  # "none", or one of the experiment's head sets
     k: int
     seed: int
@@ -49,6 +50,9 @@ class RunConfig:
     tag: str | None = None  # keeps runs on other data or settings apart: results under NAME-TAG
     protocol: str = ""  # the image protocol, when the command line has one
     knobs: dict[str, object] = field(default_factory=dict)  # the family knobs given (--min_pixels ...), if any
+
+    def __post_init__(self) -> None:
+        self.task = Modality(self.task)  # given as the command line's plain string: any other word is a ValueError
 
     @property
     def stem(self) -> str:

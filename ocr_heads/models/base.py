@@ -14,17 +14,29 @@ import torch
 from PIL import Image
 
 from ocr_heads.core.paths import model_name
+from ocr_heads.models.protocol import DEFAULT_PROTOCOL, PAPER, check_protocol
 
 
 @dataclass(frozen=True)
 class Knob:
-    """A family's own setting of how pages become tokens, declared in its adapter's ``KNOBS``: ``--NAME`` on every
-    command (:mod:`ocr_heads.models.options`), passed to the adapter as the keyword argument NAME."""
+    """A family's own setting of how pages become tokens, declared in its adapter's ``KNOBS`` (and nowhere else):
+    ``--NAME`` on every command (:mod:`ocr_heads.models.options`), the keyword argument NAME of the adapter."""
 
     name: str
     type: type  # int: a positive integer; bool: a switch (--NAME on, --no_NAME off)
     help: str
     default: int | bool | None = None  # None: the protocol decides
+
+    def check(self, value: object, prefix: str = "") -> None:
+        """ValueError unless ``value`` fits the knob's type (an int knob also >= 1); ``prefix`` starts the knob's
+        name in the message ("--" on the command line)."""
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"{prefix}{self.name} is a switch (True or False), got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{prefix}{self.name} must be an integer, got {value!r}")
+        elif value < 1:
+            raise ValueError(f"{prefix}{self.name} must be positive, got {value}")
 
 
 @dataclass(frozen=True)
@@ -152,6 +164,15 @@ def contiguous_runs(input_ids: torch.Tensor, token_id: int, counts: list[int]) -
     return starts
 
 
+def region_token_boxes(region: tuple[float, float, float, float], side: int) -> np.ndarray:
+    """Row-major ``side x side`` token boxes over a page region ``(x0, y0, x1, y1)`` that the model sees stretched to
+    a square (Gemma 3's page and crops, SmolVLM's tiles and global image)."""
+    x0, y0, x1, y1 = region
+    r, c = np.divmod(np.arange(side * side), side)
+    w, h = (x1 - x0) / side, (y1 - y0) / side
+    return np.stack([x0 + c * w, y0 + r * h, x0 + (c + 1) * w, y0 + (r + 1) * h], axis=1)
+
+
 def context_offsets(prompt: str, offset_mapping: list[tuple[int, int]], context: str | None) -> list[tuple[int, int]]:
     """For each token (its character span in ``prompt``), its span in ``context``, or (-1, -1) outside it."""
     start = prompt.find(context) if context else -1
@@ -174,26 +195,79 @@ class ModelAdapter(ABC):
     tokenizer: object
     name: str  # short name for files, e.g. "Qwen2-VL-2B-Instruct"
     protocol: str  # "paper" or "native" (ocr_heads.models.protocol)
+    knobs: dict[str, int | bool | None]  # every declared knob's value; None: not given, the protocol decides
     image_token_id: int
     chat_template_source: str  # "checkpoint", or "fallback" when the checkpoint ships none
+    # What each family declares:
+    family: str  # its name in messages, e.g. "Qwen2-VL"
+    model_class: type  # the transformers class its checkpoints load into
+    chat_template: str  # its chat format, used when a checkpoint ships none
+    image_token: str  # the token string whose id must be config.image_token_id (checked on load)
     # config.json keys naming special-token ids -> the token each must be in the tokenizer (for checks).
     CONFIG_TOKENS: dict[str, str] = {}
-    # The family's page settings beyond --protocol: keyword arguments of __init__, exposed on every command.
+    # The family's page settings beyond --protocol (Knob declarations): keyword arguments of the adapter, and flags
+    # of every command.
     KNOBS: tuple[Knob, ...] = ()
 
-    def _load(self, model_class: type, model_id: str, dtype: torch.dtype | str | None, device_map: str | None,
-              fallback_chat_template: str, weights: bool = True) -> None:
-        """Model (sdpa; float32 on CPU, the checkpoint's dtype on GPU unless given) and tokenizer.
+    def __init__(
+        self,
+        model_id: str,
+        dtype: torch.dtype | str | None = None,
+        device_map: str | None = None,
+        protocol: str = DEFAULT_PROTOCOL,
+        weights: bool = True,
+        **knobs: int | bool | None,
+    ) -> None:
+        """Load ``model_id`` (hub id or local dir) with the page settings of ``protocol``, overridden by the
+        family's ``KNOBS`` given as keyword arguments (any other keyword is a ValueError, before anything loads).
 
+        Model: sdpa attention; float32 on CPU, the checkpoint's dtype on GPU unless ``dtype`` is given.
         ``weights=False`` reads only the config: enough to build inputs and tile geometry.
         """
+        self.protocol = check_protocol(protocol)
+        self.knobs = self.check_knobs(knobs)
+        self._load(model_id, dtype, device_map, weights)
+        self.image_token_id = self.config.image_token_id
+        self.setup(model_id)
+        if self.tokenizer.convert_tokens_to_ids(self.image_token) != self.image_token_id:
+            raise ValueError(f"{model_id}: tokenizer's {self.image_token} id does not match config.image_token_id")
+
+    @classmethod
+    def check_knobs(cls, given: dict[str, object]) -> dict[str, int | bool | None]:
+        """Every declared knob with its given value (its default when not given); a knob the family does not
+        declare, or a value of the wrong type, is a ValueError."""
+        declared = {knob.name: knob for knob in cls.KNOBS}
+        unknown = sorted(set(given) - set(declared))
+        if unknown:
+            takes = ", ".join(declared) or "no page settings beyond the protocol"
+            raise ValueError(f"{cls.family} models take {takes}, not {', '.join(unknown)}")
+        for name, value in given.items():
+            if value is not None:
+                declared[name].check(value)
+        return {name: given.get(name, knob.default) for name, knob in declared.items()}
+
+    def knob_or_protocol(self, name: str, paper: int | bool, native: int | bool) -> int | bool:
+        """Knob ``name`` when given, else the protocol's value: ``paper`` under paper, ``native`` (the checkpoint's
+        own) under native."""
+        value = self.knobs[name]
+        if value is not None:
+            return value
+        return paper if self.protocol == PAPER else native
+
+    @abstractmethod
+    def setup(self, model_id: str) -> None:
+        """The family's own loading, after the model, config and tokenizer: its image processor (applying
+        ``self.knobs`` and the protocol) and the token geometry, checked against the config."""
+
+    def _load(self, model_id: str, dtype: torch.dtype | str | None, device_map: str | None, weights: bool) -> None:
+        """Model (or only its config without weights), tokenizer and chat template."""
         from transformers import AutoConfig, AutoTokenizer
 
         self.name = model_name(model_id)
         if dtype is None:
             dtype = "auto" if torch.cuda.is_available() else torch.float32
         if weights:
-            self.model = model_class.from_pretrained(
+            self.model = self.model_class.from_pretrained(
                 model_id, dtype=dtype, device_map=device_map, attn_implementation="sdpa"
             ).eval()
             self.config = self.model.config
@@ -203,7 +277,7 @@ class ModelAdapter(ABC):
         self.tokenizer = AutoTokenizer.from_pretrained(model_id)
         self.chat_template_source = "checkpoint" if self.tokenizer.chat_template else "fallback"
         if self.tokenizer.chat_template is None:
-            self.tokenizer.chat_template = fallback_chat_template
+            self.tokenizer.chat_template = self.chat_template
 
     @abstractmethod
     def settings(self) -> dict:

@@ -25,8 +25,15 @@ from transformers import AutoImageProcessor, Gemma3ForConditionalGeneration
 from transformers.models.gemma3.processing_gemma3 import Gemma3Processor
 
 from ocr_heads.models import register_family
-from ocr_heads.models.base import ImageTokens, Knob, ModelAdapter, ModelInputs, context_offsets, expand_placeholders
-from ocr_heads.models.protocol import DEFAULT_PROTOCOL, PAPER, check_protocol
+from ocr_heads.models.base import (
+    ImageTokens,
+    Knob,
+    ModelAdapter,
+    ModelInputs,
+    context_offsets,
+    expand_placeholders,
+    region_token_boxes,
+)
 
 BOI = "<start_of_image>"
 EOI = "<end_of_image>"
@@ -72,14 +79,6 @@ def pan_and_scan_crops(page_size: tuple[int, int], min_crop_size: int, max_crops
     return crops if min(math.ceil(long / crops), short) >= min_crop_size else 0
 
 
-def region_token_boxes(region: tuple[float, float, float, float], side: int) -> np.ndarray:
-    """Row-major ``side x side`` token boxes over one region (the image is stretched to a square, then pooled)."""
-    x0, y0, x1, y1 = region
-    r, c = np.divmod(np.arange(side * side), side)
-    w, h = (x1 - x0) / side, (y1 - y0) / side
-    return np.stack([x0 + c * w, y0 + r * h, x0 + (c + 1) * w, y0 + (r + 1) * h], axis=1)
-
-
 @register_family("gemma3")
 class Gemma3Adapter(ModelAdapter):
     CONFIG_TOKENS = {"image_token_index": IMAGE_TOKEN, "boi_token_index": BOI, "eoi_token_index": EOI,
@@ -87,21 +86,12 @@ class Gemma3Adapter(ModelAdapter):
     KNOBS = (Knob("pan_and_scan", bool, "also cut a wide or tall page into crops after the whole page, 256 tokens "
                   "each (default: off under --protocol paper, the checkpoint's do_pan_and_scan under native)"),)
 
-    def __init__(
-        self,
-        model_id: str,
-        dtype: torch.dtype | str | None = None,
-        device_map: str | None = None,
-        protocol: str = DEFAULT_PROTOCOL,
-        pan_and_scan: bool | None = None,
-        weights: bool = True,
-        **unsupported: object,
-    ) -> None:
-        if unsupported:
-            raise ValueError(f"Gemma 3 resizes pages to one square (optionally pan-and-scan), not by "
-                             f"{sorted(unsupported)}")
-        self.protocol = check_protocol(protocol)
-        self._load(Gemma3ForConditionalGeneration, model_id, dtype, device_map, GEMMA3_CHAT_TEMPLATE, weights)
+    family = "Gemma 3"
+    model_class = Gemma3ForConditionalGeneration
+    chat_template = GEMMA3_CHAT_TEMPLATE
+    image_token = IMAGE_TOKEN
+
+    def setup(self, model_id: str) -> None:
         self.image_processor = AutoImageProcessor.from_pretrained(model_id)
         # Published preprocessor configs leave the pan-and-scan settings null: Gemma3Processor supplies them at call
         # time, and this adapter calls the image processor alone, so it takes them from the processor class too.
@@ -110,19 +100,15 @@ class Gemma3Adapter(ModelAdapter):
                 setattr(self.image_processor, key, value)
         # `paper`: one 896 px square, 256 tokens a page (the paper's budget; no crops, like its one InternVL
         # tile). `native`: the checkpoint's own do_pan_and_scan (published Gemma 3 configs leave it off).
-        if pan_and_scan is None:
-            pan_and_scan = False if protocol == PAPER else bool(self.image_processor.do_pan_and_scan)
-        self.image_processor.do_pan_and_scan = pan_and_scan
+        self.image_processor.do_pan_and_scan = self.knob_or_protocol(
+            "pan_and_scan", False, bool(self.image_processor.do_pan_and_scan))
         config = self.config
-        self.image_token_id = config.image_token_id
         self.tokens_per_image = int(config.mm_tokens_per_image)
         self.side = int(round(self.tokens_per_image**0.5))
         patches = config.vision_config.image_size // config.vision_config.patch_size
         if self.side**2 != self.tokens_per_image or patches % self.side:
             raise ValueError(f"{model_id}: {self.tokens_per_image} tokens per image do not pool {patches}x{patches} "
                              "patches into a square grid")
-        if self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) != self.image_token_id:
-            raise ValueError(f"{model_id}: tokenizer's {IMAGE_TOKEN} id does not match config.image_token_id")
 
     def settings(self) -> dict:
         processor = self.image_processor

@@ -25,7 +25,7 @@ from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optim
 
 from ocr_heads.models import register_family
 from ocr_heads.models.base import ImageTokens, Knob, ModelAdapter, ModelInputs, context_offsets, expand_placeholders
-from ocr_heads.models.protocol import DEFAULT_PROTOCOL, PAPER, check_protocol
+from ocr_heads.models.protocol import PAPER
 
 # Token strings of InternVLProcessor (tokenizer attributes when the checkpoint names them).
 START_IMAGE = "<img>"
@@ -86,30 +86,18 @@ class InternVLAdapter(ModelAdapter):
     KNOBS = (Knob("max_patches", int, "override the protocol's most 448 px tiles per page (a thumbnail is added "
                   "when a page gets more than one)"),)
 
-    def __init__(
-        self,
-        model_id: str,
-        dtype: torch.dtype | str | None = None,
-        device_map: str | None = None,
-        protocol: str = DEFAULT_PROTOCOL,
-        max_patches: int | None = None,
-        min_patches: int | None = None,
-        weights: bool = True,
-        **unsupported: object,
-    ) -> None:
-        if unsupported:
-            raise ValueError(f"InternVL tiles pages by max_patches, not by {sorted(unsupported)}")
-        self.protocol = check_protocol(protocol)
-        self._load(InternVLForConditionalGeneration, model_id, dtype, device_map, INTERNVL_CHAT_TEMPLATE, weights)
+    family = "InternVL"
+    model_class = InternVLForConditionalGeneration
+    chat_template = INTERNVL_CHAT_TEMPLATE
+
+    def setup(self, model_id: str) -> None:
         self.image_processor = AutoImageProcessor.from_pretrained(model_id)
         # Passed to every processor call (below), so these are the values in effect whatever the config says.
-        paper = protocol == PAPER
-        self.max_patches = max_patches or (PAPER_MAX_PATCHES if paper else self.image_processor.max_patches)
-        self.min_patches = min_patches or (1 if paper else self.image_processor.min_patches)
+        self.max_patches = self.knob_or_protocol("max_patches", PAPER_MAX_PATCHES, self.image_processor.max_patches)
+        self.min_patches = 1 if self.protocol == PAPER else self.image_processor.min_patches
         if self.min_patches > self.max_patches:
             raise ValueError(f"{model_id}: min_patches {self.min_patches} > max_patches {self.max_patches}")
         config = self.config
-        self.image_token_id = config.image_token_id
         vision = config.vision_config
         self.tile_size = int(vision.image_size[0])
         if self.image_processor.size.height != self.tile_size or self.image_processor.size.width != self.tile_size:
@@ -124,8 +112,7 @@ class InternVLAdapter(ModelAdapter):
         self.start_image = getattr(self.tokenizer, "start_image_token", None) or START_IMAGE
         self.end_image = getattr(self.tokenizer, "end_image_token", None) or END_IMAGE
         self.context_image = getattr(self.tokenizer, "context_image_token", None) or CONTEXT_IMAGE
-        if self.tokenizer.convert_tokens_to_ids(self.context_image) != self.image_token_id:
-            raise ValueError(f"{model_id}: tokenizer's {self.context_image} id does not match config.image_token_id")
+        self.image_token = self.context_image
 
     def settings(self) -> dict:
         # A thumbnail joins the tiles whenever a page is cut into more than one.

@@ -42,7 +42,6 @@ from ocr_heads.models.base import (
     contiguous_runs,
     expand_placeholders,
 )
-from ocr_heads.models.protocol import DEFAULT_PROTOCOL, check_protocol
 
 IMAGE_TOKEN = "<image>"
 # LLaVA-OneVision's chat format (images first, then the text, after "<|im_start|>user "): used when a
@@ -127,29 +126,20 @@ class LlavaOnevisionAdapter(ModelAdapter):
     CONFIG_TOKENS = {"image_token_index": IMAGE_TOKEN, "video_token_index": "<video>",
                      "image_token_id": IMAGE_TOKEN, "video_token_id": "<video>"}  # hub files use *_index
 
-    def __init__(
-        self,
-        model_id: str,
-        dtype: torch.dtype | str | None = None,
-        device_map: str | None = None,
-        protocol: str = DEFAULT_PROTOCOL,
-        weights: bool = True,
-        **unsupported: object,
-    ) -> None:
-        if unsupported:
-            raise ValueError(f"LLaVA-OneVision tiles pages by its grid pinpoints, not by {sorted(unsupported)}")
-        # `paper` = `native` here: the paper has no LLaVA-OneVision setting, and the model itself chooses anyres
-        # for a one-image prompt (its crop count follows config.image_grid_pinpoints, which the processor must
-        # match), so there is no budget to set without leaving the model's own layout (docs/protocol.md).
-        self.protocol = check_protocol(protocol)
-        self._load(LlavaOnevisionForConditionalGeneration, model_id, dtype, device_map,
-                   LLAVA_ONEVISION_CHAT_TEMPLATE, weights)
+    family = "LLaVA-OneVision"
+    model_class = LlavaOnevisionForConditionalGeneration
+    chat_template = LLAVA_ONEVISION_CHAT_TEMPLATE
+    image_token = IMAGE_TOKEN
+    # No knobs, and `paper` = `native`: the paper has no LLaVA-OneVision setting, and the model itself chooses
+    # anyres for a one-image prompt (its crop count follows config.image_grid_pinpoints, which the processor must
+    # match), so there is no budget to set without leaving the model's own layout (docs/protocol.md).
+
+    def setup(self, model_id: str) -> None:
         self.image_processor = AutoImageProcessor.from_pretrained(model_id)
         config = self.config
         if config.vision_feature_select_strategy != "full":
             raise ValueError(f"{model_id}: vision_feature_select_strategy {config.vision_feature_select_strategy!r} "
                              "is not supported (LLaVA-OneVision's SigLIP tower uses 'full')")
-        self.image_token_id = config.image_token_id
         self.side = int(config.vision_config.image_size)
         self.patch = int(config.vision_config.patch_size)
         self.grid = self.side // self.patch
@@ -160,8 +150,6 @@ class LlavaOnevisionAdapter(ModelAdapter):
             raise ValueError(f"{model_id}: image processor size {crop} does not match the vision tower's {self.side}")
         if [list(p) for p in self.image_processor.image_grid_pinpoints] != self.pinpoints:
             raise ValueError(f"{model_id}: the image processor's grid pinpoints differ from the model config's")
-        if self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) != self.image_token_id:
-            raise ValueError(f"{model_id}: tokenizer's {IMAGE_TOKEN} id does not match config.image_token_id")
 
     def settings(self) -> dict:
         return {"protocol": self.protocol, "image_size": self.side, "patch_size": self.patch,

@@ -30,11 +30,6 @@ def _add_flag(parser: argparse.ArgumentParser, knob: Knob, families: list[str]) 
         parser.add_argument(f"--{knob.name}", type=knob.type, default=knob.default, help=f"{knob.help}{where}")
 
 
-def _check_value(knob: Knob, value: object) -> None:
-    if knob.type is int and value < 1:
-        raise ValueError(f"--{knob.name} must be positive, got {value}")
-
-
 def family_knobs() -> dict[str, tuple[Knob, list[str]]]:
     """Knob name -> (the knob, the model types whose adapters declare it), in family registration order."""
     found: dict[str, tuple[Knob, list[str]]] = {}
@@ -81,7 +76,7 @@ def adapter_kwargs(args: argparse.Namespace, device_map: str | None = None) -> d
     knobs = family_knobs()
     given = {name: getattr(args, name) for name in knobs if getattr(args, name, None) is not None}
     for name, value in given.items():
-        _check_value(knobs[name][0], value)
+        knobs[name][0].check(value, prefix="--")
     if given:
         _check_family(args.model_id, given, knobs)
     return {**kwargs, **given}

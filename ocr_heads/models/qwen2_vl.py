@@ -25,7 +25,7 @@ from ocr_heads.models.base import (
     contiguous_runs,
     expand_placeholders,
 )
-from ocr_heads.models.protocol import DEFAULT_PROTOCOL, PAPER, check_protocol
+from ocr_heads.models.protocol import PAPER, check_protocol
 
 IMAGE_PAD = "<|image_pad|>"
 # The paper's pixel budget (authors' utils/loader.py: min_pixels = max_pixels = 256*28*28): every page is
@@ -63,25 +63,13 @@ class Qwen2VLAdapter(ModelAdapter):
     KNOBS = (Knob("min_pixels", int, "override the protocol's min pixels of a resized page"),
              Knob("max_pixels", int, "override the protocol's max pixels of a resized page"))
 
-    def __init__(
-        self,
-        model_id: str,
-        dtype: torch.dtype | str | None = None,
-        device_map: str | None = None,
-        protocol: str = DEFAULT_PROTOCOL,
-        min_pixels: int | None = None,
-        max_pixels: int | None = None,
-        weights: bool = True,
-        **unsupported: object,
-    ) -> None:
-        if unsupported:
-            raise ValueError(f"{self.family} resizes pages by min/max pixels, not by {sorted(unsupported)}")
-        self.protocol = check_protocol(protocol)
-        self._load(self.model_class, model_id, dtype, device_map, self.chat_template, weights)
+    image_token = IMAGE_PAD
+
+    def setup(self, model_id: str) -> None:
         config = self.config
         self.merge_size = config.vision_config.spatial_merge_size
         self.patch_size = config.vision_config.patch_size
-        budget = pixel_budget(protocol, min_pixels, max_pixels, self.tile_size)
+        budget = pixel_budget(self.protocol, self.knobs["min_pixels"], self.knobs["max_pixels"], self.tile_size)
         # As keyword arguments they replace the config's top-level min/max_pixels (published hub configs carry
         # them, and the processor's __init__ lets them overwrite any `size`), so the budget holds on real files.
         self.image_processor = AutoImageProcessor.from_pretrained(model_id, **budget)
@@ -97,9 +85,6 @@ class Qwen2VLAdapter(ModelAdapter):
             raise ValueError(f"{model_id}: the image processor's patch/merge size ({processor.patch_size}, "
                              f"{processor.merge_size}) differ from the vision tower's ({self.patch_size}, "
                              f"{self.merge_size})")
-        self.image_token_id = config.image_token_id
-        if self.tokenizer.convert_tokens_to_ids(IMAGE_PAD) != self.image_token_id:
-            raise ValueError(f"{model_id}: tokenizer's {IMAGE_PAD} id does not match config.image_token_id")
 
     @property
     def tile_size(self) -> int:

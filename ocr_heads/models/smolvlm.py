@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from PIL import Image
 from transformers import AutoImageProcessor, Idefics3ForConditionalGeneration, SmolVLMForConditionalGeneration
@@ -44,8 +43,8 @@ from ocr_heads.models.base import (
     context_offsets,
     contiguous_runs,
     expand_placeholders,
+    region_token_boxes,
 )
-from ocr_heads.models.protocol import DEFAULT_PROTOCOL, PAPER, check_protocol
 
 IMAGE_TOKEN = "<image>"
 FAKE_IMAGE_TOKEN = "<fake_token_around_image>"
@@ -109,44 +108,24 @@ def page_regions(page_size: tuple[int, int], rows: int, cols: int) -> list[Regio
     return [*crops, (0.0, 0.0, float(width), float(height))]
 
 
-def region_token_boxes(region: Region, grid: int) -> np.ndarray:
-    """Row-major ``grid x grid`` token boxes over a region (the pixel shuffle keeps patch blocks row-major)."""
-    x0, y0, x1, y1 = region
-    r, c = np.divmod(np.arange(grid * grid), grid)
-    w, h = (x1 - x0) / grid, (y1 - y0) / grid
-    return np.stack([x0 + c * w, y0 + r * h, x0 + (c + 1) * w, y0 + (r + 1) * h], axis=1)
-
-
 @register_family("smolvlm")
 class SmolVLMAdapter(ModelAdapter):
+    family = "SmolVLM"
     model_class: type = SmolVLMForConditionalGeneration
+    chat_template = SMOLVLM_CHAT_TEMPLATE
+    image_token = IMAGE_TOKEN
     CONFIG_TOKENS = {"image_token_id": IMAGE_TOKEN}
     KNOBS = (Knob("image_splitting", bool, "also cut the page into 512 px tiles before the global image, 64 tokens "
                   "each (default: off under --protocol paper, the checkpoint's do_image_splitting under native)"),)
 
-    def __init__(
-        self,
-        model_id: str,
-        dtype: torch.dtype | str | None = None,
-        device_map: str | None = None,
-        protocol: str = DEFAULT_PROTOCOL,
-        image_splitting: bool | None = None,
-        weights: bool = True,
-        **unsupported: object,
-    ) -> None:
-        if unsupported:
-            raise ValueError(f"SmolVLM tiles pages by its image splitting, not by {sorted(unsupported)}")
-        self.protocol = check_protocol(protocol)
-        self._load(self.model_class, model_id, dtype, device_map, SMOLVLM_CHAT_TEMPLATE, weights)
+    def setup(self, model_id: str) -> None:
         self.image_processor = AutoImageProcessor.from_pretrained(model_id)
         # `paper`: one tile a page (the global image alone, no splitting), as the paper gives InternVL one tile.
         # `native`: the checkpoint's own do_image_splitting (published SmolVLM configs split).
-        if image_splitting is None:
-            image_splitting = False if protocol == PAPER else bool(self.image_processor.do_image_splitting)
-        self.image_splitting = image_splitting
+        self.image_splitting = self.knob_or_protocol("image_splitting", False,
+                                                     bool(self.image_processor.do_image_splitting))
         config = self.config
         vision = config.vision_config
-        self.image_token_id = config.image_token_id
         self.tile = int(vision.image_size)
         self.patch = int(vision.patch_size)
         self.scale = int(config.scale_factor)
@@ -160,11 +139,8 @@ class SmolVLMAdapter(ModelAdapter):
         if processor_tile != self.tile:
             raise ValueError(f"{model_id}: image processor tiles of {processor_tile} px do not match the vision "
                              f"tower's {self.tile}")
-        tokenizer = self.tokenizer
-        self.fake_image_token = getattr(tokenizer, "fake_image_token", None) or FAKE_IMAGE_TOKEN
-        self.global_image_token = getattr(tokenizer, "global_image_token", None) or GLOBAL_IMAGE_TOKEN
-        if tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) != self.image_token_id:
-            raise ValueError(f"{model_id}: tokenizer's {IMAGE_TOKEN} id does not match config.image_token_id")
+        self.fake_image_token = getattr(self.tokenizer, "fake_image_token", None) or FAKE_IMAGE_TOKEN
+        self.global_image_token = getattr(self.tokenizer, "global_image_token", None) or GLOBAL_IMAGE_TOKEN
 
     def attention_modules(self) -> list[torch.nn.Module | None]:
         # SmolVLM / Idefics3 keep the language model at model.text_model (not model.language_model).

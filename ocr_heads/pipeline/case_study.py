@@ -25,6 +25,7 @@ from ocr_heads.core.commandline import Parser, count_help, positive_int, run_cli
 from ocr_heads.core.errors import EmptyRunError, UserError
 from ocr_heads.core.heads import all_heads
 from ocr_heads.core.io import read_json, read_jsonl, write_json_atomic
+from ocr_heads.core.kinds import Alignment, Modality
 from ocr_heads.core.paths import SAMPLE_LOG, SIDECAR, case_file, companion
 from ocr_heads.core.provenance import model_note, note_of
 from ocr_heads.core.runner import collect, run_batches
@@ -137,7 +138,7 @@ def build_parser() -> Parser:
                         help="accepted for the authors' command (their exp_case.py then stores the boxes per "
                         "page); boxes are always stored per page here, so it changes nothing")
     parser.add_argument("--max_new_tokens", type=positive_int, default=32, help="greedy decoding length (default 32)")
-    parser.add_argument("--alignment", choices=scoring.ALIGNMENTS, default="produce",
+    parser.add_argument("--alignment", choices=scoring.ALIGNMENTS, default=Alignment.PRODUCE.value,
                         help="which attention row is an event (see step2 --help)")
     parser.add_argument("--overlap", type=float, default=None,
                         help="a tile covers a character when it holds more than this fraction of its box "
@@ -202,7 +203,7 @@ def _run(args: argparse.Namespace) -> int:
     args.data = case_data(args.data, args.n, args.seed)
     chars = samples_by_char(load_samples(args.data), args.n)
     adapter = load_adapter(args.model_id, **adapter_kwargs(args))
-    cfg = Step2Config("image", args.max_new_tokens, args.alignment, args.overlap)
+    cfg = Step2Config(Modality.IMAGE, args.max_new_tokens, args.alignment, args.overlap)
     samples = [sample for group in chars.values() for sample in group]
     log = case_file(args.out, adapter.name, SAMPLE_LOG)
     with capture(adapter) as recorder:
@@ -235,7 +236,7 @@ def _write(adapter: ModelAdapter, args: argparse.Namespace, chars: dict[str, lis
         "chars_without_events": silent,
         "n_failed": len(failed),
         "alignment": args.alignment,
-        "overlap_threshold": scoring.overlap_threshold(args.alignment, args.overlap),
+        "overlap_threshold": scoring.overlap_threshold(Alignment(args.alignment), args.overlap),
         "max_new_tokens": args.max_new_tokens,
         "protocol": adapter.settings(),
     }

@@ -14,6 +14,7 @@ from ocr_heads.core.commandline import Parser, count_help, error_line, positive_
 from ocr_heads.core.errors import UserError
 from ocr_heads.core.heads import check_heads_exist
 from ocr_heads.core.io import ensure_writable_dir
+from ocr_heads.core.kinds import Modality
 from ocr_heads.core.paths import model_name
 from ocr_heads.core.provenance import model_note
 from ocr_heads.core.runner import Shard
@@ -39,7 +40,7 @@ OUTPUTS = """outputs (NAME = last component of --model_id, NAME-TAG with --tag;
 """
 
 
-def default_heads_path(model_id: str, task: str) -> Path:
+def default_heads_path(model_id: str, task: Modality) -> Path:
     """Where step3 writes the documented-rule head list of this model's default score for ``task`` (image: OCR
     heads, text: retrieval heads)."""
     return heads_file("scores", model_name(model_id), default_score(task), "documented")
@@ -56,7 +57,7 @@ def build_parser(experiment: Experiment | str) -> argparse.ArgumentParser:
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=datasets, choices=sorted(TASKS), metavar="NAME",
                         help=f"datasets to evaluate: {', '.join(sorted(TASKS))} (default: {' '.join(datasets)})")
-    parser.add_argument("--task", choices=["image", "text"], default="image",
+    parser.add_argument("--task", choices=tuple(Modality), default=Modality.IMAGE.value,
                         help="whose heads: image = OCR heads (step3 *_fg list), text = retrieval heads (*_te list)")
     add_model_args(parser, DEFAULT_MODEL)
     parser.add_argument("--num_of_masking_head", type=positive_int, default=k,
@@ -98,7 +99,7 @@ def _configs(args: argparse.Namespace, experiment: Experiment, head_set: str, ad
     heads_path = None
     ranking: list[str] = []
     if needs_ranking(selection):
-        heads_path = args.heads or default_heads_path(args.model_id, args.task)
+        heads_path = args.heads or default_heads_path(args.model_id, Modality(args.task))
         ranking = load_head_ranking(heads_path)
         check_heads_exist(ranking, adapter.shape.num_layers, adapter.shape.num_heads)
     k = 0 if edit is None else args.num_of_masking_head
@@ -109,7 +110,7 @@ def _configs(args: argparse.Namespace, experiment: Experiment, head_set: str, ad
     options = {} if edit is None else {option.name: getattr(args, option.name) for option in edit.options}
     knobs = {name: getattr(args, name) for name in knob_names() if getattr(args, name, None) is not None}
     for dataset in args.datasets:
-        yield RunConfig(experiment.name, args.model_id, dataset, args.task, head_set, k, args.seed, heads,
+        yield RunConfig(experiment.name, args.model_id, dataset, Modality(args.task), head_set, k, args.seed, heads,
                         str(heads_path) if heads_path else None, options, sources[dataset], args.n, args.data_seed,
                         args.max_new_tokens, args.tag, getattr(args, "protocol", None) or "", knobs)
 
@@ -130,7 +131,7 @@ def _run(experiment: Experiment, args: argparse.Namespace) -> int:
     sources = resolve_sources(args.datasets, args.data)
     edit = experiment.edit(head_set)
     if args.heads is None and edit is not None and needs_ranking(edit.selection):
-        path = default_heads_path(args.model_id, args.task)
+        path = default_heads_path(args.model_id, Modality(args.task))
         if not path.is_file():
             raise UserError(f"no head list at {path}: run step3 first or pass --heads")
     adapter = load_adapter(args.model_id, **adapter_kwargs(args, shard.device_map()))

@@ -23,6 +23,7 @@ from ocr_heads.core.commandline import Parser, count_help, positive_int, run_cli
 from ocr_heads.core.errors import EmptyRunError
 from ocr_heads.core.heads import all_heads, parse_head
 from ocr_heads.core.io import ensure_writable_dir
+from ocr_heads.core.kinds import Alignment, Modality
 from ocr_heads.core.provenance import claim, data_fingerprint, model_note
 from ocr_heads.core.runner import Shard, collect, run_batches, shard_logs
 from ocr_heads.data.samples import Sample, load_sample_dirs
@@ -40,11 +41,16 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Step2Config:
-    kind: str  # "image" or "text": the script, and the modality of its scores
+    kind: Modality  # the script, and the modality of its scores
     max_new_tokens: int = 32
-    alignment: str = "produce"
+    alignment: Alignment = Alignment.PRODUCE
     overlap: float | None = None  # None: the rule's own (10% for produce, the released 0.1% for authors)
     score: str | None = None  # a registered score name; None: the script's default (ocr / retrieval)
+
+    def __post_init__(self) -> None:
+        # Given as plain strings (the command line's): a ValueError for any other word.
+        object.__setattr__(self, "kind", Modality(self.kind))
+        object.__setattr__(self, "alignment", Alignment(self.alignment))
 
     @property
     def head_score(self) -> HeadScore:
@@ -116,11 +122,11 @@ def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config,
         "n_failed": len(failed),
         "n_events": sum(r["events"] for r in records),
         "alignment": cfg.alignment,
-        "overlap_threshold": cfg.overlap_threshold if cfg.kind == "image" else None,
+        "overlap_threshold": cfg.overlap_threshold if cfg.kind == Modality.IMAGE else None,
         **cfg.head_score.meta,
         "max_new_tokens": cfg.max_new_tokens,
         "mean_recall": float(np.mean([r["recall"] for r in records])) if records else None,
-        **({"image_tokens_per_page": image_token_summary(records)} if cfg.kind == "image" else {}),
+        **({"image_tokens_per_page": image_token_summary(records)} if cfg.kind == Modality.IMAGE else {}),
         "versions": {"ocr_heads": ocr_heads.__version__, "torch": torch.__version__.split("+")[0],
                      "transformers": transformers.__version__},
         "git_sha": _git_sha(),
@@ -144,8 +150,10 @@ class ScoreChoice(argparse.Action):
 
 
 def build_parser(kind: str) -> argparse.ArgumentParser:
+    """The command line of the step2 script for ``kind`` ("image" or "text")."""
+    kind = Modality(kind)
     default = get_score(DEFAULT[kind])
-    what = "page images" if kind == "image" else "the context as plain text (no image)"
+    what = "page images" if kind == Modality.IMAGE else "the context as plain text (no image)"
     scores = ", ".join(s.name for s in all_scores().values() if s.modality == kind)
     parser = Parser(
         description=f"Step 2: score every decoder head (--score: {scores}; default {default.name}). Feeds each step1 "
@@ -174,7 +182,7 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
                         help="greedy decoding length (default 32)")
     parser.add_argument("--tag", default=None,
                         help="name these scores NAME-TAG: keeps runs on other data or settings apart")
-    parser.add_argument("--alignment", choices=scoring.ALIGNMENTS, default="produce",
+    parser.add_argument("--alignment", choices=scoring.ALIGNMENTS, default=Alignment.PRODUCE.value,
                         help="produce: the row that produced each token (default); authors: the released rule")
     parser.add_argument("--shard", default=None, help="i/n: score every n-th sample starting at i (0-based)")
     parser.add_argument("--merge", action="store_true", help="only merge existing (shard) logs into score files")
@@ -183,7 +191,7 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
                         "if any recorded argmax differs")
     parser.add_argument("--batch_size", type=positive_int, default=1,
                         help="samples generated together (left-padded; scores equal --batch_size 1; default 1)")
-    if kind == "image":
+    if kind == Modality.IMAGE:
         parser.add_argument("--overlap", type=float, default=None,
                             help="a tile covers a character when it holds more than this fraction of its box "
                             f"(default {DEFAULT_OVERLAP}; with --alignment authors the released {AUTHORS_OVERLAP}, "
@@ -195,9 +203,10 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
 
 
 def main(kind: str, argv: list[str] | None = None) -> int:
+    """``step2_ocr_retrieval_head.py`` (``kind`` "image") and ``step2_text_retrieval_head.py`` ("text")."""
     args = build_parser(kind).parse_args(argv)
     setup_logging()
-    return run_cli(_main, kind, args)
+    return run_cli(_main, Modality(kind), args)
 
 
 def data_fingerprints(data: list[Path]) -> str | list[str | None] | None:
@@ -206,7 +215,7 @@ def data_fingerprints(data: list[Path]) -> str | list[str | None] | None:
     return fingerprints[0] if len(fingerprints) == 1 else fingerprints
 
 
-def run_identity(kind: str, args: argparse.Namespace, model: str, cfg: Step2Config) -> dict:
+def run_identity(kind: Modality, args: argparse.Namespace, model: str, cfg: Step2Config) -> dict:
     """What the scores of one output stem are made from; a resumed run must match it."""
     identity = {"kind": kind, "model": model, "data": "+".join(Path(d).resolve().name for d in args.data),
                 "data_fingerprint": data_fingerprints(args.data), "alignment": cfg.alignment,
@@ -217,7 +226,7 @@ def run_identity(kind: str, args: argparse.Namespace, model: str, cfg: Step2Conf
     return identity
 
 
-def _main(kind: str, args: argparse.Namespace) -> int:
+def _main(kind: Modality, args: argparse.Namespace) -> int:
     cfg = Step2Config(kind, args.max_new_tokens, args.alignment, getattr(args, "overlap", None), args.score)
     check_score(cfg)
     shard = Shard.parse(args.shard)
@@ -233,7 +242,7 @@ def _main(kind: str, args: argparse.Namespace) -> int:
             # Layers without attention rows (linear attention): their heads have no events in the score file.
             "not_scoreable_layers": [layer for layer in range(adapter.shape.num_layers)
                                      if layer not in adapter.scoreable_layers]}
-    if kind == "image":
+    if kind == Modality.IMAGE:
         info["protocol"] = adapter.settings()
     if args.tag:
         info["tag"] = args.tag
@@ -276,7 +285,7 @@ def check_score(cfg: Step2Config) -> None:
     """The score must read what this script feeds (pages or text) and implement the alignment rule."""
     score = cfg.head_score
     if score.modality != cfg.kind:
-        script = "step2_ocr_retrieval_head.py" if score.modality == "image" else "step2_text_retrieval_head.py"
+        script = "step2_ocr_retrieval_head.py" if score.modality == Modality.IMAGE else "step2_text_retrieval_head.py"
         raise ValueError(f"score {score.name} reads the {score.modality} form of a sample: run it with {script}")
     check_settings(score, cfg.settings)
 

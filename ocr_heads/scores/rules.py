@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ocr_heads.core.kinds import Alignment
 from ocr_heads.scores.geometry import AUTHORS_OVERLAP, DEFAULT_OVERLAP, authors_covering_tiles, covering_tiles
 
 if TYPE_CHECKING:  # pure functions: importing them (the score registry does) must not load torch
@@ -30,15 +31,15 @@ if TYPE_CHECKING:  # pure functions: importing them (the score registry does) mu
 
     from ocr_heads.models.base import ImageTokens
 
-ALIGNMENTS = ("produce", "authors")
+ALIGNMENTS = tuple(Alignment)  # the --alignment choices
 
 
-def overlap_threshold(alignment: str, overlap: float | None = None) -> float:
+def overlap_threshold(alignment: Alignment, overlap: float | None = None) -> float:
     """The tile-overlap threshold (fraction of a character's box): ``overlap`` when given, else the
     rule's own: the paper's 10% (``produce``) or the released code's 0.1 percent (``authors``)."""
     if overlap is not None:
         return overlap
-    return AUTHORS_OVERLAP if alignment == "authors" else DEFAULT_OVERLAP
+    return AUTHORS_OVERLAP if alignment == Alignment.AUTHORS else DEFAULT_OVERLAP
 
 
 def longest_common_run(a: Sequence, b: Sequence) -> tuple[int, int, int]:
@@ -128,33 +129,34 @@ def align_answer_tokens(token_texts: Sequence[str], answer: str) -> list[AnswerT
     return tokens
 
 
-def event_rows(answer_tokens: list[AnswerToken], num_steps: int, alignment: str) -> list[tuple[AnswerToken, int]]:
+def event_rows(answer_tokens: list[AnswerToken], num_steps: int, alignment: Alignment) -> list[tuple[AnswerToken, int]]:
     """Pair each answer token with the recorded step whose row is its event."""
     if alignment not in ALIGNMENTS:
         raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
-    offset = 0 if alignment == "produce" else 1
+    offset = 0 if alignment == Alignment.PRODUCE else 1
     return [(tok, tok.index + offset) for tok in answer_tokens if tok.index + offset < num_steps]
 
 
-def scored_occurrences(occurrences: list[dict[int, list[list[float]]]], alignment: str) -> list[dict]:
+def scored_occurrences(occurrences: list[dict[int, list[list[float]]]], alignment: Alignment) -> list[dict]:
     """The answer occurrences whose tiles are targets. ``produce``: every answer slot of the needle
     (a passkey needle states the key twice and either copy may be read). ``authors``: the first only,
     as the released step1 deletes "{answer} is the pass key." before rendering, leaving one copy."""
-    return occurrences[:1] if alignment == "authors" else occurrences
+    return occurrences[:1] if alignment == Alignment.AUTHORS else occurrences
 
 
 def char_targets(
     evidence: list[dict[int, list[list[float]]]],
     image_tokens: list[ImageTokens],
     threshold: float = DEFAULT_OVERLAP,
-    rule: str = "produce",
+    rule: Alignment = Alignment.PRODUCE,
 ) -> list[set[int]]:
     """For each answer character, the prompt positions of the image tokens covering it (all occurrences).
 
-    ``rule``: ``produce`` uses the exact overlap in page pixels (:func:`covering_tiles`); ``authors``
-    the released test on int-truncated resized coordinates (:func:`authors_covering_tiles`).
+    ``rule``: the alignment whose tile test applies: ``produce`` uses the exact overlap in page pixels
+    (:func:`covering_tiles`); ``authors`` the released test on int-truncated resized coordinates
+    (:func:`authors_covering_tiles`).
     """
-    cover = authors_covering_tiles if rule == "authors" else covering_tiles
+    cover = authors_covering_tiles if rule == Alignment.AUTHORS else covering_tiles
     by_page: dict[int, list[ImageTokens]] = {}
     for tokens in image_tokens:  # a page may have several runs (Gemma 3's pan-and-scan crops)
         by_page.setdefault(tokens.page, []).append(tokens)
@@ -178,7 +180,7 @@ def ocr_values(
     answer_tokens: list[AnswerToken],
     targets: list[set[int]],
     sample_recall: float,
-    alignment: str = "produce",
+    alignment: Alignment = Alignment.PRODUCE,
 ) -> np.ndarray:
     """Per event and head: ``hit * recall``; returns (events, layers, heads).
 
@@ -210,7 +212,7 @@ def retrieval_value(
     generated (theirs: the needle's length in tokens), and the argmax runs over prompt positions only
     (theirs: the whole row, where an argmax on a generated token is a miss).
     """
-    events = event_rows(answer_tokens, argmax.shape[0], "produce")
+    events = event_rows(answer_tokens, argmax.shape[0], Alignment.PRODUCE)
     if not events:
         return np.zeros(argmax.shape[1:], dtype=np.float64)
     prompt = np.asarray(prompt_ids)

@@ -18,9 +18,6 @@ from pathlib import Path
 from transformers import Qwen3_5Tokenizer
 
 from ocr_heads.models.qwen_family import (
-    QWEN2_5_VL_CHAT_TEMPLATE,
-    QWEN3_5_CHAT_TEMPLATE,
-    QWEN3_VL_CHAT_TEMPLATE,
     Qwen2_5_VLAdapter,
     Qwen3_5Adapter,
     Qwen3VLAdapter,
@@ -90,30 +87,31 @@ def build_from_hub(checkpoint: str, family: str, out: str | Path, seed: int, tok
                      suppress_tokens=[token_ids[t] for t in vision_tokens])
 
 
+def build_char_level(adapter: type, checkpoint: str, out: str | Path, seed: int, specials: list[str],
+                     **sizes: int) -> Path:
+    """A tiny model of ``adapter``'s family from ``checkpoint``'s published files, with the character-level
+    tokenizer (``specials`` plus the family's chat format)."""
+    tokenizer = build_char_tokenizer(specials, adapter.chat_template)
+    return build_from_hub(checkpoint, adapter.family, out, seed, tokenizer, specials, adapter.model_class, **sizes)
+
+
 @tiny_builder("qwen2_5_vl")
 def build_tiny_qwen2_5_vl(out: str | Path, seed: int = 0, **sizes: int) -> Path:
     """Tiny random Qwen2.5-VL from Qwen2.5-VL-7B-Instruct's published files."""
-    tokenizer = build_char_tokenizer(SPECIAL_TOKENS, QWEN2_5_VL_CHAT_TEMPLATE)
-    return build_from_hub("Qwen2.5-VL-7B-Instruct", "Qwen2.5-VL", out, seed, tokenizer, SPECIAL_TOKENS,
-                          Qwen2_5_VLAdapter.model_class, **sizes)
+    return build_char_level(Qwen2_5_VLAdapter, "Qwen2.5-VL-7B-Instruct", out, seed, SPECIAL_TOKENS, **sizes)
 
 
 @tiny_builder("qwen3_vl")
 def build_tiny_qwen3_vl(out: str | Path, seed: int = 0, **sizes: int) -> Path:
     """Tiny random Qwen3-VL (with DeepStack) from Qwen3-VL-4B-Instruct's published files."""
-    specials = SPECIAL_TOKENS + THINK_TOKENS
-    tokenizer = build_char_tokenizer(specials, QWEN3_VL_CHAT_TEMPLATE)
-    return build_from_hub("Qwen3-VL-4B-Instruct", "Qwen3-VL", out, seed, tokenizer, specials,
-                          Qwen3VLAdapter.model_class, **sizes)
+    return build_char_level(Qwen3VLAdapter, "Qwen3-VL-4B-Instruct", out, seed, SPECIAL_TOKENS + THINK_TOKENS, **sizes)
 
 
 @tiny_builder("qwen3_vl_moe")
 def build_tiny_qwen3_vl_moe(out: str | Path, seed: int = 0, **sizes: int) -> Path:
     """Tiny random Qwen3-VL-MoE (4 experts, top-2) from Qwen3-VL-30B-A3B-Instruct's published config."""
-    specials = SPECIAL_TOKENS + THINK_TOKENS
-    tokenizer = build_char_tokenizer(specials, QWEN3_VL_CHAT_TEMPLATE)
-    return build_from_hub("Qwen3-VL-30B-A3B-Instruct", "Qwen3-VL-MoE", out, seed, tokenizer, specials,
-                          Qwen3VLMoeAdapter.model_class, **sizes)
+    return build_char_level(Qwen3VLMoeAdapter, "Qwen3-VL-30B-A3B-Instruct", out, seed, SPECIAL_TOKENS + THINK_TOKENS,
+                            **sizes)
 
 
 @tiny_builder("qwen3_5")
@@ -122,6 +120,6 @@ def build_tiny_qwen3_5(out: str | Path, seed: int = 0, num_layers: int = 8, **si
     sizes.setdefault("head_dim", 64)  # a quarter of it is rotary (partial_rotary_factor): room for M-RoPE
     # transformers always loads Qwen3.5 tokenizers as the byte-level Qwen3_5Tokenizer: build that class.
     specials = [t for t in SPECIAL_TOKENS if t != UNK] + THINK_TOKENS
-    tokenizer = build_byte_level_char_tokenizer(Qwen3_5Tokenizer, specials, QWEN3_5_CHAT_TEMPLATE)
-    return build_from_hub("Qwen3.5-0.8B", "Qwen3.5", out, seed, tokenizer, specials, Qwen3_5Adapter.model_class,
-                          num_layers=num_layers, **sizes)
+    tokenizer = build_byte_level_char_tokenizer(Qwen3_5Tokenizer, specials, Qwen3_5Adapter.chat_template)
+    return build_from_hub("Qwen3.5-0.8B", Qwen3_5Adapter.family, out, seed, tokenizer, specials,
+                          Qwen3_5Adapter.model_class, num_layers=num_layers, **sizes)
