@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ocr_heads.data.samples import load_samples
-from ocr_heads.scores import rules as scoring
+from ocr_heads.scores import rules
 from ocr_heads.toy.data import TileStyle, make_sample, sample_rng, write_samples
 
 TOY_MODEL = Path(__file__).resolve().parents[1] / "models" / "toy-qwen2-vl"
@@ -38,7 +38,7 @@ def test_pages_are_tile_exact(tiny_model_dir, tmp_path):
         inputs = tiny_adapter.image_inputs(pages, sample.question)
         assert inputs.tensors["image_grid_thw"][0].tolist() == [1, 2 * style.rows, 2 * style.cols]
         for evidence in sample.all_evidence():
-            targets = scoring.char_targets([evidence], inputs.image_tokens, 0.1)
+            targets = rules.char_targets([evidence], inputs.image_tokens, 0.1)
             assert all(len(t) == 1 for t in targets)
         # The record is a step1 record: the answer sits in the needle, its boxes are cells of the grid.
         start, end = sample.needle_span

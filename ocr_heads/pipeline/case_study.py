@@ -33,7 +33,7 @@ from ocr_heads.data.samples import SAMPLES_FILE, Sample, load_samples
 from ocr_heads.models import ModelAdapter, load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args
 from ocr_heads.pipeline import step1
-from ocr_heads.scores import rules as scoring
+from ocr_heads.scores import rules
 from ocr_heads.scores.geometry import DEFAULT_OVERLAP
 
 logger = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def build_parser() -> Parser:
                         help="accepted for the authors' command (their exp_case.py then stores the boxes per "
                         "page); boxes are always stored per page here, so it changes nothing")
     parser.add_argument("--max_new_tokens", type=positive_int, default=32, help="greedy decoding length (default 32)")
-    parser.add_argument("--alignment", choices=scoring.ALIGNMENTS, default=Alignment.PRODUCE.value,
+    parser.add_argument("--alignment", choices=rules.ALIGNMENTS, default=Alignment.PRODUCE.value,
                         help="which attention row is an event (see step2 --help)")
     parser.add_argument("--overlap", type=float, default=None,
                         help="a tile covers a character when it holds more than this fraction of its box "
@@ -236,7 +236,7 @@ def _write(adapter: ModelAdapter, args: argparse.Namespace, chars: dict[str, lis
         "chars_without_events": silent,
         "n_failed": len(failed),
         "alignment": args.alignment,
-        "overlap_threshold": scoring.overlap_threshold(Alignment(args.alignment), args.overlap),
+        "overlap_threshold": rules.overlap_threshold(Alignment(args.alignment), args.overlap),
         "max_new_tokens": args.max_new_tokens,
         "protocol": adapter.settings(),
     }

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ocr_heads.attention import AttentionRecorder, Probe, StepRecord
+from ocr_heads.core.kinds import Alignment, Modality
 from ocr_heads.core.runner import SAMPLE_ERRORS
 from ocr_heads.data.samples import Sample
 from ocr_heads.models import ModelAdapter, ModelInputs
 from ocr_heads.models.base import left_padding
-from ocr_heads.scores import HeadScore, Observed, Recording, SampleValues, Settings
-from ocr_heads.scores import rules as scoring
+from ocr_heads.scores import HeadScore, Observed, Recording, SampleValues, Settings, rules
 
 
 def generated_pieces(adapter: ModelAdapter, generated: list[int]) -> list[str]:
@@ -31,9 +31,9 @@ def answer_recall(adapter: ModelAdapter, answer: str, generated: list[int], alig
     def encode(text: str) -> list[int]:
         return adapter.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    if alignment == "authors":
-        return scoring.recall(encode(answer), generated)
-    return scoring.best_recall(scoring.answer_id_variants(encode, answer, adapter.decode(generated)), generated)
+    if alignment == Alignment.AUTHORS:
+        return rules.recall(encode(answer), generated)
+    return rules.best_recall(rules.answer_id_variants(encode, answer, adapter.decode(generated)), generated)
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def check_settings(score: HeadScore, settings: Settings) -> None:
 
 
 def prepare(adapter: ModelAdapter, sample: Sample, score: HeadScore, settings: Settings) -> Prepared:
-    if score.modality == "image":
+    if score.modality == Modality.IMAGE:
         inputs = adapter.image_inputs(sample.load_pages(), sample.question)
     else:
         inputs = adapter.text_inputs(sample.context, sample.question)

@@ -32,8 +32,7 @@ from ocr_heads.models.options import adapter_kwargs, add_model_args, knob_names
 from ocr_heads.pipeline import sample_scoring
 from ocr_heads.pipeline.sample_scoring import SampleResult, check_settings
 from ocr_heads.pipeline.step1 import DEFAULT_OUT
-from ocr_heads.scores import DEFAULT, HeadScore, Settings, all_scores, get_score, listing
-from ocr_heads.scores import rules as scoring
+from ocr_heads.scores import DEFAULT, HeadScore, Settings, all_scores, get_score, listing, rules
 from ocr_heads.scores.files import save_scores, score_stem
 from ocr_heads.scores.geometry import AUTHORS_OVERLAP, DEFAULT_OVERLAP
 
@@ -62,7 +61,7 @@ class Step2Config:
 
     @property
     def overlap_threshold(self) -> float:
-        return scoring.overlap_threshold(self.alignment, self.overlap)
+        return rules.overlap_threshold(self.alignment, self.overlap)
 
 
 def score_batch(adapter: ModelAdapter, recorder: AttentionRecorder, samples: list[Sample],
@@ -182,7 +181,7 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
                         help="greedy decoding length (default 32)")
     parser.add_argument("--tag", default=None,
                         help="name these scores NAME-TAG: keeps runs on other data or settings apart")
-    parser.add_argument("--alignment", choices=scoring.ALIGNMENTS, default=Alignment.PRODUCE.value,
+    parser.add_argument("--alignment", choices=rules.ALIGNMENTS, default=Alignment.PRODUCE.value,
                         help="produce: the row that produced each token (default); authors: the released rule")
     parser.add_argument("--shard", default=None, help="i/n: score every n-th sample starting at i (0-based)")
     parser.add_argument("--merge", action="store_true", help="only merge existing (shard) logs into score files")

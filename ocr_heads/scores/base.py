@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from ocr_heads.core.kinds import Alignment, Modality
+
 if TYPE_CHECKING:  # the registry stays importable without torch (score files, reports)
     from ocr_heads.attention import Probe, StepRecord
     from ocr_heads.data.samples import Sample
     from ocr_heads.models.base import ModelInputs
 
-MODALITIES = ("image", "text")
+MODALITIES = tuple(Modality)
 R = TypeVar("R")
 
 
@@ -32,7 +34,7 @@ R = TypeVar("R")
 class Settings:
     """The run's scoring settings (step2 flags)."""
 
-    alignment: str = "produce"
+    alignment: Alignment = Alignment.PRODUCE
     overlap: float | None = None  # tile-overlap threshold; None: the alignment rule's own
 
 
@@ -84,11 +86,11 @@ class HeadScore:
 
     name: str  # ``--score NAME``; also the ``kind`` in the score file's sidecar
     tag: str  # file tag: OUT/<modality>/MODEL_<tag>.json
-    modality: str  # "image" (pages) or "text" (the context as plain text)
+    modality: Modality  # image (pages) or text (the context as plain text)
     summary: str  # one line for listings
     recording: Callable[[Sample, ModelInputs, list[int], Settings], Recording]
     values: Callable[[Observed, Settings], SampleValues]
-    alignments: tuple[str, ...] = ("produce", "authors")  # the --alignment rules it implements
+    alignments: tuple[Alignment, ...] = (Alignment.PRODUCE, Alignment.AUTHORS)  # the --alignment rules it implements
     other_tags: tuple[str, ...] = ()  # further tags its files carry in the authors' release (OCR: "cg")
     meta: dict = field(default_factory=dict)  # extra sidecar entries (its fixed parameters)
 

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ocr_heads.scores import rules as scoring
+from ocr_heads.core.kinds import Alignment, Modality
+from ocr_heads.scores import rules
 from ocr_heads.scores.base import HeadScore, Observed, Recording, SampleValues, Settings
 from ocr_heads.scores.registered.ocr import answer_events, answer_targets
 
@@ -57,7 +58,7 @@ def recording(sample: Sample, inputs: ModelInputs, answer_ids: list[int], settin
 def prefill_values(
     mass: torch.Tensor | np.ndarray,
     keys: Sequence[int],
-    events: list[scoring.AnswerToken],
+    events: list[rules.AnswerToken],
     targets: list[set[int]],
     recall: float,
     threshold: float = THRESHOLD,
@@ -97,12 +98,12 @@ def values(observed: Observed, settings: Settings) -> SampleValues:
 SCORE = HeadScore(
     name="prefill",
     tag="prefill",
-    modality="image",
+    modality=Modality.IMAGE,
     summary=f"post-image prompt rows put >= {THRESHOLD} of their attention on the answer's tiles at prefill, "
     "x recall",
     recording=recording,
     values=values,
-    alignments=("produce",),
+    alignments=(Alignment.PRODUCE,),
     meta={"mass_threshold": THRESHOLD, "rows": "post-image prompt rows (after the last image token, before the "
           "prompt's last row)"},
 )

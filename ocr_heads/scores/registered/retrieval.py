@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ocr_heads.scores import rules as scoring
+from ocr_heads.core.kinds import Alignment, Modality
+from ocr_heads.scores import rules
 from ocr_heads.scores.base import HeadScore, Observed, Recording, SampleValues, Settings
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def recording(sample: Sample, inputs: ModelInputs, answer_ids: list[int], settings: Settings) -> Recording:
-    if settings.alignment == "authors":
+    if settings.alignment == Alignment.AUTHORS:
         from ocr_heads.attention.probes import PromptRowArgmax  # here: listing scores imports no torch
 
         answer_set = set(answer_ids)
@@ -31,16 +32,16 @@ def recording(sample: Sample, inputs: ModelInputs, answer_ids: list[int], settin
 
 def values(observed: Observed, settings: Settings) -> SampleValues:
     argmax, generated, answer_ids = observed.record.argmax, observed.generated, observed.answer_ids
-    if settings.alignment == "authors":
+    if settings.alignment == Alignment.AUTHORS:
         from ocr_heads.attention.probes import PromptRowArgmax
 
         prompt_argmax = observed.probe(PromptRowArgmax).by_row
-        value = scoring.retrieval_value_authors(prompt_argmax, argmax, observed.prompt_ids, generated, answer_ids)
+        value = rules.retrieval_value_authors(prompt_argmax, argmax, observed.prompt_ids, generated, answer_ids)
         events = len(prompt_argmax) + sum(t in set(answer_ids) for t in generated[:-1])
     else:
-        tokens = scoring.align_answer_tokens(observed.pieces, observed.sample.answer)
+        tokens = rules.align_answer_tokens(observed.pieces, observed.sample.answer)
         needle = set(observed.inputs.context_tokens(*observed.sample.needle_span))
-        value = scoring.retrieval_value(argmax, observed.prompt_ids, generated, tokens, needle)
+        value = rules.retrieval_value(argmax, observed.prompt_ids, generated, tokens, needle)
         events = len(tokens)
     return SampleValues(np.asarray(value)[None], events)
 
@@ -48,7 +49,7 @@ def values(observed: Observed, settings: Settings) -> SampleValues:
 SCORE = HeadScore(
     name="retrieval",
     tag="te",
-    modality="text",
+    modality=Modality.TEXT,
     summary="Wu et al.'s retrieval score: the producing decode row copies the answer token from the needle",
     recording=recording,
     values=values,
