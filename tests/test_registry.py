@@ -35,6 +35,9 @@ def test_discovery_imports_modules_by_name_and_collects_declarations(package):
     found = registry.all()
     assert list(found) == ["a", "b"]
     assert registry.all() == found  # cached: the same entries, no second discovery
+    assert registry.get("a") is found["a"]
+    with pytest.raises(KeyError, match=r"^unknown entry 'c' \(registered: a, b\)$"):
+        registry.get("c")
 
 
 def test_decorator_registration_and_name_clashes(package):

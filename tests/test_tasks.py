@@ -398,7 +398,7 @@ def test_registry() -> None:
         "passkey": ("accuracy", "em"),
         "passkey_text": ("accuracy", "em"),
     }
-    with pytest.raises(KeyError, match="known: doc, hotpot, mdocs"):
+    with pytest.raises(KeyError, match="registered: doc, hotpot, mdocs"):
         get_task("squad")
 
 
@@ -445,9 +445,9 @@ def test_example_validation() -> None:
 def test_default_source_prefers_dataset_dir(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, nq_file: Path
 ) -> None:
-    import ocr_heads.tasks.base as base
+    import ocr_heads.tasks.loaders as loaders
 
-    monkeypatch.setattr(base, "DATASET_DIR", tmp_path)
+    monkeypatch.setattr(loaders, "DATASET_DIR", tmp_path)
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     task = get_task("nq")
     # No local copy: the default is the public URL, which an offline machine refuses to fetch.

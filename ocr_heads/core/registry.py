@@ -24,13 +24,20 @@ from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any, Generic, TypeVar
 
-__all__ = ["DuplicateName", "Registry", "declared", "discover", "lazy", "resolve"]
+__all__ = ["DuplicateName", "Registry", "UnknownName", "declared", "discover", "lazy", "resolve"]
 
 T = TypeVar("T")
 
 
 class DuplicateName(ValueError):
     """Two entries of one registry claim the same name."""
+
+
+class UnknownName(KeyError, ValueError):
+    """No entry of a registry has this name (a KeyError to dict-minded callers, a ValueError to the CLIs)."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0]) if self.args else ""
 
 
 def discover(package: str) -> list[ModuleType]:
@@ -105,6 +112,13 @@ class Registry(Generic[T]):
             return entry
 
         return decorate
+
+    def get(self, name: str) -> T:
+        """The entry filed under ``name``; :class:`UnknownName` listing the registered names otherwise."""
+        entries = self.all()
+        if name not in entries:
+            raise UnknownName(f"unknown {self.what} {name!r} (registered: {', '.join(entries)})")
+        return entries[name]
 
     def all(self) -> dict[str, T]:
         """Every entry, sorted by name (the package's modules are imported on the first call)."""

@@ -24,10 +24,7 @@ def all_experiments() -> dict[str, Experiment]:
 
 
 def get_experiment(name: str) -> Experiment:
-    experiments = all_experiments()
-    if name not in experiments:
-        raise ValueError(f"unknown experiment {name!r} (registered: {', '.join(experiments)})")
-    return experiments[name]
+    return _REGISTRY.get(name)
 
 
 def all_options() -> tuple[Option, ...]:
