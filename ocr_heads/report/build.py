@@ -68,27 +68,6 @@ def _load_all(
     return files
 
 
-def _load_all(
-    paths: Sequence[str | Path | ScoreFile],
-    kinds: str | Sequence[str] | None,
-    models: str | Sequence[str] | None,
-) -> list[ScoreFile]:
-    files = [item if isinstance(item, ScoreFile) else load_scores(item) for item in paths]
-    for scores, kind, model in zip(
-        files,
-        _split_override(kinds, len(files), "kind"),
-        _split_override(models, len(files), "model"),
-        strict=True,
-    ):
-        if kind is not None:
-            if kind not in KINDS:
-                raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-            scores.kind = kind
-        if model is not None:
-            scores.model = model
-    return files
-
-
 def _slugs(files: list[ScoreFile]) -> list[str]:
     slugs: list[str] = []
     for scores_file in files:
