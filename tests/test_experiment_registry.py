@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ocr_heads.attention.edits import BETA_DEFAULT
+from ocr_heads.attention.edits import BETA_DEFAULT, BETA_RANGE
 from ocr_heads.experiments.base import NONE
 from ocr_heads.experiments.registry import all_experiments, get_experiment
 from ocr_heads.experiments.run import RunConfig, csv_rows
@@ -43,7 +43,9 @@ def test_each_head_sets_flags_choose_it(name):
 
 def test_sink_declares_beta_once_and_checks_its_range():
     (beta,) = get_experiment("sink").options
-    assert (beta.name, beta.default, beta.low, beta.high) == ("beta", BETA_DEFAULT, 0.0, 1.0)
+    # sink.py writes the edit's default and range out (no torch at import): they must agree with the edit's.
+    assert (beta.name, beta.default, (beta.low, beta.high)) == ("beta", BETA_DEFAULT, BETA_RANGE)
+    assert BETA_RANGE == (0.0, 1.0)
     assert build_parser("sink").parse_args([]).beta == BETA_DEFAULT == 0.4
     assert get_experiment("masking").options == ()
     assert not hasattr(build_parser("masking").parse_args([]), "beta")

@@ -29,6 +29,20 @@ NONE = "none"  # the head set of the unmodified model: every experiment's baseli
 ContextFactory = Callable[["ModelAdapter", list[str], Mapping[str, float]], AbstractContextManager]
 
 
+# The authors' scripts take --fine_grained; ours accept it (OCR head lists are always the fine-grained ones).
+FINE_GRAINED = ("fine_grained", "accepted for the authors' commands; OCR head lists are always the fine-grained ones")
+
+
+def switches(*flags: tuple[str, str]) -> Callable[[argparse.ArgumentParser], None]:
+    """An experiment's ``add_flags`` for on/off flags ``(name, help)``, the kind the authors' scripts take."""
+
+    def add_flags(parser: argparse.ArgumentParser) -> None:
+        for name, text in flags:
+            parser.add_argument(f"--{name}", action="store_true", help=text)
+
+    return add_flags
+
+
 @dataclass(frozen=True)
 class Option:
     """A numeric option of an edit: ``--NAME`` on the command line, recorded in the run's config, appended to

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ocr_heads.models import ModelAdapter, ModelInputs
-from ocr_heads.tasks import TASKS, Example, Task, get_task
+from ocr_heads.tasks import Example, Task, all_tasks, get_task
+
+if TYPE_CHECKING:  # type hints only: the experiment registry imports this module, and must stay torch-free
+    from ocr_heads.models import ModelAdapter, ModelInputs
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +23,7 @@ def resolve_sources(datasets: list[str], data: list[str] | None) -> dict[str, st
     bare = []
     for item in data or []:
         name, sep, path = item.partition("=")
-        if sep and name in TASKS:
+        if sep and name in all_tasks():
             if name not in datasets:
                 raise ValueError(f"--data {item}: {name} is not among --datasets {datasets}")
             sources[name] = path

@@ -6,12 +6,18 @@ import argparse
 import logging
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
-from ocr_heads.attention.edits import mask_heads
-from ocr_heads.experiments.base import NONE, Edit, Experiment
-from ocr_heads.models.base import ModelAdapter
+from ocr_heads.core.registry import lazy
+from ocr_heads.experiments.base import FINE_GRAINED, NONE, Edit, Experiment, switches
+
+if TYPE_CHECKING:
+    from ocr_heads.models.base import ModelAdapter
 
 logger = logging.getLogger(__name__)
+
+# Imported on first use: the report lists this experiment without loading torch.
+mask_heads = lazy("ocr_heads.attention.edits:mask_heads")
 
 
 def masked(adapter: ModelAdapter, heads: list[str], options: Mapping[str, float]) -> AbstractContextManager:
@@ -19,13 +25,12 @@ def masked(adapter: ModelAdapter, heads: list[str], options: Mapping[str, float]
     return mask_heads(adapter, heads)
 
 
-def add_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--do_masking", action="store_true", help="mask the head set (else: baseline, no masking)")
-    parser.add_argument("--is_all_random", action="store_true", help="k random heads instead of the top k")
-    parser.add_argument("--no_intersection", action="store_true",
-                        help="with --is_all_random: draw only from heads not in the head list")
-    parser.add_argument("--fine_grained", action="store_true",
-                        help="accepted for the paper's commands; OCR head lists are always the fine-grained ones")
+add_flags = switches(
+    ("do_masking", "mask the head set (else: baseline, no masking)"),
+    ("is_all_random", "k random heads instead of the top k"),
+    ("no_intersection", "with --is_all_random: draw only from heads not in the head list"),
+    FINE_GRAINED,
+)
 
 
 def head_set(args: argparse.Namespace) -> str:

@@ -11,33 +11,20 @@ See docs/extending.md.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from functools import cache
-
-import ocr_heads.experiments as package
+from ocr_heads.core.registry import Registry, declared
 from ocr_heads.experiments.base import Experiment, Option
 
+# By name, not `import ocr_heads.experiments`: this module is one of the package's modules it discovers.
+_REGISTRY: Registry[Experiment] = Registry("experiment", __name__.rpartition(".")[0], declared("EXPERIMENT"))
 
-@cache
+
 def all_experiments() -> dict[str, Experiment]:
     """Name -> experiment, for every module of the package that defines ``EXPERIMENT`` (sorted by name)."""
-    found: dict[str, Experiment] = {}
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        experiment = getattr(importlib.import_module(f"{package.__name__}.{info.name}"), "EXPERIMENT", None)
-        if experiment is None:
-            continue
-        if experiment.name in found:
-            raise RuntimeError(f"two experiments are named {experiment.name}")
-        found[experiment.name] = experiment
-    return found
+    return _REGISTRY.all()
 
 
 def get_experiment(name: str) -> Experiment:
-    experiments = all_experiments()
-    if name not in experiments:
-        raise ValueError(f"unknown experiment {name!r} (registered: {', '.join(experiments)})")
-    return experiments[name]
+    return _REGISTRY.get(name)
 
 
 def all_options() -> tuple[Option, ...]:

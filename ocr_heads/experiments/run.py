@@ -13,6 +13,7 @@ import logging
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ocr_heads.core.errors import UserError
 from ocr_heads.core.io import read_json, write_json_atomic
@@ -23,10 +24,12 @@ from ocr_heads.core.runner import SAMPLE_ERRORS, Shard, collect, run_batches, sh
 from ocr_heads.experiments.base import NONE
 from ocr_heads.experiments.data import example_inputs, example_refs
 from ocr_heads.experiments.registry import all_options, get_experiment
-from ocr_heads.models import ModelAdapter, ModelInputs
 from ocr_heads.tasks import DEFAULT_N, Example, get_task
 from ocr_heads.tasks.base import example_rng
 from ocr_heads.tasks.metrics import aggregate
+
+if TYPE_CHECKING:  # type hints only: the experiment registry imports this module, and must stay torch-free
+    from ocr_heads.models import ModelAdapter, ModelInputs
 
 logger = logging.getLogger(__name__)
 

@@ -12,15 +12,22 @@ import argparse
 import logging
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
-from ocr_heads.attention.edits import BETA_DEFAULT, BETA_RANGE, redistribute_sink_heads
+from ocr_heads.core.registry import lazy
 from ocr_heads.experiments import masking
-from ocr_heads.experiments.base import NONE, Edit, Experiment, Option
-from ocr_heads.models.base import ModelAdapter
+from ocr_heads.experiments.base import FINE_GRAINED, NONE, Edit, Experiment, Option, switches
+
+if TYPE_CHECKING:
+    from ocr_heads.models.base import ModelAdapter
 
 logger = logging.getLogger(__name__)
 
-BETA = Option("beta", BETA_DEFAULT, *BETA_RANGE, help="fraction of the sink probability kept", symbol="B")
+# Imported on first use: the report lists this experiment without loading torch.
+redistribute_sink_heads = lazy("ocr_heads.attention.edits:redistribute_sink_heads")
+# The values of ocr_heads.attention.edits' BETA_DEFAULT and BETA_RANGE, written out so that declaring the
+# option needs no torch (tests/test_experiment_registry.py checks that they agree).
+BETA = Option("beta", 0.4, 0.0, 1.0, help="fraction of the sink probability kept", symbol="B")
 
 
 def redistributed(adapter: ModelAdapter, heads: list[str], options: Mapping[str, float]) -> AbstractContextManager:
@@ -28,14 +35,12 @@ def redistributed(adapter: ModelAdapter, heads: list[str], options: Mapping[str,
     return redistribute_sink_heads(adapter, heads, options[BETA.name])
 
 
-def add_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--do_masking", action="store_true",
-                        help="intervene on the top-k heads: the sink edit with --unmasking, else masking "
-                        "(without it: baseline, no edit)")
-    parser.add_argument("--unmasking", action="store_true",
-                        help="with --do_masking: redistribute the sink instead of masking (alone: no effect)")
-    parser.add_argument("--fine_grained", action="store_true",
-                        help="accepted for the authors' commands; OCR head lists are always the fine-grained ones")
+add_flags = switches(
+    ("do_masking", "intervene on the top-k heads: the sink edit with --unmasking, else masking "
+     "(without it: baseline, no edit)"),
+    ("unmasking", "with --do_masking: redistribute the sink instead of masking (alone: no effect)"),
+    FINE_GRAINED,
+)
 
 
 def head_set(args: argparse.Namespace) -> str:

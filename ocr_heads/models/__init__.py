@@ -1,57 +1,40 @@
 """Model adapters: one per family, chosen from the checkpoint's config through a registry.
 
 A family is one module that registers its loader with :func:`register_family` for the
-``model_type`` values it serves; :data:`FAMILY_MODULES` lists the modules imported (lazily, on the
-first lookup) so that they register themselves. Adding a family = one module + one line here.
+``model_type`` values it serves. On the first lookup every module of this package is imported
+(:class:`~ocr_heads.core.registry.Registry`), so the families register themselves; the helpers
+beside them (base, options, protocol, ...) register nothing. Adding a family = one module.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 
+from ocr_heads.core.registry import Registry
 from ocr_heads.models.base import AttentionShape, ImageTokens, ModelAdapter, ModelInputs
 
 __all__ = ["AttentionShape", "ImageTokens", "ModelAdapter", "ModelInputs", "family_loader", "load_adapter",
            "model_type", "register_family", "registered_families", "supported_model_types"]
 
-# Modules that register a family when imported.
-FAMILY_MODULES = ("ocr_heads.models.qwen2_vl", "ocr_heads.models.internvl", "ocr_heads.models.internvl2_convert",
-                  "ocr_heads.models.qwen_family", "ocr_heads.models.llava_onevision", "ocr_heads.models.gemma3",
-                  "ocr_heads.models.smolvlm")
-
 Loader = Callable[..., ModelAdapter]
-_LOADERS: dict[str, Loader] = {}
+# By name, not the package object: the family modules import this one (`from ocr_heads.models import ...`).
+_REGISTRY: Registry[Loader] = Registry("model type", __name__)
 
 
 def register_family(*model_types: str) -> Callable[[Loader], Loader]:
     """Decorator: ``loader(model_id, **adapter_kwargs)`` serves checkpoints of these ``model_type`` values."""
-
-    def register(loader: Loader) -> Loader:
-        for kind in model_types:
-            if kind in _LOADERS and _LOADERS[kind] is not loader:
-                raise ValueError(f"model type {kind!r} is registered twice")
-            _LOADERS[kind] = loader
-        return loader
-
-    return register
-
-
-def _loaders() -> dict[str, Loader]:
-    for module in FAMILY_MODULES:
-        importlib.import_module(module)
-    return _LOADERS
+    return _REGISTRY.register(*model_types)
 
 
 def registered_families() -> dict[str, Loader]:
-    """Model type -> loader, in registration order (:data:`FAMILY_MODULES` order)."""
-    return dict(_loaders())
+    """Model type -> loader, sorted by model type."""
+    return _REGISTRY.all()
 
 
 def supported_model_types() -> list[str]:
-    return sorted(_loaders())
+    return list(_REGISTRY.all())
 
 
 def model_type(model_id: str) -> str:
@@ -75,7 +58,7 @@ def model_type(model_id: str) -> str:
 def family_loader(model_id: str) -> Loader:
     """The registered loader (usually the adapter class) that serves ``model_id``."""
     kind = model_type(model_id)
-    loaders = _loaders()
+    loaders = registered_families()
     if kind not in loaders:
         raise ValueError(f"{model_id}: model type {kind!r} is not supported (supported: {', '.join(sorted(loaders))})")
     return loaders[kind]

@@ -27,7 +27,7 @@ from ocr_heads.models.options import adapter_kwargs, add_model_args, knob_names
 from ocr_heads.scores import default_score
 from ocr_heads.scores.files import heads_file
 from ocr_heads.scores.selection import choose_heads, load_head_ranking, needs_ranking
-from ocr_heads.tasks import DEFAULT_N, TASKS
+from ocr_heads.tasks import DEFAULT_N, all_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +55,8 @@ def build_parser(experiment: Experiment | str) -> argparse.ArgumentParser:
     epilog = OUTPUTS.format(exp=experiment.name, extra=extra, columns=", ".join(experiment.csv_columns))
     parser = Parser(description=textwrap.fill(experiment.description, 100), epilog=epilog + experiment.epilog,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", nargs="+", default=datasets, choices=sorted(TASKS), metavar="NAME",
-                        help=f"datasets to evaluate: {', '.join(sorted(TASKS))} (default: {' '.join(datasets)})")
+    parser.add_argument("--datasets", nargs="+", default=datasets, choices=sorted(all_tasks()), metavar="NAME",
+                        help=f"datasets to evaluate: {', '.join(all_tasks())} (default: {' '.join(datasets)})")
     parser.add_argument("--task", choices=tuple(Modality), default=Modality.IMAGE.value,
                         help="whose heads: image = OCR heads (step3 *_fg list), text = retrieval heads (*_te list)")
     add_model_args(parser, DEFAULT_MODEL)

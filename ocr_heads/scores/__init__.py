@@ -11,10 +11,7 @@ report look it up by name or tag. See docs/extending.md.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from functools import cache
-
+from ocr_heads.core.registry import DuplicateName, Registry, declared
 from ocr_heads.scores.base import HeadScore, Observed, Recording, SampleValues, Settings
 
 __all__ = ["HeadScore", "Observed", "Recording", "SampleValues", "Settings", "all_scores", "by_tag",
@@ -22,21 +19,18 @@ __all__ = ["HeadScore", "Observed", "Recording", "SampleValues", "Settings", "al
 
 DEFAULT = {"image": "ocr", "text": "retrieval"}  # the score each step2 script runs without --score
 
+_REGISTRY: Registry[HeadScore] = Registry("score", f"{__name__}.registered", declared("SCORE"))
 
-@cache
+
 def all_scores() -> dict[str, HeadScore]:
-    """Name -> score, for every module of this package that defines ``SCORE`` (sorted by name)."""
-    found: dict[str, HeadScore] = {}
-    package = f"{__name__}.registered"
-    for info in sorted(pkgutil.iter_modules(importlib.import_module(package).__path__), key=lambda m: m.name):
-        score = getattr(importlib.import_module(f"{package}.{info.name}"), "SCORE", None)
-        if score is None:
-            continue
-        for other in found.values():
-            if other.name == score.name or {other.tag, *other.other_tags} & {score.tag, *score.other_tags}:
-                raise RuntimeError(f"scores {other.name} and {score.name} share a name or file tag")
-        found[score.name] = score
-    return dict(sorted(found.items()))
+    """Name -> score, for every module of ``registered/`` that defines ``SCORE`` (sorted by name)."""
+    scores = _REGISTRY.all()
+    owner: dict[str, str] = {}  # file tag -> score: a tag names the score of a file, so it must be unique too
+    for score in scores.values():
+        for tag in (score.tag, *score.other_tags):
+            if owner.setdefault(tag, score.name) != score.name:
+                raise DuplicateName(f"scores {owner[tag]} and {score.name} share the file tag {tag!r}")
+    return scores
 
 
 def listing() -> str:

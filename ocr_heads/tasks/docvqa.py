@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import Any
 
-from ocr_heads.tasks.base import Example, Row, Task, load_hf_rows, open_image, parse_answers
+from PIL import Image
+
+from ocr_heads.tasks.base import Example, Task, parse_answers
+from ocr_heads.tasks.loaders import Row, load_hf_rows, open_image
 
 DEFAULT_SOURCE = "lmms-lab/DocVQA"
 CONFIG = "DocVQA"
@@ -27,26 +31,17 @@ def pages(row: Row) -> list:
     return [open_image(row["image"], where=f"doc {row['questionId']}")]
 
 
+def document_example(task: str, row: Row, pages: list[Image.Image], **meta: Any) -> Example:
+    """The Example of a DocVQA-style row (``questionId``, ``question``, ``answers``; MP-DocVQA's too)."""
+    example_id = str(row["questionId"])
+    golds = parse_answers(row["answers"], where=f"{task} {example_id}")
+    return Example(id=example_id, question=row["question"], golds=golds, pages=pages, instruction=INSTRUCTION,
+                   meta=meta)
+
+
 def to_example(row: Row, index: int, rows: Sequence[Row], rng: random.Random) -> Example:
-    example_id = row_id(row, index)
-    return Example(
-        id=example_id,
-        question=row["question"],
-        golds=parse_answers(row["answers"], where=f"doc {example_id}"),
-        pages=pages(row),
-        instruction=INSTRUCTION,
-        meta={"doc_id": row.get("docId")},
-    )
+    return document_example("doc", row, pages(row), doc_id=row.get("docId"))
 
 
-TASK = Task(
-    name="doc",
-    modality="image",
-    metrics=("anls",),
-    default_source=DEFAULT_SOURCE,
-    local_default="DocVQA",
-    load_rows=load_rows,
-    row_id=row_id,
-    to_example=to_example,
-    description="DocVQA validation: one document page, short answer, ANLS",
-)
+TASK = Task("doc", "image", ("anls",), DEFAULT_SOURCE, load_rows, row_id, to_example, local_default="DocVQA",
+            description="DocVQA validation: one document page, short answer, ANLS")

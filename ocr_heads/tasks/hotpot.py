@@ -10,21 +10,12 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from ocr_heads.tasks.base import (
-    TEXT_QA_INSTRUCTION,
-    Example,
-    Passage,
-    Row,
-    Task,
-    format_passages,
-    load_json_rows,
-    passages_meta,
-)
+from ocr_heads.tasks.base import TEXT_QA_METRICS, Example, Passage, Task, passage_example
+from ocr_heads.tasks.loaders import Row, load_json_rows
 
 DEFAULT_SOURCE = "http://curtis.ml.cmu.edu/datasets/hotpot/hotpot_dev_distractor_v1.json"
 LOCAL_DEFAULT = "hotpotqa/hotpot_dev_distractor_v1.json"
 MIN_RANDOM, MAX_RANDOM = 1, 5
-INSTRUCTION = TEXT_QA_INSTRUCTION
 
 
 def load_rows(source: str) -> list[dict]:
@@ -73,35 +64,14 @@ def random_paragraphs(rows: Sequence[Row], exclude: set[str], k: int, rng: rando
     return chosen
 
 
-def passages(row: Row, rows: Sequence[Row], rng: random.Random) -> list[Passage]:
+def to_example(row: Row, index: int, rows: Sequence[Row], rng: random.Random) -> Example:
     evidence = supporting(row)
     k = rng.randint(MIN_RANDOM, MAX_RANDOM)
-    mixed = evidence + random_paragraphs(rows, {p.title for p in evidence}, k, rng)
-    rng.shuffle(mixed)
-    return mixed
+    distractors = random_paragraphs(rows, {p.title for p in evidence}, k, rng)
+    return passage_example(row_id(row, index), row["question"], [str(row["answer"])], evidence, distractors, rng,
+                           type=row.get("type"), level=row.get("level"))
 
 
-def to_example(row: Row, index: int, rows: Sequence[Row], rng: random.Random) -> Example:
-    mixed = passages(row, rows, rng)
-    return Example(
-        id=row_id(row, index),
-        question=row["question"],
-        golds=[str(row["answer"])],
-        context=format_passages(mixed),
-        instruction=INSTRUCTION,
-        meta={**passages_meta(mixed), "type": row.get("type"), "level": row.get("level")},
-    )
-
-
-TASK = Task(
-    name="hotpot",
-    modality="text",
-    metrics=("em", "f1"),
-    default_source=DEFAULT_SOURCE,
-    local_default=LOCAL_DEFAULT,
-    load_rows=load_rows,
-    row_id=row_id,
-    to_example=to_example,
-    keep=keep,
-    description=f"HotpotQA dev distractor: supporting + {MIN_RANDOM}-{MAX_RANDOM} random paragraphs, EM/F1",
-)
+TASK = Task("hotpot", "text", TEXT_QA_METRICS, DEFAULT_SOURCE, load_rows, row_id, to_example, keep=keep,
+            local_default=LOCAL_DEFAULT,
+            description=f"HotpotQA dev distractor: supporting + {MIN_RANDOM}-{MAX_RANDOM} random paragraphs, EM/F1")

@@ -10,12 +10,13 @@ import random
 import re
 from collections.abc import Sequence
 
-from ocr_heads.tasks.base import Example, Row, Task, load_hf_rows, open_image, parse_answers
+from ocr_heads.tasks.base import Example, Task
+from ocr_heads.tasks.docvqa import document_example, row_id
+from ocr_heads.tasks.loaders import Row, load_hf_rows, open_image
 
 DEFAULT_SOURCE = "lmms-lab/MP-DocVQA"
 SPLIT = "val"
 MAX_PAGES = 8  # the paper keeps documents that fit the model's context: <= 8 pages
-INSTRUCTION = "Answer the question using a single word or phrase."
 
 _PAGE_COLUMN = re.compile(r"^image_(\d+)$")
 
@@ -34,35 +35,14 @@ def load_rows(source: str) -> Sequence[Row]:
     return load_hf_rows(source, split=SPLIT, required=("questionId", "question", "answers", "image_1"))
 
 
-def row_id(row: Row, index: int) -> str:
-    return str(row["questionId"])
-
-
 def pages(row: Row) -> list:
     return [open_image(row[key], where=f"mdocs {row['questionId']} {key}") for key in page_columns(row)]
 
 
 def to_example(row: Row, index: int, rows: Sequence[Row], rng: random.Random) -> Example:
-    example_id = row_id(row, index)
-    return Example(
-        id=example_id,
-        question=row["question"],
-        golds=parse_answers(row["answers"], where=f"mdocs {example_id}"),
-        pages=pages(row),
-        instruction=INSTRUCTION,
-        meta={"doc_id": row.get("doc_id"), "answer_page_idx": row.get("answer_page_idx")},
-    )
+    return document_example("mdocs", row, pages(row), doc_id=row.get("doc_id"),
+                            answer_page_idx=row.get("answer_page_idx"))
 
 
-TASK = Task(
-    name="mdocs",
-    modality="image",
-    metrics=("anls",),
-    default_source=DEFAULT_SOURCE,
-    local_default="MP-DocVQA",
-    load_rows=load_rows,
-    row_id=row_id,
-    to_example=to_example,
-    keep=keep,
-    description=f"MP-DocVQA val, documents of at most {MAX_PAGES} pages, ANLS",
-)
+TASK = Task("mdocs", "image", ("anls",), DEFAULT_SOURCE, load_rows, row_id, to_example, keep=keep,
+            local_default="MP-DocVQA", description=f"MP-DocVQA val, documents of at most {MAX_PAGES} pages, ANLS")

@@ -10,22 +10,12 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from ocr_heads.tasks.base import (
-    TEXT_QA_INSTRUCTION,
-    Example,
-    Passage,
-    Row,
-    Task,
-    format_passages,
-    load_json_rows,
-    parse_answers,
-    passages_meta,
-)
+from ocr_heads.tasks.base import TEXT_QA_METRICS, Example, Passage, Task, parse_answers, passage_example
+from ocr_heads.tasks.loaders import Row, load_json_rows
 
 DEFAULT_SOURCE = "https://dl.fbaipublicfiles.com/dpr/data/retriever/biencoder-nq-dev.json.gz"
 LOCAL_DEFAULT = "nq/biencoder-nq-dev.json"
 NUM_NEGATIVES = 5
-INSTRUCTION = TEXT_QA_INSTRUCTION
 
 
 def load_rows(source: str) -> list[dict]:
@@ -49,36 +39,15 @@ def keep(row: Row) -> bool:
     return bool(evidence(row))
 
 
-def passages(row: Row, rng: random.Random) -> list[Passage]:
+def to_example(row: Row, index: int, rows: Sequence[Row], rng: random.Random) -> Example:
     negatives = row["negative_ctxs"]
     # The paper's code sampled from all but the last negative (an off-by-one); we use them all.
     chosen = rng.sample(negatives, min(NUM_NEGATIVES, len(negatives)))
-    mixed = evidence(row) + [Passage(ctx["title"], ctx["text"], False) for ctx in chosen]
-    rng.shuffle(mixed)
-    return mixed
+    distractors = [Passage(ctx["title"], ctx["text"], False) for ctx in chosen]
+    golds = parse_answers(row["answers"], where=f"nq {index}")
+    return passage_example(row_id(row, index), row["question"], golds, evidence(row), distractors, rng)
 
 
-def to_example(row: Row, index: int, rows: Sequence[Row], rng: random.Random) -> Example:
-    mixed = passages(row, rng)
-    return Example(
-        id=row_id(row, index),
-        question=row["question"],
-        golds=parse_answers(row["answers"], where=f"nq {index}"),
-        context=format_passages(mixed),
-        instruction=INSTRUCTION,
-        meta=passages_meta(mixed),
-    )
-
-
-TASK = Task(
-    name="nq",
-    modality="text",
-    metrics=("em", "f1"),
-    default_source=DEFAULT_SOURCE,
-    local_default=LOCAL_DEFAULT,
-    load_rows=load_rows,
-    row_id=row_id,
-    to_example=to_example,
-    keep=keep,
-    description=f"NQ dev (DPR): title-matched positives + {NUM_NEGATIVES} random negatives, EM/F1",
-)
+TASK = Task("nq", "text", TEXT_QA_METRICS, DEFAULT_SOURCE, load_rows, row_id, to_example, keep=keep,
+            local_default=LOCAL_DEFAULT,
+            description=f"NQ dev (DPR): title-matched positives + {NUM_NEGATIVES} random negatives, EM/F1")

@@ -10,9 +10,11 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ocr_heads.core.io import read_jsonl
-from ocr_heads.tasks.base import Example, Row, Task, open_image
+from ocr_heads.tasks.base import Example, Task
+from ocr_heads.tasks.loaders import Row, open_image
 
 SAMPLES_FILE = "samples.jsonl"
 REQUIRED_FIELDS = ("id", "question", "answer", "context", "pages", "evidence")
@@ -45,45 +47,21 @@ def pages(row: Row) -> list:
     return [open_image(Path(row["_dir"]) / page, where=f"passkey {row['id']}") for page in row["pages"]]
 
 
+def _example(row: Row, index: int, **fields: Any) -> Example:
+    return Example(id=row_id(row, index), question=row["question"], golds=[str(row["answer"])],
+                   instruction=INSTRUCTION, **fields)
+
+
 def to_image_example(row: Row, index: int, rows: Sequence[Row], rng: random.Random) -> Example:
-    return Example(
-        id=row_id(row, index),
-        question=row["question"],
-        golds=[str(row["answer"])],
-        pages=pages(row),
-        instruction=INSTRUCTION,
-        meta={"evidence": row["evidence"], "page_files": list(row["pages"])},
-    )
+    return _example(row, index, pages=pages(row), meta={"evidence": row["evidence"], "page_files": list(row["pages"])})
 
 
 def to_text_example(row: Row, index: int, rows: Sequence[Row], rng: random.Random) -> Example:
-    return Example(
-        id=row_id(row, index),
-        question=row["question"],
-        golds=[str(row["answer"])],
-        context=row["context"],
-        instruction=INSTRUCTION,
-    )
+    return _example(row, index, context=row["context"])
 
 
-TASK = Task(
-    name="passkey",
-    modality="image",
-    metrics=("accuracy", "em"),
-    default_source=None,
-    load_rows=load_rows,
-    row_id=row_id,
-    to_example=to_image_example,
-    description="step1 passkey samples as rendered pages; accuracy and EM",
-)
-
-TEXT_TASK = Task(
-    name="passkey_text",
-    modality="text",
-    metrics=("accuracy", "em"),
-    default_source=None,
-    load_rows=load_rows,
-    row_id=row_id,
-    to_example=to_text_example,
-    description="step1 passkey samples as plain text (the context the pages show); accuracy and EM",
-)
+METRICS = ("accuracy", "em")
+TASK = Task("passkey", "image", METRICS, None, load_rows, row_id, to_image_example,
+            description="step1 passkey samples as rendered pages; accuracy and EM")
+TEXT_TASK = Task("passkey_text", "text", METRICS, None, load_rows, row_id, to_text_example,
+                 description="step1 passkey samples as plain text (the context the pages show); accuracy and EM")

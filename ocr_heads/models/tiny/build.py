@@ -16,7 +16,6 @@ findings.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from transformers import InternVLForConditionalGeneration, Qwen2VLConfig, Qwen2V
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from ocr_heads.core.commandline import Parser, positive_int, run_cli, setup_logging
+from ocr_heads.core.registry import Registry
 from ocr_heads.models.internvl import (
     CONTEXT_IMAGE,
     END_IMAGE,
@@ -44,26 +44,18 @@ from ocr_heads.models.tiny.hub_configs import (
 
 logger = logging.getLogger(__name__)
 
-# family name -> builder(out, seed=..., **config_overrides) -> Path. Families defined elsewhere register with
-# @tiny_builder in their own module, listed in TINY_MODULES so that `--family` finds them.
-BUILDERS: dict[str, Callable[..., Path]] = {}
-TINY_MODULES: tuple[str, ...] = ("ocr_heads.models.tiny.qwen", "ocr_heads.models.tiny.llava_onevision",
-                                  "ocr_heads.models.tiny.gemma3", "ocr_heads.models.tiny.smolvlm")
+# family name -> builder(out, seed=..., **config_overrides) -> Path; every module of this package that builds a
+# family registers it with @tiny_builder (found on the first lookup, no list of modules).
+_BUILDERS: Registry[Callable[..., Path]] = Registry("tiny builder", __name__.rpartition(".")[0])
 
 
 def tiny_builder(family: str) -> Callable[[Callable[..., Path]], Callable[..., Path]]:
-    def register(builder: Callable[..., Path]) -> Callable[..., Path]:
-        BUILDERS[family] = builder
-        return builder
-
-    return register
+    return _BUILDERS.register(family)
 
 
 def builders() -> dict[str, Callable[..., Path]]:
-    """Every registered tiny builder (importing the modules that register more families)."""
-    for module in TINY_MODULES:
-        importlib.import_module(module)
-    return BUILDERS
+    """Every registered tiny builder, by family name."""
+    return _BUILDERS.all()
 
 
 def _decoder_config(vocab_size: int, token_ids: dict[str, int], num_layers: int, hidden_size: int, num_heads: int,

@@ -1,0 +1,34 @@
+"""Sections of the experiments' results: one table per registered experiment whose CSV is in the results folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ocr_heads.experiments.registry import all_experiments
+from ocr_heads.report import tables
+from ocr_heads.report.sections.common import Report, Section
+
+
+def sections(results: Path, report: Report) -> list[Section]:
+    # The registry lists the experiments and their titles without importing torch (tests/test_registry.py).
+    found = []
+    for name, experiment in all_experiments().items():
+        title = experiment.title or name
+        frame = tables.load_results(results / f"{name}.csv")
+        if frame is None:
+            continue
+        table = tables.pivot(frame)
+        path = report.out / f"{name}_table.csv"
+        tables.flat(table).to_csv(path, index=False)
+        report.add(path)
+        model_notes = tables.notes(frame)
+        report.caveats.update({f"{model} ({name})": note for model, note in model_notes.items()})
+        part = Section(f"{title} ({results / f'{name}.csv'})")
+        part.text("Mean over seeds only (never over models, protocols or datasets); rows: model, protocol, "
+                  "dataset, task, metric; columns: head set, k."
+                  + "".join(f" {model}: {note}." for model, note in model_notes.items()))
+        part.raw(table.to_html(na_rep=""))
+        part.raw(tables.seeds_and_samples(frame).to_html())
+        found.append(part)
+        report.lines.append(f"{title} table ({len(frame)} rows):\n{table.to_string()}")
+    return found
