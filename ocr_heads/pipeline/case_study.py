@@ -8,6 +8,7 @@ any step2 image run grouped by the character each event reads (no model run). Ou
     OUT/case/NAME_case.json       {"model": NAME, "chars": {"0": {"l0_h0": score, ...}, ...}}
     OUT/case/NAME_case.meta.json  samples / events per character, failures, settings
     OUT/case/NAME_case.samples.jsonl  per-sample log (a rerun resumes)
+    OUT/case/NAME_case.run.json       what the log is made from (model fingerprint, data, settings)
 """
 
 from __future__ import annotations
@@ -27,11 +28,19 @@ from ocr_heads.core.heads import all_heads
 from ocr_heads.core.io import read_json, read_jsonl, write_json_atomic
 from ocr_heads.core.kinds import Alignment, Modality
 from ocr_heads.core.paths import SAMPLE_LOG, SIDECAR, case_file, companion
-from ocr_heads.core.provenance import model_note, note_of
+from ocr_heads.core.provenance import (
+    MODEL_KEY,
+    claim,
+    data_fingerprint,
+    model_fingerprint,
+    model_note,
+    model_origin,
+    note_of,
+)
 from ocr_heads.core.runner import collect, run_batches
 from ocr_heads.data.samples import SAMPLES_FILE, Sample, load_samples
 from ocr_heads.models import ModelAdapter, load_adapter
-from ocr_heads.models.options import adapter_kwargs, add_model_args
+from ocr_heads.models.options import adapter_kwargs, add_model_args, knob_names
 from ocr_heads.pipeline import step1
 from ocr_heads.scores import rules
 from ocr_heads.scores.geometry import DEFAULT_OVERLAP
@@ -119,8 +128,9 @@ def build_parser() -> Parser:
         f"of {CASE_LENGTHS[0]} tokens per character, --seed), as the authors' exp_case.py generates its data. Writes "
         'OUT/case/NAME_case.json ({"model": NAME, "chars": {"0": {"l0_h0": score, ...}, ...}}), '
         "NAME_case.meta.json (samples and events per character) and, with --data, the per-sample log "
-        "NAME_case.samples.jsonl; rerunning resumes. NAME is the last component of --model_id (or the "
-        "step2 run's model).",
+        "NAME_case.samples.jsonl (NAME_case.run.json keys it by the model's fingerprint, data and settings); "
+        "rerunning resumes, another model of the same name is refused. NAME is the last component of --model_id "
+        "(or the step2 run's model).",
     )
     add_model_args(parser, "Qwen/Qwen2-VL-2B-Instruct")
     source = parser.add_mutually_exclusive_group()
@@ -206,6 +216,10 @@ def _run(args: argparse.Namespace) -> int:
     cfg = Step2Config(Modality.IMAGE, args.max_new_tokens, args.alignment, args.overlap)
     samples = [sample for group in chars.values() for sample in group]
     log = case_file(args.out, adapter.name, SAMPLE_LOG)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    claim(case_file(args.out, adapter.name, ".run.json"), run_identity(args, adapter.name),
+          str(case_file(args.out, adapter.name, "")), "use another --out to keep both",
+          recorded={"model_source": model_origin(args.model_id)})
     with capture(adapter) as recorder:
         def process(batch: list[Sample]) -> list[dict | Exception]:
             outcomes = score_batch(adapter, recorder, batch, cfg)
@@ -217,6 +231,18 @@ def _run(args: argparse.Namespace) -> int:
     if not records:
         raise UserError(f"every sample failed; errors are in {log}")
     return _write(adapter, args, chars, records, failed)
+
+
+def run_identity(args: argparse.Namespace, name: str) -> dict:
+    """What the per-sample log is made from; a resumed run must match it. The model is pinned by its files'
+    fingerprint (its name alone can be shared by two checkpoints); --n may grow."""
+    identity = {"model": name, MODEL_KEY: model_fingerprint(args.model_id),
+                "data_fingerprint": data_fingerprint(args.data), "alignment": args.alignment,
+                "max_new_tokens": args.max_new_tokens}
+    for key in ("overlap", *knob_names(), "protocol"):
+        if getattr(args, key, None) is not None:
+            identity[key] = getattr(args, key)
+    return identity
 
 
 def _write(adapter: ModelAdapter, args: argparse.Namespace, chars: dict[str, list[Sample]], records: list[dict],

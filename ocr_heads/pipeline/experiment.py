@@ -16,7 +16,7 @@ from ocr_heads.core.heads import check_heads_exist
 from ocr_heads.core.io import ensure_writable_dir
 from ocr_heads.core.kinds import Modality
 from ocr_heads.core.paths import model_name
-from ocr_heads.core.provenance import model_note
+from ocr_heads.core.provenance import model_fingerprint, model_note
 from ocr_heads.core.runner import Shard
 from ocr_heads.experiments.base import NONE, Experiment
 from ocr_heads.experiments.data import resolve_sources
@@ -109,10 +109,11 @@ def _configs(args: argparse.Namespace, experiment: Experiment, head_set: str, ad
     logger.info("head set %s (k=%d): %s", head_set, k, ", ".join(heads) or "none")
     options = {} if edit is None else {option.name: getattr(args, option.name) for option in edit.options}
     knobs = {name: getattr(args, name) for name in knob_names() if getattr(args, name, None) is not None}
+    fingerprint = model_fingerprint(args.model_id)  # once: every dataset's run pins the same model
     for dataset in args.datasets:
         yield RunConfig(experiment.name, args.model_id, dataset, Modality(args.task), head_set, k, args.seed, heads,
                         str(heads_path) if heads_path else None, options, sources[dataset], args.n, args.data_seed,
-                        args.max_new_tokens, args.tag, getattr(args, "protocol", None) or "", knobs)
+                        args.max_new_tokens, args.tag, getattr(args, "protocol", None) or "", knobs, fingerprint)
 
 
 def run_main(experiment: str, argv: list[str] | None = None) -> int:

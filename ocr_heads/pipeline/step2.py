@@ -22,11 +22,11 @@ from ocr_heads.attention import AttentionRecorder, capture, verify_against_eager
 from ocr_heads.core.commandline import Parser, count_help, positive_int, run_cli, setup_logging
 from ocr_heads.core.errors import EmptyRunError
 from ocr_heads.core.heads import all_heads, parse_head
-from ocr_heads.core.io import ensure_writable_dir
+from ocr_heads.core.io import ensure_writable_dir, read_jsonl
 from ocr_heads.core.kinds import Alignment, Modality
-from ocr_heads.core.provenance import claim, data_fingerprint, model_note
+from ocr_heads.core.provenance import MODEL_KEY, claim, data_fingerprint, model_fingerprint, model_note, model_origin
 from ocr_heads.core.runner import Shard, collect, run_batches, shard_logs
-from ocr_heads.data.samples import Sample, load_sample_dirs
+from ocr_heads.data.samples import SAMPLES_FILE, Sample, load_sample_dirs
 from ocr_heads.models import ModelAdapter, load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args, knob_names
 from ocr_heads.pipeline import sample_scoring
@@ -163,7 +163,8 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
         f"NAME_{default.tag}.meta.json and the per-sample log NAME_{default.tag}.samples.jsonl (generated text, "
         f"recall, hits); {default.tag} is the {default.name} score's file tag, another --score writes its own tag "
         "instead. NAME is the last component of --model_id (NAME-TAG with --tag). Rerunning the same command resumes; "
-        "writing into scores made from other data or settings is refused (use --tag or another --out). Exit "
+        "writing into scores made from other data or settings, or by another model of the same name (a "
+        "fingerprint of its config and weights files, not its path), is refused (use --tag or another --out). Exit "
         "status 3: the run wrote its files but no answer token was ever scored.",
     )
     parser.add_argument("--score", nargs="?", default=default.name, action=ScoreChoice, metavar="NAME",
@@ -177,6 +178,9 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
     parser.add_argument("--out", default=Path("scores"), type=Path, help="scores root (default: scores)")
     parser.add_argument("--n", type=positive_int, default=None,
                         help=count_help("per --data dir (the first N of DIR/samples.jsonl)", None))
+    parser.add_argument("--restrict_to_n", action="store_true",
+                        help="write the score files over the first --n samples only, even when the per-sample log "
+                        "holds more from an earlier, larger run (by default those are kept, and a line says so)")
     parser.add_argument("--max_new_tokens", type=positive_int, default=32,
                         help="greedy decoding length (default 32)")
     parser.add_argument("--tag", default=None,
@@ -214,9 +218,33 @@ def data_fingerprints(data: list[Path]) -> str | list[str | None] | None:
     return fingerprints[0] if len(fingerprints) == 1 else fingerprints
 
 
-def run_identity(kind: Modality, args: argparse.Namespace, model: str, cfg: Step2Config) -> dict:
-    """What the scores of one output stem are made from; a resumed run must match it."""
-    identity = {"kind": kind, "model": model, "data": "+".join(Path(d).resolve().name for d in args.data),
+def scored_order(data: list[Path], order: list[str], logs: list[Path], restrict: bool) -> list[str]:
+    """The samples the score files are written over: the ones selected (``order``, the first --n), plus
+    those an earlier run with a larger --n scored into the same logs, unless ``restrict``. A smaller --n
+    must not silently shrink the scores; the extra samples keep their place in the data's order."""
+    selected = set(order)
+    logged = {record["id"] for log in logs for record in read_jsonl(log) if "error" not in record}
+    everything = [record["id"] for folder in data for record in read_jsonl(Path(folder) / SAMPLES_FILE)]
+    extra = [sample_id for sample_id in everything if sample_id in logged and sample_id not in selected]
+    if not extra:
+        return order
+    if restrict:
+        logger.info("--restrict_to_n: the score files are written over the %d selected samples; the log keeps %d "
+                    "more scored by an earlier run", len(order), len(extra))
+        return order
+    logger.info("--n selects %d samples, but the log holds %d more scored by an earlier run: the score files keep "
+                "all %d (pass --restrict_to_n to write them over the selected samples only)", len(order), len(extra),
+                len(order) + len(extra))
+    kept = selected | set(extra)
+    return [sample_id for sample_id in everything if sample_id in kept]
+
+
+def run_identity(kind: Modality, args: argparse.Namespace, model: str, cfg: Step2Config,
+                 fingerprint: str | None = None) -> dict:
+    """What the scores of one output stem are made from; a resumed run must match it. The model is pinned by
+    the fingerprint of its files (``model`` is only its short name: two checkpoints can share it)."""
+    identity = {"kind": kind, "model": model, **({MODEL_KEY: fingerprint} if fingerprint else {}),
+                "data": "+".join(Path(d).resolve().name for d in args.data),
                 "data_fingerprint": data_fingerprints(args.data), "alignment": cfg.alignment,
                 "max_new_tokens": cfg.max_new_tokens}
     for key in ("overlap", *knob_names(), "protocol"):
@@ -234,10 +262,13 @@ def _main(kind: Modality, args: argparse.Namespace) -> int:
     adapter = load_adapter(args.model_id, **adapter_kwargs(args, shard.device_map()))
     name = f"{adapter.name}-{args.tag}" if args.tag else adapter.name
     stem = score_stem(name, cfg.head_score)
-    claim(out_dir / f"{stem}.run.json", run_identity(kind, args, adapter.name, cfg), str(out_dir / stem),
-          "pass --tag NAME (scores NAME-TAG) or another --out to keep both")
-    info = {"model": adapter.name, "model_id": args.model_id, "num_layers": adapter.shape.num_layers,
-            "num_heads": adapter.shape.num_heads, "num_kv_heads": adapter.shape.num_kv_heads,
+    fingerprint = model_fingerprint(args.model_id)
+    claim(out_dir / f"{stem}.run.json", run_identity(kind, args, adapter.name, cfg, fingerprint), str(out_dir / stem),
+          "pass --tag NAME (scores NAME-TAG) or another --out to keep both",
+          recorded={"model_source": model_origin(args.model_id)})
+    info = {"model": adapter.name, "model_id": args.model_id, MODEL_KEY: fingerprint,
+            "num_layers": adapter.shape.num_layers, "num_heads": adapter.shape.num_heads,
+            "num_kv_heads": adapter.shape.num_kv_heads,
             # Layers without attention rows (linear attention): their heads have no events in the score file.
             "not_scoreable_layers": [layer for layer in range(adapter.shape.num_layers)
                                      if layer not in adapter.scoreable_layers]}
@@ -261,6 +292,7 @@ def _main(kind: Modality, args: argparse.Namespace) -> int:
         elif shard.count > 1:
             logger.info("shard %d/%d done; merge with the same command plus --merge", shard.index, shard.count)
             return 1 if failed == len(shard.select(samples)) else 0
+    order = scored_order(args.data, order, shard_logs(out_dir, stem), args.restrict_to_n)
     scored, failed, events = write_scores(out_dir, stem, info, cfg, args.data, order)
     logger.info("%d samples scored, %d failed, %d answer-token events -> %s", scored, failed, events,
                 out_dir / f"{stem}.json")
