@@ -15,15 +15,20 @@ logger = logging.getLogger(__name__)
 
 def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2) -> None:
     """Write JSON to a temp file in the same directory, then rename: readers never see half a file."""
+    write_text_atomic(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write text (JSON, a CSV) to a temp file in the same directory, then rename: readers never see half a
+    file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp creates the file 0600; a result file gets the mode open() would give it (the umask's).
         os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "w") as handle:
-            json.dump(obj, handle, indent=indent)
-            handle.write("\n")
+        with os.fdopen(fd, "w", newline="") as handle:
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -1,14 +1,16 @@
 """One experiment *run* = one dataset x one head set (and its edit, or none) on one model.
 
 Its samples stream to ``OUT/{experiment}/{model}/{stem}.samples.jsonl`` (a rerun resumes), its summary goes
-to ``{stem}.json`` (config, heads, metrics, n, per-sample predictions) and one row per metric is added to
-``OUT/{experiment}.csv``. What the edit is comes from the registered experiment
-(:mod:`ocr_heads.experiments.registry`); nothing here knows masking from sink.
+to ``{stem}.json`` (config, heads, metrics, n, per-sample predictions) and its one row per metric is written
+into ``OUT/{experiment}.csv``, replacing that run's earlier rows (a rerun or a larger --n). What the edit is
+comes from the registered experiment (:mod:`ocr_heads.experiments.registry`); nothing here knows masking
+from sink.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -16,10 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ocr_heads.core.errors import UserError
-from ocr_heads.core.io import read_json, write_json_atomic
+from ocr_heads.core.io import write_json_atomic, write_text_atomic
 from ocr_heads.core.kinds import Modality
 from ocr_heads.core.paths import experiment_csv, experiment_dir
-from ocr_heads.core.provenance import data_fingerprint, differences, model_note
+from ocr_heads.core.provenance import MODEL_KEY, claim, data_fingerprint, model_fingerprint, model_note
 from ocr_heads.core.runner import SAMPLE_ERRORS, Shard, collect, run_batches, shard_logs
 from ocr_heads.experiments.base import NONE
 from ocr_heads.experiments.data import example_inputs, example_refs
@@ -53,6 +55,7 @@ class RunConfig:
     tag: str | None = None  # keeps runs on other data or settings apart: results under NAME-TAG
     protocol: str = ""  # the image protocol, when the command line has one
     knobs: dict[str, object] = field(default_factory=dict)  # the family knobs given (--min_pixels ...), if any
+    model_fingerprint: str | None = None  # the loaded files' fingerprint (core.provenance): what the model is
 
     def __post_init__(self) -> None:
         self.task = Modality(self.task)  # given as the command line's plain string: any other word is a ValueError
@@ -80,8 +83,9 @@ class RunConfig:
         return record
 
     def identity(self) -> dict:
-        """What must not change between a run and its resumption (``n`` may grow)."""
-        keys = ("experiment", "model_id", "dataset", "head_set", "heads", *(o.name for o in all_options()),
+        """What must not change between a run and its resumption (``n`` may grow). The model is pinned by its
+        fingerprint, not its path: a copy elsewhere is the same model, other weights under one name are not."""
+        keys = ("experiment", MODEL_KEY, "dataset", "head_set", "heads", *(o.name for o in all_options()),
                 "source", "data_seed", "max_new_tokens", "protocol")
         record = self.record()
         identity = {key: record[key] for key in keys}
@@ -101,15 +105,8 @@ def intervention(adapter: ModelAdapter, cfg: RunConfig) -> AbstractContextManage
 
 
 def _check_resume(path: Path, cfg: RunConfig) -> None:
-    identity = cfg.identity()
-    if path.exists():
-        previous = read_json(path)
-        if previous != identity:
-            changed = "; ".join(differences(previous, identity))
-            raise UserError(f"{path.parent / cfg.stem} holds a run made with other settings: {changed}. Nothing "
-                            "was written; pass --tag NAME or another --out to keep both")
-    else:
-        write_json_atomic(path, identity)
+    claim(path, cfg.identity(), str(path.parent / cfg.stem), "pass --tag NAME or another --out to keep both",
+          recorded={"model_id": cfg.model_id})
 
 
 def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | None = None,
@@ -122,6 +119,8 @@ def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | Non
     or (under ``accelerate launch``) by the first process once all are done; others return None.
     """
     shard = shard or Shard()
+    if cfg.model_fingerprint is None:
+        cfg.model_fingerprint = model_fingerprint(cfg.model_id)
     task = get_task(cfg.dataset)
     model = cfg.model_label(adapter.name)
     run_dir = experiment_dir(out, cfg.experiment, model)
@@ -180,7 +179,7 @@ def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | Non
         summary["warning"] = note
     write_json_atomic(run_dir / f"{cfg.stem}.json", summary)
     if n:
-        append_csv(experiment_csv(out, cfg.experiment), csv_rows(cfg, metrics, n, model, note))
+        replace_csv_rows(experiment_csv(out, cfg.experiment), csv_rows(cfg, metrics, n, model, note), cfg.experiment)
     logger.info("%s %s: %s over %d samples (%d failed)", cfg.experiment, cfg.stem,
                 ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()), n, len(failed))
     return summary
@@ -196,25 +195,55 @@ def csv_rows(cfg: RunConfig, metrics: dict[str, float], n: int, model: str, note
             for metric, value in metrics.items()]
 
 
-def append_csv(path: Path, rows: list[dict]) -> None:
-    """Append rows (header on a new file); a row already present verbatim is not added again, so a
-    resumed or repeated run does not duplicate its result."""
+# What a result row is not keyed by: its numbers and caveat. Everything else (model, protocol, dataset, head
+# set, k, seed of a random draw, the edit's options, metric) names the run folder OUT/{exp}/MODEL/STEM, whose
+# config.json pins the rest (model fingerprint, head list, data and its fingerprint, knobs, decoding).
+NOT_KEYS = ("value", "n", "note")
+
+
+def row_key(row: dict, experiment: str) -> tuple[str, ...]:
+    """What a row stands for: one run's metric. The seed counts only for a random head set (a fixed set's run
+    is the same run under any --seed)."""
+    key = {column: str(value) for column, value in row.items() if column not in NOT_KEYS}
+    try:
+        edit = get_experiment(experiment).edit(key.get("head_set", ""))
+    except ValueError:  # a head set this version does not know: keep its seed
+        edit = None
+    if key.get("head_set") == NONE or (edit is not None and not edit.selection.startswith("random")):
+        key["seed"] = ""
+    return tuple(sorted(key.items()))
+
+
+def replace_csv_rows(path: Path, rows: list[dict], experiment: str) -> None:
+    """Write ``rows`` into the result CSV, replacing the rows of the same run and metric (a rerun, or the same
+    run extended with a larger --n, has one row per metric: its latest). The file is rewritten atomically."""
     columns = list(rows[0])
-    existing = set()
+    kept: list[dict] = []
     if path.exists():
         with path.open(newline="") as handle:
             reader = csv.DictReader(handle)
             if reader.fieldnames != columns:
                 raise UserError(f"{path} has columns {reader.fieldnames}, not {columns} (an older layout?); "
                                 "nothing was added to it: use another --out")
-            existing = {tuple(row[c] for c in columns) for row in reader}
-    new = [row for row in rows if tuple(str(row[c]) for c in columns) not in existing]
-    if not new:
-        return
-    write_header = not path.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        if write_header:
-            writer.writeheader()
-        writer.writerows(new)
+            kept = list(reader)
+    # An earlier row of the same run and metric gives its place to the new one (the file keeps its order).
+    new = {row_key(row, experiment): row for row in rows}
+    merged: list[dict] = []
+    replaced = 0
+    for row in kept:
+        key = row_key(row, experiment)
+        if key not in new:
+            merged.append(row)
+            continue
+        replaced += 1
+        if new[key] is not None:
+            merged.append(new[key])
+            new[key] = None  # placed: a second old row of this key is dropped
+    merged.extend(row for row in new.values() if row is not None)
+    if replaced:
+        logger.info("%s: %d earlier row(s) of this run replaced", path, replaced)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(merged)
+    write_text_atomic(path, buffer.getvalue())
