@@ -1,7 +1,8 @@
 """Masking and sink result tables: long CSVs -> pivot tables, one row group per model.
 
 CSV columns: model, protocol, dataset, task, head_set, k, seed, metric, value, n, note. Values are
-averaged over seeds only, never across models, protocols or datasets. Files written before the
+averaged over seeds only (rows equal in everything but the seed), never across models, protocols,
+datasets, sample counts or options. Files written before the
 ``model`` column existed are read with the model "(unknown)".
 """
 
@@ -41,15 +42,40 @@ def notes(frame: pd.DataFrame) -> dict[str, str]:
     return {model: note for model, note in frame.groupby("model")["note"].first().items() if note}
 
 
+def variants(frame: pd.DataFrame) -> pd.Series:
+    """Per row, what sets it apart from the other rows of its table cell besides the seed ('' for nothing).
+
+    Only rows that differ in the seed alone are averaged; any other difference (n, beta, a rerun's value under
+    the same seed, as CSVs written before rows were replaced hold) keeps each row apart, labelled by it.
+    """
+    cell = [*KEYS, "head_set", "k"]
+    others = [column for column in frame.columns if column not in (*cell, "seed", "value")]
+    labels = pd.Series("", index=frame.index, dtype=object)
+    for _, rows in frame.groupby(cell, dropna=False):
+        if len(rows) < 2:
+            continue
+        varying = [column for column in others if rows[column].astype(str).nunique() > 1]
+        if varying:
+            labels[rows.index] = [", ".join(f"{column}={row[column]}" for column in varying)
+                                  for _, row in rows.iterrows()]
+        elif rows["seed"].duplicated(keep=False).any():
+            labels[rows.index] = [f"row {index + 2} of the CSV" for index in rows.index]  # header is line 1
+    return labels
+
+
 def pivot(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows (model, protocol, dataset, task, metric) x columns (head_set, k): the value averaged over seeds.
 
+    Rows that differ in anything but the seed are not averaged: each gets a table row of its own, told apart
+    by a ``rows`` index level (e.g. ``n=3`` / ``n=4``), present only when some cell needs it.
     An empty ``k`` (e.g. the unmasked baseline) becomes 0, so the baseline keeps its own column.
     """
     frame = frame.copy()
     frame["k"] = frame["k"].fillna(0).astype(int)
+    frame["rows"] = variants(frame)
+    index = KEYS if (frame["rows"] == "").all() else [*KEYS, "rows"]
     table = frame.pivot_table(
-        index=KEYS, columns=["head_set", "k"], values="value", aggfunc="mean"
+        index=index, columns=["head_set", "k"], values="value", aggfunc="mean"
     )
     return table.round(4)
 

@@ -24,7 +24,8 @@ def sections(results: Path, report: Report) -> list[Section]:
         model_notes = tables.notes(frame)
         report.caveats.update({f"{model} ({name})": note for model, note in model_notes.items()})
         part = Section(f"{title} ({results / f'{name}.csv'})")
-        part.text("Mean over seeds only (never over models, protocols or datasets); rows: model, protocol, "
+        part.text("Mean over seeds only, of rows equal in everything else (never over models, protocols, datasets, "
+                  "n or options: such rows are shown apart, labelled by what differs); rows: model, protocol, "
                   "dataset, task, metric; columns: head set, k."
                   + "".join(f" {model}: {note}." for model, note in model_notes.items()))
         part.raw(table.to_html(na_rep=""))
