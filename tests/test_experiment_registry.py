@@ -17,8 +17,9 @@ from ocr_heads.pipeline.experiment import build_parser
 ROOT = Path(__file__).resolve().parents[1]
 # The config of every result file (summary "config"), key by key, in file order.
 CONFIG_KEYS = ["experiment", "model_id", "dataset", "task", "head_set", "k", "seed", "heads", "heads_path", "beta",
-               "source", "n", "data_seed", "max_new_tokens", "tag", "protocol"]
-IDENTITY_KEYS = ["experiment", "model_id", "dataset", "head_set", "heads", "beta", "source", "data_seed",
+               "source", "n", "data_seed", "max_new_tokens", "tag", "protocol", "model_fingerprint"]
+# The model is pinned by its fingerprint (what was loaded), not model_id (where it was loaded from).
+IDENTITY_KEYS = ["experiment", "model_fingerprint", "dataset", "head_set", "heads", "beta", "source", "data_seed",
                  "max_new_tokens", "protocol", "data_fingerprint"]
 CSV = ["model", "protocol", "dataset", "task", "head_set", "k", "seed", "metric", "value", "n", "note"]
 
