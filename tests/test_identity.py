@@ -205,3 +205,29 @@ def test_a_fixed_head_set_is_one_run_under_any_seed(tmp_path, head_set, seeds, e
                                  "head_set": head_set, "k": 2, "seed": seed, "metric": "em", "value": "0.5", "n": 2,
                                  "note": ""}], "masking")
     assert len(read_csv(path)) == expect
+
+
+# ---------------------------------------------------------------- the case study
+
+
+def test_case_study_refuses_another_model_of_the_same_name(tiny_model_dir, tmp_path, capsys):
+    from ocr_heads.data import haystack
+    from ocr_heads.data.samples import generate_samples
+    from ocr_heads.pipeline.case_study import main as case_main
+
+    data = tmp_path / "chars"
+    generate_samples(data, "char_7", 1, [64], 42, haystack.embedded_corpus(),
+                     lambda _rng: haystack.single_char_needle("7"))
+
+    def argv(model: Path) -> list[str]:
+        return ["--model_id", str(model), "--data", str(data), "--n", "1", "--max_new_tokens", "2", "--out",
+                str(tmp_path / "results")]
+
+    assert case_main(argv(tiny_model_dir)) == 0
+    other = perturbed_copy(tiny_model_dir, tmp_path / "run2" / tiny_model_dir.name)
+    capsys.readouterr()
+    assert case_main(argv(other)) == 2
+    errors = error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and str(tiny_model_dir) in errors[0] and str(other) in errors[0]
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "copy" / tiny_model_dir.name)
+    assert case_main(argv(copy)) == 0
