@@ -8,10 +8,11 @@
 (b) ``ocr_heads.attention.capture`` (sdpa + per-step argmax of the producing row);
 (c) plain ``generate`` with sdpa, nothing recorded.
 
-All methods run in one process, interleaved: after one warm-up run of each, every round runs each
-method once, in alternating order (a b c, c b a, ...), so a neighbour's load or a thermal drift hits
-both sides of a pair alike. Time ours/plain is the median over rounds of (b)'s time / (c)'s time in the
-same round, printed with its range; each method's own time is its median. Models: the tiny model
+All methods run in one process. (b) and (c) run as interleaved pairs: after one warm-up run of each,
+round i runs c b or b c (alternating), so other jobs' load and any drift hit both sides of a pair
+alike; time ours/plain is the median over rounds of (b)'s time / (c)'s time in the same round,
+printed with its range. (a) runs after the pairs (warm-up + as many runs), never between the two sides
+of a pair. Each method's own time is its median. Models: the tiny model
 (default), or ``--size 2b|7b``, the published Qwen2-VL architecture from ``configs/`` with random
 weights (``--layers N`` keeps N decoder layers and vision blocks at the published widths; float32
 on the CPU). ``--long`` is the realistic-width case: 2B widths (hidden 1536, 12 heads / 2 kv heads,
@@ -146,26 +147,32 @@ class Bench:
 
     def measure(self, modality: str, size: int, batch: int, methods: tuple[str, ...], new_tokens: int,
                 pairs: int) -> dict:
-        """Warm-up, then ``pairs`` rounds of every method in alternating order; one summary dict."""
-        import torch
-
+        """``pairs`` interleaved plain/capture pairs, then the authors' runs; one summary dict."""
         tensors, prompt_tokens = self.inputs(modality, size, batch)
         runs = {method: Runs() for method in methods}
-        failures = (torch.cuda.OutOfMemoryError, MemoryError)
+        paired = tuple(method for method in ("plain", "capture") if method in methods)
         for round_index in range(pairs + 1):  # round 0 is the warm-up (allocator, kernels): not kept
-            order = methods if round_index % 2 == 0 else tuple(reversed(methods))
-            for method in order:
-                if runs[method].error is not None:
-                    continue
-                try:
-                    seconds, peak = self.run(method, tensors, new_tokens)
-                except failures as err:  # e.g. the authors' approach out of GPU memory: the table goes on
-                    runs[method].error = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
-                    continue
-                if round_index > 0:
-                    runs[method].seconds.append(seconds)
-                    runs[method].peaks_mib.append(peak)
+            for method in paired if round_index % 2 == 0 else paired[::-1]:
+                self._record(runs[method], method, tensors, new_tokens, keep=round_index > 0)
+        # The authors' approach last: its memory-heavy runs never sit between the two sides of a pair.
+        if "authors" in runs:
+            for round_index in range(pairs + 1):
+                self._record(runs["authors"], "authors", tensors, new_tokens, keep=round_index > 0)
         return summarize(modality, size, batch, prompt_tokens, runs, self.device)
+
+    def _record(self, runs: Runs, method: str, tensors: dict, new_tokens: int, keep: bool) -> None:
+        import torch
+
+        if runs.error is not None:
+            return
+        try:
+            seconds, peak = self.run(method, tensors, new_tokens)
+        except (torch.cuda.OutOfMemoryError, MemoryError) as err:  # e.g. the authors' approach: the table goes on
+            runs.error = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
+            return
+        if keep:
+            runs.seconds.append(seconds)
+            runs.peaks_mib.append(peak)
 
 
 def summarize(modality: str, size: int, batch: int, prompt_tokens: int, runs: dict[str, Runs], device: str) -> dict:
