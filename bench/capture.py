@@ -268,8 +268,8 @@ def main() -> None:
     lengths = args.lengths or ([2048, 8192] if not args.full else [2048, 8192, 32768, 131072])
     pages = args.pages if args.pages is not None else ([] if args.long else [1, 4, 16] if args.full else [4])
     batch_sizes = [1, 16] if args.full else args.batch_sizes
-    authors_max = args.authors_max or (2048 if args.long else 8192)
-    pairs = args.pairs or (3 if args.long else 5)
+    authors_max = args.authors_max if args.authors_max is not None else (2048 if args.long else 8192)
+    pairs = args.pairs if args.pairs is not None else (3 if args.long else 5)
 
     cases = [("text", n, b) for b in batch_sizes for n in lengths]
     cases += [("image", n, b) for b in batch_sizes for n in pages]
