@@ -5,4 +5,4 @@ import sys
 from ocr_heads.pipeline.step1 import main
 
 if __name__ == "__main__":
-    sys.exit(main("passkey", "Generate passkey-retrieval samples rendered as page images."))
+    sys.exit(main("passkey"))

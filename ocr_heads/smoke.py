@@ -36,9 +36,15 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "Qwen2-VL-2B-Instruct
 FULL_SIZE = {"2b": CONFIG, "7b": CONFIG.with_name("Qwen2-VL-7B-Instruct.json")}
 
 
-def full_size_config(config: Path = CONFIG) -> tuple[Qwen2VLConfig, object]:
-    """A published architecture with the project's character tokenizer's token ids; (config, tokenizer)."""
+def full_size_config(config: Path = CONFIG, layers: int | None = None) -> tuple[Qwen2VLConfig, object]:
+    """A published architecture with the project's character tokenizer's token ids; (config, tokenizer).
+
+    ``layers``: keep only that many decoder layers and vision blocks (every width stays the published one).
+    """
     spec = {k: v for k, v in json.loads(config.read_text()).items() if not k.startswith("_")}
+    if layers is not None:
+        spec["text_config"]["num_hidden_layers"] = layers
+        spec["vision_config"]["depth"] = min(spec["vision_config"]["depth"], layers)
     tokenizer = build_char_tokenizer()
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in
            ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_start|>", "<|im_end|>",
@@ -50,9 +56,10 @@ def full_size_config(config: Path = CONFIG) -> tuple[Qwen2VLConfig, object]:
     return config, tokenizer
 
 
-def build_full_size(out: Path, seed: int = 0, config_path: Path = CONFIG) -> Path:
-    """Random bf16 weights of a published architecture, saved with its tokenizer and image processor."""
-    config, tokenizer = full_size_config(config_path)
+def build_full_size(out: Path, seed: int = 0, config_path: Path = CONFIG, layers: int | None = None) -> Path:
+    """Random bf16 weights of a published architecture (``layers``: see full_size_config), saved with its
+    tokenizer and image processor."""
+    config, tokenizer = full_size_config(config_path, layers)
     torch.manual_seed(seed)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)

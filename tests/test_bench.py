@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
     return module
 
@@ -35,11 +37,39 @@ def test_full_size_architectures_are_the_published_ones(size, layers, heads, kv_
 def test_capture_bench_measures_a_batch_on_cpu(tiny_model_dir):
     """bench/capture.py --device cpu at a small size: the path --device cuda --size 2b takes on a GPU."""
     capture_bench = _load("capture")
+    case = capture_bench.measure(str(tiny_model_dir), "image", 1, new_tokens=2, pairs=2, device="cpu", batch=2,
+                                 methods=("capture", "plain"))
+    assert case["device"] == "cpu" and case["batch"] == 2 and case["prompt_tokens"] > 100
     for method in ("capture", "plain"):
-        row = capture_bench.measure(str(tiny_model_dir), method, "image", 1, 2, 1, device="cpu", batch=2)
-        assert row["device"] == "cpu" and row["batch"] == 2 and row["method"] == method
-        assert row["prompt_tokens"] > 100 and row["seconds"] > 0 and row["peak_mib"] >= 0
+        row = case["methods"][method]
+        assert row["seconds"] > 0 and row["peak_mib"] >= 0
+    # One ratio per interleaved round, summarised by their median and range.
+    assert len(case["time_ratios"]) == 2 and all(r > 0 for r in case["time_ratios"])
+    low, high = case["time_ratio_range"]
+    assert low <= case["time_ratio"] <= high
     if torch.cuda.is_available():
         return
     with pytest.raises(SystemExit, match="no GPU"):
-        capture_bench.measure(str(tiny_model_dir), "plain", "text", 16, 1, 1, device="cuda")
+        capture_bench.measure(str(tiny_model_dir), "text", 16, new_tokens=1, pairs=1, device="cuda")
+
+
+def test_capture_bench_summary_pairs_rounds_and_reports_failures():
+    """Ratios come from runs of the same round; a method that failed is a row that says so, not a ratio."""
+    capture_bench = _load("capture")
+    runs = {"authors": capture_bench.Runs(error="OutOfMemoryError: CUDA out of memory"),
+            "capture": capture_bench.Runs(seconds=[2.0, 1.0, 3.0], peaks_mib=[5.0, 4.0, 6.0]),
+            "plain": capture_bench.Runs(seconds=[1.0, 1.0, 2.0], peaks_mib=[0.5, 0.2, 0.3])}
+    case = capture_bench.summarize("text", 8192, 1, 8234, runs, "cpu")
+    assert case["time_ratios"] == [2.0, 1.0, 1.5] and case["time_ratio"] == 1.5
+    assert case["time_ratio_range"] == [1.0, 2.0]
+    assert case["methods"]["capture"] == {"seconds": 2.0, "peak_mib": 4.0}
+    assert case["mem_ratio_ours_plain"] == 4.0  # the plain peak (under 1 MiB) counts as 1 MiB
+    assert "error" in case["methods"]["authors"] and "peak_mem_ratio" not in case
+
+
+def test_build_full_size_keeps_the_published_widths_with_fewer_layers():
+    config, _ = full_size_config(FULL_SIZE["2b"], layers=4)
+    text = config.text_config
+    assert (text.num_hidden_layers, text.hidden_size, text.num_attention_heads, text.num_key_value_heads,
+            text.intermediate_size) == (4, 1536, 12, 2, 8960)
+    assert config.vision_config.depth == 4 and config.vision_config.embed_dim == 1280

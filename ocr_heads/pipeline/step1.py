@@ -121,7 +121,12 @@ def _source(task: str, args: argparse.Namespace) -> tuple[str, NeedleMaker]:
     return corpus, lambda rng: rng.choice(needles)
 
 
-def main(task: str, description: str, argv: list[str] | None = None) -> int:
+# The --help description of each task's command (step1_passkey.py, step1_niah.py, ocr-heads step1-...).
+DESCRIPTIONS = {"passkey": "Generate passkey-retrieval samples rendered as page images.",
+                "niah": "Generate needle-in-a-haystack samples rendered as page images."}
+
+
+def main(task: str, description: str | None = None, argv: list[str] | None = None) -> int:
     """The command line of step1_passkey.py / step1_niah.py (user mistakes: one ``error:`` line, exit 2)."""
-    args = build_parser(task, description).parse_args(argv)
+    args = build_parser(task, description or DESCRIPTIONS[task]).parse_args(argv)
     return run_cli(lambda: run(task, args) and 0)
