@@ -12,8 +12,10 @@ Rows (status ok / warn / FAIL / skip):
 - ``chat template``: warn when the checkpoint ships none (the adapter's fallback is used); FAIL when a
   special token of the rendered template does not encode as that one token id.
 - ``passkey``: the page's passkey, asked as step2 asks it; the output is shown. ok if it contains the
-  key, warn ("no answer") if not: a random tiny model cannot read, and a real model may miss one
-  page, so this is a hint, not a failure. FAIL if generation raises or yields nothing.
+  key. FAIL if the model misreads it under its own protocol (given, or declared by the checkpoint): a
+  whole step2 run would then score zeros. A model marked random-weights (``ocr_heads_random_weights``)
+  cannot read, so its miss is only a warning. FAIL if generation raises or yields nothing. ``--data
+  DIR`` checks the first sample of a step1 folder instead of the rendered page (e.g. the toy's pages).
 - ``capture == eager``: every recorded per-head argmax of that generation equals eager attention's
   (:func:`ocr_heads.attention.verify_against_eager`). FAIL on any real mismatch.
 """
@@ -35,6 +37,7 @@ from ocr_heads.data.samples import Sample, generate_samples, load_samples
 from ocr_heads.inspect import view_page
 from ocr_heads.models import ModelAdapter, family_loader, load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args
+from ocr_heads.models.protocol import NATIVE, PAPER
 
 logger = logging.getLogger(__name__)
 
@@ -123,10 +126,7 @@ def check_passkey_and_capture(adapter: ModelAdapter, sample: Sample) -> list[Che
     output = adapter.decode(generated)
     if not generated:
         return [Check("passkey", FAIL, "generate produced no tokens"), Check("capture == eager", SKIP, "")]
-    answered = sample.answer in output
-    random_weights = getattr(adapter.config, "ocr_heads_random_weights", False)
-    note = "" if answered else " -- no answer" + (" (random weights)" if random_weights else "")
-    passkey = Check("passkey", OK if answered else WARN, f"key {sample.answer}, output {output!r}{note}")
+    passkey = check_answer(adapter, sample, output)
     mismatches = verify_against_eager(adapter, inputs, generated, record)
     steps, layers, heads = record.argmax.shape
     if mismatches:
@@ -136,7 +136,21 @@ def check_passkey_and_capture(adapter: ModelAdapter, sample: Sample) -> list[Che
     return [passkey, eager]
 
 
-def run_checks(model_id: str, kwargs: dict) -> list[Check]:
+def check_answer(adapter: ModelAdapter, sample: Sample, output: str) -> Check:
+    """ok when the output holds the key; a miss fails, except for a model with random weights (it cannot read)."""
+    detail = f"key {sample.answer}, output {output!r}"
+    if sample.answer in output:
+        return Check("passkey", OK, detail)
+    if getattr(adapter.config, "ocr_heads_random_weights", False):
+        return Check("passkey", WARN, f"{detail} -- no answer (random weights)")
+    # A model that misreads its own protocol's page would score zeros in step2: say so before the long run.
+    other = NATIVE if adapter.protocol == PAPER else PAPER
+    return Check("passkey", FAIL, f"{detail} -- misread under protocol {adapter.protocol} ({adapter.protocol_source}); "
+                                  f"try --protocol {other}, or --data DIR with pages of the kind it was trained on")
+
+
+def run_checks(model_id: str, kwargs: dict, sample: Sample | None = None) -> list[Check]:
+    """Every row; ``sample``: the passkey sample to read (default: a rendered step1 passkey page)."""
     try:
         checks = [check_token_ids(model_id)]
     except (OSError, ValueError) as err:
@@ -151,7 +165,7 @@ def run_checks(model_id: str, kwargs: dict) -> list[Check]:
     checks.append(Check("load", OK, f"{type(adapter).__name__} {adapter.name}: {shape.num_layers} layers x "
                                     f"{shape.num_heads} heads ({shape.num_kv_heads} kv)"))
     with tempfile.TemporaryDirectory() as tmp:
-        sample = render_sample(Path(tmp))
+        sample = sample or render_sample(Path(tmp))
         for step in (check_protocol, check_chat_template, check_passkey_and_capture):
             args = (adapter,) if step is check_chat_template else (adapter, sample)
             try:
@@ -173,9 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Self-check a model before a long run: special-token ids, loading, the page protocol and "
         "tokens per page, the chat template, one rendered passkey answered, capture == eager attention.",
         epilog="Prints one table (check, ok/warn/FAIL/skip, detail); exits 1 if any check FAILs. 'warn' rows "
-        "(no chat template in the checkpoint; passkey not answered, e.g. by a random model) do not fail.",
+        "(no chat template in the checkpoint; passkey not answered by a model marked random-weights) do not fail.",
     )
     add_model_args(parser)
+    parser.add_argument("--data", type=Path, default=None, metavar="DIR",
+                        help="a step1 folder: check its first sample's page (default: a rendered step1 passkey page)")
     return parser
 
 
@@ -185,16 +201,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         kwargs = adapter_kwargs(args)
         family_loader(args.model_id)
-    except ValueError as err:
+        sample = load_samples(args.data, limit=1)[0] if args.data is not None else None
+    except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    checks = run_checks(args.model_id, kwargs)
+    checks = run_checks(args.model_id, kwargs, sample)
     print(format_table(checks))
     failed = [check.name for check in checks if check.status == FAIL]
     if failed:
         print(f"doctor: {len(failed)} failed: {', '.join(failed)}")
         return 1
-    print("doctor: all checks passed")
+    warned = [check.name for check in checks if check.status == WARN]
+    print("doctor: all checks passed" + (f" ({len(warned)} warned: {', '.join(warned)})" if warned else ""))
     return 0
 
 

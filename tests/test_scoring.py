@@ -219,3 +219,40 @@ def test_authors_argmax_leaves_out_the_last_prompt_position():
         record = recorder.result()
         assert record.argmax.tolist() == [[[expected]]]
         assert record.keys == (4 if exclude else None)
+
+
+def test_retrieval_authors_rule_leaves_out_the_last_prompt_key():
+    """The released text script slices ``attn[row, :-len(generated)]`` like its OCR script: a decode row whose
+    argmax falls on the prompt's last position P-1 is read at its best key in [0, P-1) instead."""
+    from types import SimpleNamespace
+
+    from ocr_heads.attention import AttentionRecorder, row_statistics
+    from ocr_heads.attention.probes import PromptArgmax, PromptRowArgmax
+    from ocr_heads.core.kinds import Alignment
+    from ocr_heads.models.base import ModelInputs
+    from ocr_heads.scores.base import Observed, Settings
+    from ocr_heads.scores.registered.retrieval import SCORE
+
+    prompt, generated, answer_ids = [1, 40, 41, 5, 9], [40, 41, 2], [40, 41]  # needle 40 41 at 1-2; P = 5
+    inputs = ModelInputs({"input_ids": torch.tensor([prompt])})
+    sample = SimpleNamespace(id="hand-built")
+    settings = Settings(Alignment.AUTHORS)
+    recording = SCORE.recording(sample, inputs, answer_ids, settings)
+    assert recording.exclude_last_prompt
+    # One layer, one head. Rows: the prefill's last (5 keys), then steps 1 and 2 (6 and 7 keys). Step 1 (the row
+    # of generated 40) peaks on position 1 (token 40); step 2 (generated 41) peaks on P-1 (token 9), then on 2 (41).
+    rows = [[0.2, 0.2, 0.2, 0.2, 0.2], [0.1, 0.5, 0.1, 0.1, 0.1, 0.1],
+            [0.05, 0.05, 0.30, 0.05, 0.40, 0.10, 0.05]]
+    recorder = AttentionRecorder(num_layers=1)
+    recorder.reset(prompt_length=len(prompt), exclude_last_prompt=recording.exclude_last_prompt)
+    for row in rows:
+        recorder.observe(0, *row_statistics(torch.tensor([[row]]), recorder.argmax_keys(), None))
+    record = recorder.result()
+    prompt_rows = PromptArgmax({1: torch.tensor([[1]]), 2: torch.tensor([[2]])})  # prompt rows 1, 2 read themselves
+    observed = Observed(sample, inputs, generated, ["40", "41", ""], answer_ids, 1.0, record, recording,
+                        {PromptRowArgmax: prompt_rows})
+    result = SCORE.values(observed, settings)
+    # Events: prompt rows 1 and 2, generated 40 (step 1) and 41 (step 2): all four hit. With key P-1 in the
+    # range, step 2's argmax would be position 4 (token 9) and the head would score 3/4.
+    np.testing.assert_allclose(result.values, [[[1.0]]])
+    assert result.events == 4

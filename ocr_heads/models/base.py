@@ -6,6 +6,7 @@ which family it runs, where image tokens sit, or how a family tiles a page.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -14,7 +15,9 @@ import torch
 from PIL import Image
 
 from ocr_heads.core.paths import model_name
-from ocr_heads.models.protocol import DEFAULT_PROTOCOL, PAPER, check_protocol
+from ocr_heads.models.protocol import PAPER, check_protocol, resolve_protocol
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,7 @@ class ModelAdapter(ABC):
     tokenizer: object
     name: str  # short name for files, e.g. "Qwen2-VL-2B-Instruct"
     protocol: str  # "paper" or "native" (ocr_heads.models.protocol)
+    protocol_source: str  # where the protocol came from: given, declared by the checkpoint, or the default
     knobs: dict[str, int | bool | None]  # every declared knob's value; None: not given, the protocol decides
     image_token_id: int
     chat_template_source: str  # "checkpoint", or "fallback" when the checkpoint ships none
@@ -214,19 +218,24 @@ class ModelAdapter(ABC):
         model_id: str,
         dtype: torch.dtype | str | None = None,
         device_map: str | None = None,
-        protocol: str = DEFAULT_PROTOCOL,
+        protocol: str | None = None,
         weights: bool = True,
         **knobs: int | bool | None,
     ) -> None:
         """Load ``model_id`` (hub id or local dir) with the page settings of ``protocol``, overridden by the
         family's ``KNOBS`` given as keyword arguments (any other keyword is a ValueError, before anything loads).
+        ``protocol`` None: the one the checkpoint's config declares, else the paper's
+        (:func:`~ocr_heads.models.protocol.resolve_protocol`); logged either way.
 
         Model: sdpa attention; float32 on CPU, the checkpoint's dtype on GPU unless ``dtype`` is given.
         ``weights=False`` reads only the config: enough to build inputs and tile geometry.
         """
-        self.protocol = check_protocol(protocol)
+        if protocol is not None:
+            check_protocol(protocol)  # a bad name fails before anything loads
         self.knobs = self.check_knobs(knobs)
         self._load(model_id, dtype, device_map, weights)
+        self.protocol, self.protocol_source = resolve_protocol(protocol, self.config)
+        logger.info("%s: page protocol %s (%s)", model_id, self.protocol, self.protocol_source)
         self.image_token_id = self.config.image_token_id
         self.setup(model_id)
         if self.tokenizer.convert_tokens_to_ids(self.image_token) != self.image_token_id:

@@ -15,7 +15,7 @@ import torch
 
 from ocr_heads.models import model_type, registered_families
 from ocr_heads.models.base import Knob
-from ocr_heads.models.protocol import DEFAULT_PROTOCOL, PROTOCOLS
+from ocr_heads.models.protocol import DECLARED_KEY, DEFAULT_PROTOCOL, PROTOCOLS
 
 
 def _add_flag(parser: argparse.ArgumentParser, knob: Knob, families: list[str]) -> None:
@@ -51,10 +51,12 @@ def add_model_args(parser: argparse.ArgumentParser, default_model: str | None = 
         parser.add_argument("--model_id", default=default_model, help=f"hub id or local dir (default {default_model})")
     parser.add_argument("--dtype", default=None, help="torch dtype (default: auto on GPU, float32 on CPU)")
     parser.add_argument("--device_map", default=None, help='e.g. "auto" to spread a large model over GPUs')
-    parser.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
+    # Default None: the adapter then takes the checkpoint's declared protocol, else the paper's.
+    parser.add_argument("--protocol", choices=PROTOCOLS, default=None,
                         help="how pages become image tokens: paper = the authors' settings (Qwen2-VL min = max = "
                         "256*28*28 pixels; InternVL one 448 px tile, no thumbnail); native = the checkpoint's own "
-                        f"preprocessor config (default {DEFAULT_PROTOCOL})")
+                        f"preprocessor config (default: the protocol the checkpoint's config.json declares as "
+                        f"{DECLARED_KEY}, else {DEFAULT_PROTOCOL})")
     for knob, kinds in family_knobs().values():
         _add_flag(parser, knob, kinds)
 

@@ -113,7 +113,7 @@ def _configs(args: argparse.Namespace, experiment: Experiment, head_set: str, ad
     for dataset in args.datasets:
         yield RunConfig(experiment.name, args.model_id, dataset, Modality(args.task), head_set, k, args.seed, heads,
                         str(heads_path) if heads_path else None, options, sources[dataset], args.n, args.data_seed,
-                        args.max_new_tokens, args.tag, getattr(args, "protocol", None) or "", knobs, fingerprint)
+                        args.max_new_tokens, args.tag, adapter.protocol, knobs, fingerprint)
 
 
 def run_main(experiment: str, argv: list[str] | None = None) -> int:

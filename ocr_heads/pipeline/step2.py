@@ -29,11 +29,12 @@ from ocr_heads.core.runner import Shard, collect, run_batches, shard_logs
 from ocr_heads.data.samples import SAMPLES_FILE, Sample, load_sample_dirs
 from ocr_heads.models import ModelAdapter, load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args, knob_names
+from ocr_heads.models.protocol import NATIVE, PAPER
 from ocr_heads.pipeline import sample_scoring
 from ocr_heads.pipeline.sample_scoring import SampleResult, check_settings
 from ocr_heads.pipeline.step1 import DEFAULT_OUT
 from ocr_heads.scores import DEFAULT, HeadScore, Settings, all_scores, get_score, listing, rules
-from ocr_heads.scores.files import save_scores, score_stem
+from ocr_heads.scores.files import ScoreFile, load_scores, save_scores, score_stem
 from ocr_heads.scores.geometry import AUTHORS_OVERLAP, DEFAULT_OVERLAP
 
 logger = logging.getLogger(__name__)
@@ -260,6 +261,7 @@ def _main(kind: Modality, args: argparse.Namespace) -> int:
     out_dir = ensure_writable_dir(args.out / kind)
     samples = load_sample_dirs(args.data, args.n)
     adapter = load_adapter(args.model_id, **adapter_kwargs(args, shard.device_map()))
+    args.protocol = adapter.protocol  # the resolved one (given, declared or the default) keys the run
     name = f"{adapter.name}-{args.tag}" if args.tag else adapter.name
     stem = score_stem(name, cfg.head_score)
     fingerprint = model_fingerprint(args.model_id)
@@ -307,9 +309,36 @@ def _main(kind: Modality, args: argparse.Namespace) -> int:
             # A model built with random weights is not expected to answer: the run did what it could.
             logger.warning("%s, as expected of a model with random weights", empty)
             return 0
-        raise EmptyRunError(f"{empty}. Likely causes: a wrong chat template, --max_new_tokens too small "
-                            f"({cfg.max_new_tokens}), or a model that does not answer")
+        raise EmptyRunError(f"{empty}. Likely causes: {likely_causes(kind, adapter, cfg.max_new_tokens)}")
+    warning = silent_zero_warning(load_scores(out_dir / f"{stem}.json"))
+    if warning:
+        logger.warning("%s. Likely causes: %s", warning, likely_causes(kind, adapter, cfg.max_new_tokens))
     return 0
+
+
+def silent_zero_warning(scores: ScoreFile) -> str | None:
+    """What makes a finished run's scores say nothing (no answer read anywhere, or every head 0), else None."""
+    n = scores.meta.get("n_samples")
+    if scores.meta.get("mean_recall") == 0:
+        return f"no sample's answer was read: recall 0 in all {n} samples"
+    if not any(scores.means.values()):
+        return f"every head scores 0 over {n} samples"
+    return None
+
+
+def likely_causes(kind: Modality, adapter: ModelAdapter, max_new_tokens: int) -> str:
+    """Why a model reads no answer, most likely first, with the flag to try."""
+    causes = []
+    if getattr(adapter.config, "ocr_heads_random_weights", False):
+        causes.append("the model has random weights")
+    if kind == Modality.IMAGE:
+        # The trap: a model trained on pages at another resolution misreads the pages a protocol rescales.
+        other = NATIVE if adapter.protocol == PAPER else PAPER
+        causes.append(f"the page protocol {adapter.protocol} ({adapter.protocol_source}) shows the model pages at a "
+                      f"resolution it was not trained on: try --protocol {other}")
+    causes.append(f"a wrong chat template, --max_new_tokens too small ({max_new_tokens}), or a model that does not "
+                  "answer")
+    return "; ".join(causes)
 
 
 def check_score(cfg: Step2Config) -> None:

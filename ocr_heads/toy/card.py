@@ -88,6 +88,8 @@ them from plain text. It exists so the pipeline has a model whose OCR heads are 
   `python -m ocr_heads.toy.data` writes them as step1 records.
 - Image processor: min_pixels {size['shortest_edge']}, max_pixels {size['longest_edge']} (a page of
   at most 256 cells is not resized, so every cell stays one tile).
+- Protocol: `native`, declared in config.json (`ocr_heads_protocol`): commands load it at its own bounds
+  unless `--protocol` says otherwise (the paper's budget would upscale its pages to a geometry it never saw).
 
 ## Training
 

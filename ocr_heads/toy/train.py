@@ -37,6 +37,7 @@ from tqdm import tqdm
 from ocr_heads.core.commandline import Parser
 from ocr_heads.core.io import write_json_atomic
 from ocr_heads.models import ModelAdapter, load_adapter
+from ocr_heads.models.protocol import DECLARED_KEY
 from ocr_heads.models.tiny.build import build_tiny_qwen2_vl
 from ocr_heads.toy.data import QUESTION, QUESTION_VARIANTS, TOY_PROTOCOL, ToySample, make_sample, sample_rng
 
@@ -255,6 +256,8 @@ def train(out: Path, cfg: TrainConfig) -> dict:
                                      "optimizer": optimizer.state_dict(), "history": history})
     model.eval()
     model.generation_config.pad_token_id = pad_id
+    # Trained on pages at their own resolution: commands load it so unless --protocol says otherwise.
+    setattr(model.config, DECLARED_KEY, TOY_PROTOCOL)
     model.save_pretrained(out)
     write_json_atomic(out / LOG_FILE, history)
     state_path.unlink(missing_ok=True)

@@ -1,7 +1,8 @@
 """The retrieval score (design §1; Wu et al. 2024): the sample as plain text; per answer token, a head hits
 when the argmax of the decode row that produced it lies in the needle on the same token id. One row per
 sample: hits / answer tokens generated. ``--alignment authors`` applies the released rule (every
-answer-token position, prompt or output, read at its own row)."""
+answer-token position, prompt or output, read at its own row; decode rows take their argmax over prompt
+positions [0, P-1), as the released OCR rule does)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def recording(sample: Sample, inputs: ModelInputs, answer_ids: list[int], settin
 
         answer_set = set(answer_ids)
         rows = tuple(p for p, t in enumerate(inputs.input_ids[0].tolist()) if t in answer_set)
-        return Recording(probes=(PromptRowArgmax(rows),))
+        # The released text script slices attn[row, :-len(generated)] like its OCR script: key P-1 is left out.
+        return Recording(probes=(PromptRowArgmax(rows),), exclude_last_prompt=True)
     if sample.needle_span is None:
         raise ValueError(f"sample {sample.id} has no needle_span (needed for the retrieval score)")
     return Recording()
