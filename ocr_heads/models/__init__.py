@@ -47,6 +47,9 @@ def model_type(model_id: str) -> str:
         if not config.is_file():
             raise ValueError(f"{model_id} is a directory without config.json: not a model checkpoint")
         return json.loads(config.read_text()).get("model_type", "")
+    if model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1:
+        # A path, not a hub id ("name" or "org/name"): no need to ask the hub.
+        raise ValueError(f"unknown model {model_id!r}: no such local directory")
     if not hub.reachable():
         # Offline: the local cache or nothing, at once (huggingface_hub would retry for most of a minute).
         hub.go_offline()
