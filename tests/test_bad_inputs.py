@@ -110,3 +110,18 @@ def test_head_list_naming_a_head_the_model_lacks(tiny_model_dir, passkey_dir, tm
                          "--num_of_masking_head", "1", "--n", "2", "--out", str(tmp_path / "res")])
     assert code == 2
     assert "error: head l9_h9 does not exist in a model with 3 layers x 4 heads" in capsys.readouterr().err
+
+
+def test_a_truncated_page_writes_the_other_scores_and_exits_3_naming_it(tiny_model_dir, passkey_dir, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(passkey_dir, data)
+    first = next(iter(read_jsonl(data / "samples.jsonl")))
+    page = data / first["pages"][0]
+    page.write_bytes(page.read_bytes()[:200])  # a truncated PNG
+    assert step2(tiny_model_dir, data, tmp_path / "out") == 3
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and err[0].startswith(f"error: 1 of 6 samples failed ({first['id']})")
+    scores = json.loads((tmp_path / "out" / "image" / "tiny-qwen2-vl_fg.meta.json").read_text())
+    assert scores["n_samples"] == 5 and scores["n_failed"] == 1
