@@ -4,8 +4,6 @@ prints paths relative to --out, and every top-level script's --help stays light.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from ocr_heads.report.__main__ import main as report_main
