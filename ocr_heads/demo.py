@@ -28,6 +28,8 @@ process (the equivalent command of each run is logged), so the model loads once.
 from __future__ import annotations
 
 import logging
+import os
+import resource
 import shlex
 import statistics
 import subprocess
@@ -64,11 +66,33 @@ def run(*args: str) -> None:
     subprocess.run([sys.executable, *args], check=True, cwd=ROOT)
 
 
+PHASES = ("toy data", "step2 scores", "step3 head lists", "masking: choose k on the calibration split",
+          "masking table on the held-out split", "sink redistribution", "prefill heads: choose k",
+          "prefill heads: masking", "case study", "report")
+
+
+class Progress:
+    """"phase i/N" and "run j/M" lines (on stderr, with the log), so a newcomer sees how far the demo is."""
+
+    def __init__(self) -> None:
+        self.phase, self.run, self.runs = 0, 0, 0
+
+    def start(self, name: str, runs: int = 0) -> None:
+        self.phase, self.run, self.runs = PHASES.index(name) + 1, 0, runs
+        logger.info("phase %d/%d: %s%s", self.phase, len(PHASES), name, f" ({runs} runs at most)" if runs else "")
+
+    def step(self) -> None:
+        self.run += 1
+        logger.info("phase %d/%d, run %d/%d", self.phase, len(PHASES), self.run, self.runs)
+
+
 class Masking:
     """Masking / sink runs on the eval samples, one adapter for all (results under ``out``)."""
 
-    def __init__(self, adapter: ModelAdapter, model_id: str, data: Path, n: int, out: Path) -> None:
+    def __init__(self, adapter: ModelAdapter, model_id: str, data: Path, n: int, out: Path,
+                 progress: Progress | None = None) -> None:
         self.adapter, self.model_id, self.data, self.n, self.out = adapter, model_id, data, n, out
+        self.progress = progress or Progress()
         shape = adapter.shape
         self.layers, self.heads = shape.num_layers, shape.num_heads
 
@@ -84,6 +108,7 @@ class Masking:
         if heads:
             argv += ["--num_of_masking_head", str(len(heads)), "--seed", str(seed)]
         argv += [*declared.flags(head_set).split(), *(f"--{name}={value:g}" for name, value in options.items())]
+        self.progress.step()
         logger.info("= %s %s  [heads: %s]", declared.script, shlex.join(argv), ", ".join(heads) or "none")
         return float(run_one(self.adapter, cfg, self.out)["metrics"]["em"])
 
@@ -280,7 +305,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     setup_logging()
     out, model = args.out.resolve(), str(args.model_id.resolve())
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    progress = Progress()
+    progress.start("toy data", len(SPLITS))
     sizes = {"scoring": args.n, "calibration": args.n_calib, "heldout": args.n_eval}
     dirs = {"scoring": out / "data" / "passkey", "calibration": out / "data" / "passkey_calib",
             "heldout": out / "data" / "passkey_eval"}
@@ -291,12 +318,14 @@ def main(argv: list[str] | None = None) -> None:
     scores = out / "scores"
     common = ["--model_id", model, "--protocol", TOY_PROTOCOL, "--data", str(data), "--out", str(scores),
               "--max_new_tokens", str(MAX_NEW_TOKENS)]
+    progress.start("step2 scores", 3)
     run("step2_ocr_retrieval_head.py", *common, "--verify-eager")
     run("step2_text_retrieval_head.py", *common, "--verify-eager")
     run("step2_ocr_retrieval_head.py", *common, "--score", "prefill")
     name = model_name(model)
     score_files = {score: score_file(scores, name, score) for score in ("ocr", "retrieval", "prefill")}
     head_lists = {score: named_heads_file(out, score) for score in score_files}
+    progress.start("step3 head lists", len(score_files))
     for score, path in score_files.items():
         run("step3_extracted_heads.py", "--scores", str(path), "--out", str(head_lists[score]))
     ocr_path, retrieval_path, prefill_path = head_lists["ocr"], head_lists["retrieval"], head_lists["prefill"]
@@ -304,21 +333,31 @@ def main(argv: list[str] | None = None) -> None:
     print("\n$ exp_masking.py / exp_sink.py runs (in one process; each run's command is logged)", flush=True)
     adapter = load_adapter(model, protocol=TOY_PROTOCOL)
     # Calibration runs go to their own folder: the report and masking.csv hold held-out runs only.
-    calibration = choose_k(Masking(adapter, model, calib_data, args.n_calib, out / "calibration"),
-                           load_head_ranking(ocr_path), ocr_path)
-    masking = Masking(adapter, model, eval_data, args.n_eval, results)
-    table = masking_table(masking, ocr_path, retrieval_path, calibration["k"])
+    ocr, retrieval, prefill_ranking = (load_head_ranking(path) for path in (ocr_path, retrieval_path, prefill_path))
+    progress.start(PHASES[3], 1 + min(len(ocr), MAX_K))
+    calibration = choose_k(Masking(adapter, model, calib_data, args.n_calib, out / "calibration", progress),
+                           ocr, ocr_path)
+    masking = Masking(adapter, model, eval_data, args.n_eval, results, progress)
+    k = calibration["k"]
+    progress.start(PHASES[4], 2 * (1 + (1 + len(RANDOM_SEEDS) if k else 0) + (min(k, len(retrieval)) > 0)))
+    table = masking_table(masking, ocr_path, retrieval_path, k)
+    progress.start(PHASES[5], 2)
     sink = sink_rows(masking, ocr_path)
     # Own folders: a run's file name says its head set and k, not whose heads (and the report reads `results`).
-    prefill_calibration = choose_k(Masking(adapter, model, calib_data, args.n_calib, out / "calibration_prefill"),
-                                   load_head_ranking(prefill_path), prefill_path)
-    prefill = prefill_masking(*(Masking(adapter, model, eval_data, args.n_eval, out / "results_prefill" / part)
+    progress.start(PHASES[6], 1 + min(len(prefill_ranking), MAX_K))
+    prefill_calibration = choose_k(Masking(adapter, model, calib_data, args.n_calib, out / "calibration_prefill",
+                                           progress), prefill_ranking, prefill_path)
+    progress.start(PHASES[7], 3 + 2 * len(RANDOM_SEEDS))
+    prefill = prefill_masking(*(Masking(adapter, model, eval_data, args.n_eval, out / "results_prefill" / part,
+                                        progress)
                                 for part in ("prefill", "union")), ocr_path, prefill_path, table["k"],
                               prefill_calibration["k"], table["baseline"]["image_em"],
                               table["random_k"]["image_em"] if table["random_k"] else None, RANDOM_SEEDS)
     # Case study from step2's events: the toy model reads 5-digit keys in its own page layout, not the
     # single-character step1 pages, so its per-digit maps come from the run that found its heads.
+    progress.start("case study", 1)
     run("exp_case.py", "--from_step2", str(score_file(scores, name, "ocr", SAMPLE_LOG)), "--out", str(results))
+    progress.start("report", 1)
     run("-m", "ocr_heads.report", "--scores", str(score_files["ocr"]), str(score_files["retrieval"]), "--results",
         str(results), "--case", str(case_file(results, name)), "--out", str(out / "report"))
     headline = {
@@ -342,6 +381,11 @@ def main(argv: list[str] | None = None) -> None:
     headline["elapsed_s"] = round(time.perf_counter() - start, 1)
     write_json_atomic(out / "headline.json", headline)
     print(f"\n{headline_text(headline)}")
+    # CPU seconds beside wall time: on a loaded machine wall time says little (this process and its steps).
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = time.process_time() - cpu_start + children.ru_utime + children.ru_stime
+    logger.info("demo took %.0f s wall, %.0f s CPU (this process and its step subprocesses) on %d CPU cores",
+                headline["elapsed_s"], cpu, os.cpu_count() or 0)
     print(f"\nDemo finished in {headline['elapsed_s']:.0f} s. Head lists: {ocr_path}, {retrieval_path}; "
           f"headline: {out / 'headline.json'}; report: {out / 'report' / 'index.html'}")
 

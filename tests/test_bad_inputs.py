@@ -56,7 +56,7 @@ def test_missing_or_corrupt_page_is_logged_per_sample(tiny_model_dir, tmp_path, 
         (data / "s0").mkdir()
         (data / "s0" / "page_0.png").write_bytes(page)
     with caplog.at_level(logging.ERROR):
-        assert step2(tiny_model_dir, data, tmp_path / "out") == 1  # every sample failed
+        assert step2(tiny_model_dir, data, tmp_path / "out") == 3  # every sample failed: an incomplete run
     (record,) = read_jsonl(tmp_path / "out" / "image" / "tiny-qwen2-vl_fg.samples.jsonl")
     assert message in record["error"] and message in caplog.text
 
@@ -64,7 +64,11 @@ def test_missing_or_corrupt_page_is_logged_per_sample(tiny_model_dir, tmp_path, 
 def test_unknown_model_and_dir_without_config(tmp_path, capsys):
     data = dataset(tmp_path, GOOD)
     assert step2("no-such-org/no-such-model", data, tmp_path / "out") == 2
-    assert "error: unknown model 'no-such-org/no-such-model'" in capsys.readouterr().err
+    # Tests run offline: a hub id without a cached copy says the hub is unreachable and what to do instead.
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: 'no-such-org/no-such-model' is not a local directory and "
+                                               "the Hugging Face hub is unreachable")
+    assert "--model_id DIR" in err[0]
     (tmp_path / "empty_model").mkdir()
     assert step2(tmp_path / "empty_model", data, tmp_path / "out") == 2
     assert capsys.readouterr().err.strip().endswith("is a directory without config.json: not a model checkpoint")
@@ -106,3 +110,18 @@ def test_head_list_naming_a_head_the_model_lacks(tiny_model_dir, passkey_dir, tm
                          "--num_of_masking_head", "1", "--n", "2", "--out", str(tmp_path / "res")])
     assert code == 2
     assert "error: head l9_h9 does not exist in a model with 3 layers x 4 heads" in capsys.readouterr().err
+
+
+def test_a_truncated_page_writes_the_other_scores_and_exits_3_naming_it(tiny_model_dir, passkey_dir, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(passkey_dir, data)
+    first = next(iter(read_jsonl(data / "samples.jsonl")))
+    page = data / first["pages"][0]
+    page.write_bytes(page.read_bytes()[:200])  # a truncated PNG
+    assert step2(tiny_model_dir, data, tmp_path / "out") == 3
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and err[0].startswith(f"error: 1 of 6 samples failed ({first['id']})")
+    scores = json.loads((tmp_path / "out" / "image" / "tiny-qwen2-vl_fg.meta.json").read_text())
+    assert scores["n_samples"] == 5 and scores["n_failed"] == 1

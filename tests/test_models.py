@@ -6,6 +6,7 @@ import torch
 from PIL import Image, ImageDraw
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
+from ocr_heads.core.errors import UserError
 from ocr_heads.models import load_adapter, model_type
 
 PAGE_SIZES = [(635, 482), (300, 900), (1200, 400), (56, 56), (1000, 1000), (517, 233)]
@@ -104,6 +105,9 @@ def test_unknown_models_give_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="without config.json"):
         load_adapter(str(tmp_path))
     with pytest.raises(ValueError, match="unknown model"):
+        model_type(str(tmp_path / "no-such-dir"))
+    # Tests run offline: a hub id with no cached copy says the hub is unreachable (not "unknown").
+    with pytest.raises(UserError, match="the Hugging Face hub is unreachable"):
         model_type("no-such-org/no-such-model-xyz")
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(ValueError, match="not supported"):

@@ -79,8 +79,8 @@ def test_step2_bad_inputs(tiny_model_dir, tmp_path, capsys):
     assert "unknown model" in capsys.readouterr().err
     assert step2("image", tiny_model_dir, tmp_path / "data", tmp_path / "o", "--shard", "3/2", check=False) == 2
     assert "0 <= i < n" in capsys.readouterr().err
-    # Every sample failing (no page images): errors logged, non-zero exit, nothing lost.
-    assert step2("image", tiny_model_dir, tmp_path / "data", tmp_path / "o", check=False) == 1
+    # Every sample failing (no page images): errors logged, exit 3 (incomplete run), nothing lost.
+    assert step2("image", tiny_model_dir, tmp_path / "data", tmp_path / "o", check=False) == 3
     (record,) = read_jsonl(tmp_path / "o" / "image" / "tiny-qwen2-vl_fg.samples.jsonl")
     assert "needs at least one page" in record["error"]
 

@@ -2,19 +2,22 @@
 
 - Every long flag accepts both spellings (``--model_id`` and ``--model-id``): the authors' scripts use
   snake_case, the newer flags kebab-case, and a user should not have to remember which is which.
-- A user mistake ends with one ``error: ...`` line on stderr and exit status 2, never a traceback
-  (``Parser.error`` for argparse, ``run_cli`` for errors found while running).
+- A user mistake, or a fault the user can fix (read-only or full disk, hub unreachable), ends with one
+  ``error: ...`` line on stderr and exit status 2, never a traceback (``Parser.error`` for argparse,
+  ``run_cli`` for errors found while running); Ctrl-C ends with one line and status 130.
 - ``--n`` is an integer >= 1 everywhere and its help says what N counts (``count_help``).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from ocr_heads.core.errors import EXIT_EMPTY_RUN, EXIT_USER_ERROR, USER_ERRORS, EmptyRunError
+from ocr_heads.core.errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_USER_ERROR, USER_ERRORS, IncompleteRunError
+from ocr_heads.core.io import release_output_locks
 
 SPELLING_NOTE = "Every flag also accepts its other spelling (--model_id or --model-id)."
 
@@ -79,21 +82,42 @@ def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
+# What to do about the faults of writing that a user can fix (the rest print the system's own words).
+_OS_HINTS = {
+    errno.EROFS: "the file system is read-only: choose a writable --out",
+    errno.ENOSPC: "the disk is full: free space or choose another --out",
+    errno.EDQUOT: "the disk quota is exhausted: free space or choose another --out",
+}
+
+
 def error_line(err: BaseException) -> str:
     # FileNotFoundError from open() reads "[Errno 2] No such file or directory: 'x'": keep what matters.
-    if isinstance(err, OSError) and err.filename is not None and err.strerror:
-        return f"error: {err.filename}: {err.strerror}"
+    if isinstance(err, OSError) and err.strerror:
+        hint = _OS_HINTS.get(err.errno)
+        where = f"{err.filename}: " if err.filename is not None else ""
+        return f"error: {where}{err.strerror}" + (f" ({hint})" if hint else "")
     return f"error: {err}"
 
 
+def interrupted_line(samples: int) -> str:
+    return f"interrupted after {samples} samples; rerun the same command to resume"
+
+
 def run_cli(main: Callable[..., int | None], *args: object) -> int:
-    """Run a command's ``main``; a user mistake becomes one ``error:`` line and exit 2 (3 for empty runs)."""
+    """Run a command's ``main``; a user mistake or a fault of the machine (read-only or full disk, no network)
+    becomes one ``error:`` line and exit 2 (3 for runs that wrote incomplete results), Ctrl-C one line and 130."""
     try:
         status = main(*args)
-    except EmptyRunError as err:
+    except IncompleteRunError as err:
         print(error_line(err), file=sys.stderr)
-        return EXIT_EMPTY_RUN
-    except USER_ERRORS as err:
+        return EXIT_INCOMPLETE
+    except (*USER_ERRORS, OSError) as err:
         print(error_line(err), file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt as err:
+        # Every finished sample is already logged: nothing is lost, so no traceback either.
+        print(interrupted_line(getattr(err, "samples", 0)), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        release_output_locks()
     return int(status or 0)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from ocr_heads.core.errors import OutputBusy
 
 logger = logging.getLogger(__name__)
 
@@ -105,3 +109,47 @@ def ensure_writable_dir(path: str | Path) -> Path:
     except OSError as err:
         raise ValueError(f"output dir {path} is not writable: {err.strerror or err}") from None
     return path
+
+
+# Open lock files of this process, released by release_output_locks() (run_cli does it when a command ends).
+_HELD: dict[Path, int] = {}
+
+
+def lock_output(path: str | Path, wait: bool = False) -> None:
+    """Hold an exclusive lock on ``path`` (a ``.lock`` file beside an output) until the command ends.
+
+    A second writer of the same output is refused with :class:`OutputBusy` (or waits for the first with
+    ``wait``), so two processes never interleave one log. ``flock`` locks belong to the open file: the OS
+    drops them when the holder dies, so a killed run leaves no stale lock behind.
+    """
+    path = Path(path).resolve()
+    if path in _HELD:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        if wait:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                logger.info("%s: another process writes this output; waiting for it to finish", path)
+                started = time.monotonic()
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                logger.info("%s: lock acquired after %.0f s", path, time.monotonic() - started)
+        else:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise OutputBusy(f"{path.with_suffix('')} is being written by another process (lock {path}); "
+                                 "wait for it, or pass --wait to queue behind it") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    _HELD[path] = fd
+
+
+def release_output_locks() -> None:
+    """Release every lock :func:`lock_output` took in this process."""
+    while _HELD:
+        _, fd = _HELD.popitem()
+        os.close(fd)  # closing the last descriptor of the open file drops its flock

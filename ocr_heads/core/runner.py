@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from tqdm import tqdm
 
+from ocr_heads.core.errors import Interrupted
 from ocr_heads.core.io import append_jsonl, read_jsonl
 
 logger = logging.getLogger(__name__)
@@ -108,18 +109,22 @@ def run_batches(
     if len(todo) < len(items):
         logger.info("%s: %d of %d samples already done, resuming", log_path.name, len(items) - len(todo), len(items))
     succeeded = failed = 0
-    with tqdm(total=len(todo), desc=desc, unit="sample") as progress:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
-            for item, outcome in zip(batch, _process(batch, process_batch), strict=True):
-                if isinstance(outcome, Exception):
-                    logger.error("sample %s failed: %s: %s", item_id(item), type(outcome).__name__, outcome)
-                    outcome = {"error": f"{type(outcome).__name__}: {outcome}"}
-                    failed += 1
-                else:
-                    succeeded += 1
-                append_jsonl(log_path, {"id": item_id(item), **outcome})
-            progress.update(len(batch))
+    try:
+        with tqdm(total=len(todo), desc=desc, unit="sample") as progress:
+            for start in range(0, len(todo), batch_size):
+                batch = todo[start : start + batch_size]
+                for item, outcome in zip(batch, _process(batch, process_batch), strict=True):
+                    if isinstance(outcome, Exception):
+                        logger.error("sample %s failed: %s: %s", item_id(item), type(outcome).__name__, outcome)
+                        outcome = {"error": f"{type(outcome).__name__}: {outcome}"}
+                        failed += 1
+                    else:
+                        succeeded += 1
+                    append_jsonl(log_path, {"id": item_id(item), **outcome})
+                progress.update(len(batch))
+    except KeyboardInterrupt:
+        # Ctrl-C: every finished sample is logged; say how far it got (run_cli prints it, exit 130).
+        raise Interrupted(succeeded + failed) from None
     return succeeded, failed
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ocr_heads.core.errors import UserError
-from ocr_heads.core.io import write_json_atomic, write_text_atomic
+from ocr_heads.core.io import lock_output, write_json_atomic, write_text_atomic
 from ocr_heads.core.kinds import Modality
 from ocr_heads.core.paths import experiment_csv, experiment_dir
 from ocr_heads.core.provenance import MODEL_KEY, claim, data_fingerprint, model_fingerprint, model_note
@@ -110,7 +110,7 @@ def _check_resume(path: Path, cfg: RunConfig) -> None:
 
 
 def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | None = None,
-            merge_only: bool = False, batch_size: int = 1) -> dict | None:
+            merge_only: bool = False, batch_size: int = 1, wait: bool = False) -> dict | None:
     """Evaluate one dataset under one intervention; returns the summary written to ``{stem}.json``.
 
     ``batch_size`` samples are generated together (left-padded); the results do not depend on it.
@@ -130,6 +130,8 @@ def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | Non
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_resume(run_dir / f"{cfg.stem}.config.json", cfg)
     log = run_dir / shard.log_name(cfg.stem)
+    # One writer per run stem (per shard log): a second process is refused, or waits with --wait.
+    lock_output(log.with_name(log.name.replace(".samples.jsonl", ".lock")), wait)
 
     def process(batch: list[tuple[int, str]]) -> list[dict | Exception]:
         # Examples are built one by one (a bad row fails alone), then generated together.

@@ -12,6 +12,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from ocr_heads.core import hub
+from ocr_heads.core.errors import UserError
 from ocr_heads.core.registry import Registry
 from ocr_heads.models.base import AttentionShape, ImageTokens, ModelAdapter, ModelInputs
 
@@ -45,12 +47,22 @@ def model_type(model_id: str) -> str:
         if not config.is_file():
             raise ValueError(f"{model_id} is a directory without config.json: not a model checkpoint")
         return json.loads(config.read_text()).get("model_type", "")
+    if model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1:
+        # A path, not a hub id ("name" or "org/name"): no need to ask the hub.
+        raise ValueError(f"unknown model {model_id!r}: no such local directory")
+    if not hub.reachable():
+        # Offline: the local cache or nothing, at once (huggingface_hub would retry for most of a minute).
+        hub.go_offline()
     from huggingface_hub import hf_hub_download
 
     # Read config.json itself rather than AutoConfig: remote-code checkpoints (InternVL2) need no code to be named.
     try:
         return json.loads(Path(hf_hub_download(model_id, "config.json")).read_text()).get("model_type", "")
     except (OSError, ValueError) as err:
+        if not hub.reachable():
+            raise UserError(f"{model_id!r} is not a local directory and the Hugging Face hub is unreachable "
+                            f"({hub.why_unreachable()}), with no cached copy: on a connected machine run "
+                            f"`hf download {model_id} --local-dir DIR`, then pass --model_id DIR") from None
         raise ValueError(f"unknown model {model_id!r}: not a local directory and not loadable from the hub "
                          f"({err.__class__.__name__})") from err
 

@@ -23,9 +23,9 @@ import numpy as np
 
 from ocr_heads.attention import capture
 from ocr_heads.core.commandline import Parser, count_help, positive_int, run_cli, setup_logging
-from ocr_heads.core.errors import EmptyRunError, UserError
+from ocr_heads.core.errors import EmptyRunError, FailedSamplesError, UserError
 from ocr_heads.core.heads import all_heads
-from ocr_heads.core.io import read_json, read_jsonl, write_json_atomic
+from ocr_heads.core.io import lock_output, read_json, read_jsonl, write_json_atomic
 from ocr_heads.core.kinds import Alignment, Modality
 from ocr_heads.core.paths import SAMPLE_LOG, SIDECAR, case_file, companion
 from ocr_heads.core.provenance import (
@@ -155,6 +155,8 @@ def build_parser() -> Parser:
                         f"(default {DEFAULT_OVERLAP}; with --alignment authors the released 0.1 percent)")
     parser.add_argument("--batch_size", type=positive_int, default=1,
                         help="samples generated together (left-padded; maps equal --batch_size 1; default 1)")
+    parser.add_argument("--wait", action="store_true",
+                        help="if another process is writing the same case study, wait for it instead of refusing")
     return parser
 
 
@@ -217,6 +219,7 @@ def _run(args: argparse.Namespace) -> int:
     samples = [sample for group in chars.values() for sample in group]
     log = case_file(args.out, adapter.name, SAMPLE_LOG)
     log.parent.mkdir(parents=True, exist_ok=True)
+    lock_output(log.with_name(log.name.replace(".samples.jsonl", ".lock")), args.wait)  # one writer per output
     claim(case_file(args.out, adapter.name, ".run.json"), run_identity(args, adapter.name),
           str(case_file(args.out, adapter.name, "")), "use another --out to keep both",
           recorded={"model_source": model_origin(args.model_id)})
@@ -273,4 +276,9 @@ def _write(adapter: ModelAdapter, args: argparse.Namespace, chars: dict[str, lis
     write_json_atomic(case_file(args.out, adapter.name, SIDECAR), meta)
     logger.info("case study: %d characters, %d samples (%d failed) -> %s", len(maps), len(records), len(failed),
                 case_file(args.out, adapter.name))
+    if failed:
+        log = case_file(args.out, adapter.name, SAMPLE_LOG)
+        raise FailedSamplesError(f"{len(failed)} of {len(failed) + len(records)} samples failed (first: "
+                                 f"{failed[0]['id']}); their errors are in {log}; the maps hold the samples "
+                                 "that were scored. Rerun the same command to retry them")
     return 0

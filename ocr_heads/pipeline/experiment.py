@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ocr_heads.core.commandline import Parser, count_help, error_line, positive_int, run_cli, setup_logging
-from ocr_heads.core.errors import UserError
+from ocr_heads.core.errors import FailedSamplesError, UserError
 from ocr_heads.core.heads import check_heads_exist
 from ocr_heads.core.io import ensure_writable_dir
 from ocr_heads.core.kinds import Modality
@@ -81,6 +81,8 @@ def build_parser(experiment: Experiment | str) -> argparse.ArgumentParser:
     parser.add_argument("--shard", default=None, help="i/n: run every n-th sample starting at i (0-based); "
                         "under `accelerate launch` each process takes its own shard and the first one merges")
     parser.add_argument("--merge", action="store_true", help="only merge existing shard logs into the results")
+    parser.add_argument("--wait", action="store_true",
+                        help="if another process is writing the same run, wait for it instead of refusing")
     parser.add_argument("--batch_size", type=positive_int, default=1,
                         help="samples generated together (left-padded; results equal --batch_size 1; default 1)")
     parser.add_argument("--tmp", type=int, default=1, metavar="N",
@@ -144,11 +146,14 @@ def _run(experiment: Experiment, args: argparse.Namespace) -> int:
     if note:
         logger.warning("%s: %s", args.model_id, note)
     scored, errors = 0, 0
+    failed: list[str] = []
     for cfg in configs:
         try:
-            summary = run_one(adapter, cfg, args.out, shard, args.merge, args.batch_size)
+            summary = run_one(adapter, cfg, args.out, shard, args.merge, args.batch_size, args.wait)
             # None: this shard's share is logged and the merge writes the results.
             scored += 1 if summary is None else summary["n"]
+            if summary is not None and summary["n_failed"]:
+                failed.append(f"{summary['n_failed']} in {cfg.dataset} (first: {summary['failed'][0]['id']})")
         except (FileNotFoundError, ValueError, KeyError, UserError) as err:
             # One dataset's problem must not stop the others; it is still reported in the one error style.
             print(f"{error_line(err)} ({experiment.name} on {cfg.dataset})", file=sys.stderr)
@@ -158,6 +163,10 @@ def _run(experiment: Experiment, args: argparse.Namespace) -> int:
     if not scored:
         raise UserError(f"no sample was scored: every sample failed (see the per-sample logs under "
                         f"{args.out / experiment.name})")
+    if failed:
+        raise FailedSamplesError(f"samples failed: {'; '.join(failed)}; the results hold the samples that were "
+                                 f"scored and the errors are in the per-sample logs under "
+                                 f"{args.out / experiment.name}. Rerun the same command to retry them")
     return 0
 
 

@@ -7,7 +7,9 @@ import random
 import string
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
+from ocr_heads.core import hub
 from ocr_heads.core.commandline import Parser, count_help, positive_int, run_cli, setup_logging
 from ocr_heads.core.errors import UserError
 from ocr_heads.core.io import read_jsonl
@@ -17,6 +19,7 @@ from ocr_heads.data.haystack import Needle
 from ocr_heads.data.samples import SAMPLES_FILE, generate_from_contexts, generate_samples
 
 NeedleMaker = Callable[[random.Random], Needle]
+T = TypeVar("T")
 
 # Where step1 writes when --out is not given, and so where step2 and exp_case read by default: the
 # authors' scripts take no paths (they write fixed folders), so their bare commands must chain here too.
@@ -96,7 +99,8 @@ def run(task: str, args: argparse.Namespace) -> Path:
     claim(out / STEP1_SETTINGS, wanted, str(out), "use another --out to keep both")
     if args.source == "hf" and task == "passkey" and not getattr(args, "single_char", False):
         # The hub rows come with their own needles: render them as they are.
-        contexts = {length: haystack.hf_passkey_contexts(length, args.n, args.seed) for length in args.lengths}
+        contexts = from_hub(lambda: {length: haystack.hf_passkey_contexts(length, args.n, args.seed)
+                                     for length in args.lengths})
         return generate_from_contexts(args.out, task, contexts, args.seed, "hf")
     corpus, make_needle = _source(task, args)
     if getattr(args, "single_char", False):
@@ -109,13 +113,27 @@ def run(task: str, args: argparse.Namespace) -> Path:
                             source=args.source)
 
 
+def from_hub(load: Callable[[], T]) -> T:
+    """``load()`` of a hub dataset; without network, the local cache only, and one ``error:`` line if it is
+    not there (not a minute of retries and a traceback)."""
+    if hub.reachable():
+        return load()
+    hub.go_offline()
+    try:
+        return load()
+    except OSError as err:  # datasets' "couldn't reach" (ConnectionError) and "not found" are OSErrors
+        raise UserError(f"--source hf: the Hugging Face hub is unreachable ({hub.why_unreachable()}) and the "
+                        f"dataset is not in the local cache ({type(err).__name__}); use --source embedded (offline "
+                        "haystacks, the default) or run once on a connected machine to fill the cache") from None
+
+
 def _source(task: str, args: argparse.Namespace) -> tuple[str, NeedleMaker]:
     if args.source == "embedded":
         corpus = haystack.embedded_corpus()
         if task == "passkey":
             return corpus, lambda rng: haystack.passkey_needle(rng, args.digits)
         return corpus, haystack.niah_needle
-    corpus, needles = haystack.hf_niah_source(args.seed)
+    corpus, needles = from_hub(lambda: haystack.hf_niah_source(args.seed))
     if task == "passkey":  # single-character case study: NeedleBench's plain haystack, our needles
         return corpus, lambda rng: haystack.passkey_needle(rng, args.digits)
     return corpus, lambda rng: rng.choice(needles)

@@ -20,9 +20,9 @@ import transformers
 import ocr_heads
 from ocr_heads.attention import AttentionRecorder, capture, verify_against_eager
 from ocr_heads.core.commandline import Parser, count_help, positive_int, run_cli, setup_logging
-from ocr_heads.core.errors import EmptyRunError
+from ocr_heads.core.errors import EmptyRunError, FailedSamplesError
 from ocr_heads.core.heads import all_heads, parse_head
-from ocr_heads.core.io import ensure_writable_dir, read_jsonl
+from ocr_heads.core.io import ensure_writable_dir, lock_output, read_jsonl
 from ocr_heads.core.kinds import Alignment, Modality
 from ocr_heads.core.provenance import MODEL_KEY, claim, data_fingerprint, model_fingerprint, model_note, model_origin
 from ocr_heads.core.runner import Shard, collect, run_batches, shard_logs
@@ -165,8 +165,10 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
         f"recall, hits); {default.tag} is the {default.name} score's file tag, another --score writes its own tag "
         "instead. NAME is the last component of --model_id (NAME-TAG with --tag). Rerunning the same command resumes; "
         "writing into scores made from other data or settings, or by another model of the same name (a "
-        "fingerprint of its config and weights files, not its path), is refused (use --tag or another --out). Exit "
-        "status 3: the run wrote its files but no answer token was ever scored.",
+        "fingerprint of its config and weights files, not its path), is refused (use --tag or another --out), "
+        "and so is a second process writing the same scores (a .lock file beside them; --wait queues behind "
+        "it). Exit status 3: the run wrote what it scored but some samples failed (named on the last line), "
+        "or no answer token was ever scored; 130: interrupted (rerun to resume).",
     )
     parser.add_argument("--score", nargs="?", default=default.name, action=ScoreChoice, metavar="NAME",
                         help=f"the head score (default {default.name}); --score alone lists the registered ones")
@@ -190,6 +192,8 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
                         help="produce: the row that produced each token (default); authors: the released rule")
     parser.add_argument("--shard", default=None, help="i/n: score every n-th sample starting at i (0-based)")
     parser.add_argument("--merge", action="store_true", help="only merge existing (shard) logs into score files")
+    parser.add_argument("--wait", action="store_true",
+                        help="if another process is writing the same scores, wait for it instead of refusing")
     parser.add_argument("--verify-eager", action="store_true",
                         help="re-run the first scored sample with eager attention + output_attentions and fail "
                         "if any recorded argmax differs")
@@ -264,6 +268,9 @@ def _main(kind: Modality, args: argparse.Namespace) -> int:
     args.protocol = adapter.protocol  # the resolved one (given, declared or the default) keys the run
     name = f"{adapter.name}-{args.tag}" if args.tag else adapter.name
     stem = score_stem(name, cfg.head_score)
+    # One writer per output stem: a second process on the same scores is refused (or waits), never interleaves.
+    # (Each shard of a sharded run has its own log, so its own lock: shards run side by side.)
+    lock_output(out_dir / shard.log_name(stem).replace(".samples.jsonl", ".lock"), args.wait)
     fingerprint = model_fingerprint(args.model_id)
     claim(out_dir / f"{stem}.run.json", run_identity(kind, args, adapter.name, cfg, fingerprint), str(out_dir / stem),
           "pass --tag NAME (scores NAME-TAG) or another --out to keep both",
@@ -299,9 +306,7 @@ def _main(kind: Modality, args: argparse.Namespace) -> int:
     logger.info("%d samples scored, %d failed, %d answer-token events -> %s", scored, failed, events,
                 out_dir / f"{stem}.json")
     if failed:
-        logger.warning("%d samples failed; their errors are in %s", failed, out_dir / f"{stem}.samples.jsonl")
-    if scored == 0:
-        return 1
+        raise FailedSamplesError(failed_summary(out_dir, stem, order, scored))
     if events == 0:
         empty = (f"{out_dir / stem}.json holds no answer-token events: the model never wrote the answer in {scored} "
                  f"samples (see 'generated' in {stem}.samples.jsonl)")
@@ -339,6 +344,17 @@ def likely_causes(kind: Modality, adapter: ModelAdapter, max_new_tokens: int) ->
     causes.append(f"a wrong chat template, --max_new_tokens too small ({max_new_tokens}), or a model that does not "
                   "answer")
     return "; ".join(causes)
+
+
+def failed_summary(out_dir: Path, stem: str, order: list[str], scored: int) -> str:
+    """The one line that ends a run with failed samples: which ones, where their errors are, what was kept."""
+    _, failed = collect(shard_logs(out_dir, stem), order)
+    ids = [record["id"] for record in failed]
+    shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+    kept = (f"{out_dir / stem}.json holds the {scored} scored samples" if scored
+            else "no score file was written")
+    return (f"{len(ids)} of {len(ids) + scored} samples failed ({shown}); their errors are in the 'error' field of "
+            f"{out_dir / stem}.samples.jsonl; {kept}. Fix them and rerun the same command: it scores only those")
 
 
 def check_score(cfg: Step2Config) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ocr_heads.report.sections import activation, case_study, distinctness, experiments, score_maps, sparsity
 from ocr_heads.report.sections.case_study import load_case
-from ocr_heads.report.sections.common import Report, Section
+from ocr_heads.report.sections.common import Report, Section, shown
 from ocr_heads.report.sections.files import summarise
 from ocr_heads.scores.files import KINDS, ScoreFile, load_scores
 from ocr_heads.scores.selection import DEFAULT_MIN_FREQUENCY, DEFAULT_MIN_SCORE
@@ -110,7 +110,7 @@ def build_report(
         sections.append(case_study.section(Path(case), report))
 
     index = out / "index.html"
-    index.write_text(_html([s for s in sections if s is not None], files, thresholds, report.caveats))
+    index.write_text(_html([s for s in sections if s is not None], files, thresholds, report.caveats, out))
     report.add(index)
     report.numbers["caveats"] = report.caveats
     lines = [f"CAVEAT {label}: {note}" for label, note in report.caveats.items()] + report.lines
@@ -124,9 +124,10 @@ table{border-collapse:collapse;margin:1em 0;font-size:0.85em}td,th{border:1px so
 caption{font-weight:bold;text-align:left}.caveat{background:#fff3cd;border:1px solid #e0c060;padding:4px 12px}"""
 
 
-def _html(sections: list[Section], files: list[ScoreFile], thresholds: str, caveats: dict[str, str]) -> str:
+def _html(sections: list[Section], files: list[ScoreFile], thresholds: str, caveats: dict[str, str],
+          out: Path) -> str:
     sources = "".join(
-        f"<li>{html.escape(s.label)}: <code>{html.escape(str(s.path))}</code></li>" for s in files
+        f"<li>{html.escape(s.label)}: <code>{html.escape(shown(s.path, out))}</code></li>" for s in files
     )
     warning = "".join(f"<li><b>{html.escape(label)}</b>: {html.escape(note)}</li>" for label, note in caveats.items())
     warning = f"<div class='caveat'><b>Caveats</b><ul>{warning}</ul></div>" if warning else ""

@@ -51,7 +51,12 @@ def section(path: Path, report: Report) -> Section:
     keep = [i for i in range(len(all_chars)) if all_maps[i].any()]
     chars, maps = [all_chars[i] for i in keep], all_maps[keep]
     num_heads = all_maps.shape[2]
-    section = Section(f"Case study: single-character passkeys ({model})")
+    # Say where the maps came from: built from a step2 run's events (multi-digit passkeys, grouped by the
+    # character each event reads), or from single-character passkeys scored one character at a time.
+    source = meta.get("source")
+    what = (f"answer characters of step2 events ({Path(source).name})" if source
+            else "single-character passkeys (exp_case)")
+    section = Section(f"Case study: {what} ({model})")
     dropped = [c for c in all_chars if c not in chars]
     if dropped:
         section.text(f"{len(dropped)} of {len(all_chars)} characters have no scored event (the model never wrote "

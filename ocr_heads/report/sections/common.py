@@ -4,6 +4,7 @@ summary lines and caveats to."""
 from __future__ import annotations
 
 import html
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,11 @@ class Report:
     def add(self, path: Path) -> Path:
         self.written.append(path)
         return path
+
+
+def shown(path: Path | str, out: Path) -> str:
+    """A path as the report prints it: relative to the report's folder (no machine's absolute paths)."""
+    return os.path.relpath(Path(path).resolve(), Path(out).resolve())
 
 
 def fmt(value: float, digits: int = 3) -> str:

@@ -6,7 +6,9 @@ from pathlib import Path
 
 from ocr_heads.experiments.registry import all_experiments
 from ocr_heads.report import tables
-from ocr_heads.report.sections.common import Report, Section
+from ocr_heads.report.sections.common import Report, Section, shown
+
+HEAD_SOURCE = {"image": "OCR heads (image)", "text": "retrieval heads (text)"}
 
 
 def sections(results: Path, report: Report) -> list[Section]:
@@ -17,16 +19,21 @@ def sections(results: Path, report: Report) -> list[Section]:
         frame = tables.load_results(results / f"{name}.csv")
         if frame is None:
             continue
+        # Name whose heads a row masks: --task image masks the OCR heads, --task text the retrieval heads;
+        # the baseline and the random controls of that run sit in the same row.
+        frame["task"] = frame["task"].map(lambda task: HEAD_SOURCE.get(task, task))
         table = tables.pivot(frame)
         path = report.out / f"{name}_table.csv"
         tables.flat(table).to_csv(path, index=False)
         report.add(path)
         model_notes = tables.notes(frame)
         report.caveats.update({f"{model} ({name})": note for model, note in model_notes.items()})
-        part = Section(f"{title} ({results / f'{name}.csv'})")
+        part = Section(f"{title} ({shown(results / f'{name}.csv', report.out)})")
         part.text("Mean over seeds only, of rows equal in everything else (never over models, protocols, datasets, "
                   "n or options: such rows are shown apart, labelled by what differs); rows: model, protocol, "
-                  "dataset, task, metric; columns: head set, k."
+                  "dataset, task (the head source: OCR heads from the image score, retrieval heads from the text "
+                  "score; its row holds the unmodified baseline, the top-k heads and the random controls), "
+                  "metric; columns: head set, k."
                   + "".join(f" {model}: {note}." for model, note in model_notes.items()))
         part.raw(table.to_html(na_rep=""))
         part.raw(tables.seeds_and_samples(frame).to_html())

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ocr_heads.core.provenance import note_of
 from ocr_heads.report import stats
-from ocr_heads.report.sections.common import Report, fmt
+from ocr_heads.report.sections.common import Report, fmt, shown
 from ocr_heads.scores.files import ScoreFile
 from ocr_heads.scores.selection import RULES, SelectedHead, select_heads
 
@@ -64,7 +64,7 @@ def summarise(scores_file: ScoreFile, slug: str, report: Report, min_score: floa
     }
     lines = report.lines
     lines.append(
-        f"{scores_file.label}  [{scores_file.path}]  {scores_file.num_layers} layers x "
+        f"{scores_file.label}  [{shown(scores_file.path, report.out)}]  {scores_file.num_layers} layers x "
         f"{scores_file.num_heads} heads"
     )
     if scores_file.not_scoreable_layers:
