@@ -82,3 +82,13 @@ def test_installed_command_runs_a_module_main(installed, tmp_path):
     assert done.stdout.startswith("usage: ocr-heads doctor")
     unknown = _run([str(installed / "ocr-heads"), "nonsense"], tmp_path)
     assert unknown.returncode == 2 and unknown.stderr.startswith("error: unknown command 'nonsense'")
+
+
+def test_installed_viewer_finds_its_page_template(installed, tmp_path):
+    """viewer.html is package data: the wheel must ship it for ``ocr-heads viewer`` to write a page."""
+    from look_fixture import make_look_dir
+
+    folder = make_look_dir(tmp_path / "look")
+    done = _run([str(installed / "ocr-heads"), "viewer", str(folder)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "</html>" in (folder / "index.html").read_text()
