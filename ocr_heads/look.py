@@ -99,7 +99,8 @@ def chosen_steps(args: argparse.Namespace, seen: Look, sample: Sample | None) ->
         steps = [token.index for token in align_answer_tokens(seen.pieces, sample.answer)]
         if steps:
             return steps
-    return [step for step, piece in enumerate(seen.pieces) if piece.strip()]
+    shown = [step for step, piece in enumerate(seen.pieces) if piece.strip()]
+    return shown or list(range(len(seen.pieces)))  # an answer of blanks still gets its maps drawn
 
 
 def slug(text: str) -> str:
@@ -134,6 +135,8 @@ def look_meta(args: argparse.Namespace, adapter: ModelAdapter, seen: Look, page_
         "layers": shape.num_layers, "heads": shape.num_heads, "attention_layers": adapter.scoreable_layers,
         "dtype": str(seen.attention.dtype).removeprefix("torch."),
         "groups": seen.groups, "group_mass": {name: files.GROUP_PREFIX + name for name in seen.group_mass},
+        "groups_note": "prompt positions; image_K, question, sink and text partition the prompt (evidence: the "
+                       "answer's tiles); a decode row also attends to the answer so far, 1 - their sum",
         "steps": "step 0 is the prefill's last row (it produces the first token), step s the row that produces "
                  "generated token s",
         "settings": {**adapter.settings(), "max_new_tokens": args.max_new_tokens, "heads_spec": args.heads,
