@@ -53,6 +53,8 @@ COMMANDS: dict[str, Command] = {
                       "python -m ocr_heads.doctor"),
     "inspect": Command("ocr_heads.inspect", "main", "a page's image tokens and their boxes (no model weights)",
                        "python -m ocr_heads.inspect"),
+    "look": Command("ocr_heads.look", "main", "where the model looks: every output token's attention on the page",
+                    "python -m ocr_heads.look"),
     "viewer": Command("ocr_heads.maps.viewer", "main", "rewrite a look folder's self-contained HTML viewer",
                       "python -m ocr_heads.maps.viewer"),
     "smoke": Command("ocr_heads.smoke", "main", "full-size Qwen2-VL-2B architecture run, random weights",

@@ -2,7 +2,8 @@
 
     forward.py        the function registered with transformers' AttentionInterface; capture/edit scopes
     recorder.py       what capture records of one generate (producing rows' argmax and sink, probes' values)
-    probes.py         statistics beyond that, one probe class each (prompt-row argmax, prefill key mass)
+    probes.py         statistics beyond that, one probe class each (prompt-row argmax, prefill key mass,
+                      image attention maps)
     probabilities.py  probabilities of chosen rows and heads recomputed from one attention call (one GQA rule)
     eager.py          the reference: eager attention, and the check of recorded argmax against it
     edits.py          interventions plugged into the forward: head masking, sink redistribution

@@ -22,7 +22,7 @@ Writing a probe:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -201,3 +201,88 @@ class PrefillKeyMass(Probe[KeyMass]):
         if not self.rows:
             return KeyMass(self.rows, self.keys, None)
         return KeyMass(self.rows, self.keys, torch.stack(record.per_layer(float("nan"), "prefill key mass")).cpu())
+
+
+@dataclass(frozen=True)
+class ImageAttentionResult:
+    """Result of :class:`ImageAttention`."""
+
+    attention: torch.Tensor  # (steps, layers, heads, image tokens) of the chosen layers and heads; NaN: no attention
+    group_mass: dict[str, torch.Tensor]  # name -> (steps, all layers, all heads): mass on the group's keys
+    layers: tuple[int, ...]  # the layers of ``attention``'s second axis
+    heads: tuple[int, ...]  # the heads of its third axis
+
+
+@dataclass(frozen=True)
+class ImageAttention(Probe[ImageAttentionResult]):
+    """Each producing row's probability on every image token (the attention map of the page while one token is
+    produced), for the chosen layers and heads, plus its mass on named token groups for every head.
+
+    Per layer call it computes one row of logits over all keys (heads x keys floats), softmaxes it and gathers
+    the image columns: memory O(steps x layers x heads x image tokens), never the prompt squared. A position the
+    cache no longer holds (a sliding window dropped it) has probability 0, as eager attention gives it, so the
+    probe maps positions through :meth:`AttentionCall.key_index` under any window.
+    """
+
+    positions: tuple[int, ...]  # the image tokens, in the sample's own coordinates, in prompt order
+    groups: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (name, positions) pairs; a Mapping is accepted
+    layers: tuple[int, ...] | None = None  # None: every layer
+    heads: tuple[int, ...] | None = None  # None: every head
+    dtype: torch.dtype = torch.float16  # what is kept: float16 halves the memory, float32 is exact
+
+    def __post_init__(self) -> None:
+        groups = self.groups.items() if isinstance(self.groups, Mapping) else self.groups
+        object.__setattr__(self, "groups", tuple((str(name), _positions(p)) for name, p in groups))
+        object.__setattr__(self, "positions", _positions(self.positions))
+        if not self.positions:
+            raise ValueError("ImageAttention needs at least one image token")
+        for name in ("layers", "heads"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _positions(getattr(self, name)))
+
+    @property
+    def reads_positions(self) -> bool:
+        return False  # keys are mapped through key_offset, like the producing-row capture: exact under a window
+
+    def on_prefill(self, call: AttentionCall) -> torch.Tensor | None:
+        return self.on_decode(call)  # at prefill, the producing row is the prompt's last row
+
+    def on_decode(self, call: AttentionCall) -> torch.Tensor | None:
+        """One flat vector: the chosen heads' image probabilities, then every head's mass on each group."""
+        if self.layers is not None and call.layer not in self.layers:
+            return None
+        logits = attention_logits(call.query, call.key, call.attention_mask, [call.query.shape[2] - 1],
+                                  scaling=call.scaling)[0, :, 0]
+        probs = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # (heads, keys)
+        image = _gather(probs, self.positions, call)
+        if self.heads is not None:
+            image = image[list(self.heads)]
+        mass = [_gather(probs, positions, call).sum(-1) for _, positions in self.groups]
+        return torch.cat([image.flatten(), *mass]).to(self.dtype)
+
+    def result(self, record: ProbeRecord) -> ImageAttentionResult:
+        layers = self.layers if self.layers is not None else tuple(range(len(record.values)))
+        attended = [layer for layer in layers if layer in record.layers]
+        steps = {len(record.values[layer]) for layer in attended}
+        if len(steps) != 1 or steps == {0}:
+            raise RuntimeError(f"no image attention was recorded (steps per layer: {sorted(steps)})")
+        (count,) = steps
+        width = len(record.values[attended[0]][0])
+        images, groups = len(self.positions), len(self.groups)
+        # The kept vector: chosen heads x image tokens, then all heads x groups (see on_decode).
+        chosen = len(self.heads) if self.heads is not None else width // (images + groups)
+        blank = torch.full((count, width), float("nan"), dtype=self.dtype)  # a layer without attention rows
+        stacked = torch.stack([torch.stack(record.values[layer]).cpu() if layer in record.layers else blank
+                               for layer in layers], dim=1)  # (steps, layers, width)
+        image = stacked[:, :, : chosen * images].reshape(count, len(layers), chosen, images)
+        masses = stacked[:, :, chosen * images :].reshape(count, len(layers), groups, -1) if groups else None
+        group_mass = {name: masses[:, :, g].float() for g, (name, _) in enumerate(self.groups)}
+        heads = self.heads if self.heads is not None else tuple(range(chosen))
+        return ImageAttentionResult(image, group_mass, layers, heads)
+
+
+def _gather(probs: torch.Tensor, positions: tuple[int, ...], call: AttentionCall) -> torch.Tensor:
+    """(heads, len(positions)) probabilities of own positions; 0 for a key the cache no longer holds."""
+    index = torch.as_tensor(positions, dtype=torch.long, device=probs.device) + (call.pad - call.key_offset)
+    gathered = probs[:, index.clamp(min=0)]
+    return gathered.masked_fill(index < 0, 0.0)
