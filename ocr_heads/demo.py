@@ -39,7 +39,7 @@ from pathlib import Path
 
 from ocr_heads.attention.edits import BETA_DEFAULT
 from ocr_heads.core.commandline import Parser, count_help, positive_int, setup_logging
-from ocr_heads.core.io import read_json, write_json_atomic
+from ocr_heads.core.io import read_json, read_jsonl, write_json_atomic
 from ocr_heads.core.paths import SAMPLE_LOG, SIDECAR, case_file, model_name
 from ocr_heads.experiments.registry import get_experiment
 from ocr_heads.experiments.run import RunConfig, run_one
@@ -68,7 +68,7 @@ def run(*args: str) -> None:
 
 PHASES = ("toy data", "step2 scores", "step3 head lists", "masking: choose k on the calibration split",
           "masking table on the held-out split", "sink redistribution", "prefill heads: choose k",
-          "prefill heads: masking", "case study", "report")
+          "prefill heads: masking", "case study", "where the model looks", "report")
 
 
 class Progress:
@@ -357,9 +357,16 @@ def main(argv: list[str] | None = None) -> None:
     # single-character step1 pages, so its per-digit maps come from the run that found its heads.
     progress.start("case study", 1)
     run("exp_case.py", "--from_step2", str(score_file(scores, name, "ocr", SAMPLE_LOG)), "--out", str(results))
+    # One held-out page through `look`: every answer token's attention on the page, the top OCR heads' overlays
+    # and the viewer (the report links it).
+    progress.start("where the model looks", 1)
+    first = next(read_jsonl(eval_data / "samples.jsonl"))["id"]
+    run("-m", "ocr_heads.look", "--model_id", model, "--protocol", TOY_PROTOCOL, "--data", str(eval_data),
+        "--sample", first, "--heads", ",".join(ocr[: table["k"]]), "--out", str(out / "look"))
     progress.start("report", 1)
     run("-m", "ocr_heads.report", "--scores", str(score_files["ocr"]), str(score_files["retrieval"]), "--results",
-        str(results), "--case", str(case_file(results, name)), "--out", str(out / "report"))
+        str(results), "--case", str(case_file(results, name)), "--look", str(out / "look"), "--out",
+        str(out / "report"))
     headline = {
         "model": name,
         "n_scored": read_json(score_file(scores, name, "ocr", SIDECAR))["n_samples"],

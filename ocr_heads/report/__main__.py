@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         "--case", type=Path, help='case-study JSON {"model": M, "chars": {"0": {"l0_h0": s}, ...}}'
     )
     parser.add_argument(
+        "--look", type=Path, help="a folder written by python -m ocr_heads.look: linked (viewer) and shown (overlays)"
+    )
+    parser.add_argument(
         "--kind", help="override kind (ocr|retrieval) for all files, or a comma list, one per file"
     )
     parser.add_argument(
@@ -41,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min_score", type=float, default=DEFAULT_MIN_SCORE)
     parser.add_argument("--min_frequency", type=float, default=DEFAULT_MIN_FREQUENCY)
     args = parser.parse_args(argv)
-    if not args.scores and args.case is None:
-        parser.error("give --scores FILE [FILE ...] and/or --case FILE")
+    if not args.scores and args.case is None and args.look is None:
+        parser.error("give --scores FILE [FILE ...], --case FILE and/or --look DIR")
     setup_logging()
     return run_cli(_run, args)
 
@@ -59,6 +62,7 @@ def _run(args) -> int:
         models=args.model_name,
         min_score=args.min_score,
         min_frequency=args.min_frequency,
+        look_dir=args.look,
     )
     print(result.summary)
     return 0

@@ -10,7 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ocr_heads.report.sections import activation, case_study, distinctness, experiments, score_maps, sparsity
+from ocr_heads.report.sections import (
+    activation,
+    case_study,
+    distinctness,
+    experiments,
+    look,
+    score_maps,
+    sparsity,
+)
 from ocr_heads.report.sections.case_study import load_case
 from ocr_heads.report.sections.common import Report, Section, shown
 from ocr_heads.report.sections.files import summarise
@@ -88,13 +96,14 @@ def build_report(
     models: str | Sequence[str] | None = None,
     min_score: float = DEFAULT_MIN_SCORE,
     min_frequency: float = DEFAULT_MIN_FREQUENCY,
+    look_dir: str | Path | None = None,
 ) -> ReportResult:
     """Write ``out_dir/index.html`` and one PNG per figure; return the paths, a text summary, the numbers."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = _load_all(scores, kinds, models)
-    if not files and case is None:
-        raise ValueError("nothing to report: give score files and/or a case-study file")
+    if not files and case is None and look_dir is None:
+        raise ValueError("nothing to report: give score files, a case-study file and/or a look folder")
     report = Report(out)
     thresholds = f"mean >= {min_score}, frequency threshold {min_frequency}"
     summaries = [summarise(f, slug, report, min_score, min_frequency) for f, slug in zip(files, _slugs(files),
@@ -108,6 +117,8 @@ def build_report(
         sections += experiments.sections(Path(results_dir), report)
     if case is not None:
         sections.append(case_study.section(Path(case), report))
+    if look_dir is not None:
+        sections.append(look.section(Path(look_dir), report))
 
     index = out / "index.html"
     index.write_text(_html([s for s in sections if s is not None], files, thresholds, report.caveats, out))
