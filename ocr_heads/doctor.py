@@ -29,15 +29,18 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ocr_heads.attention import capture, verify_against_eager
 from ocr_heads.core.commandline import Parser
 from ocr_heads.data import haystack
 from ocr_heads.data.samples import Sample, generate_samples, load_samples
 from ocr_heads.inspect import view_page
-from ocr_heads.models import ModelAdapter, family_loader, load_adapter
+from ocr_heads.models import family_loader, load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args
 from ocr_heads.models.protocol import NATIVE, PAPER
+
+if TYPE_CHECKING:
+    from ocr_heads.models import ModelAdapter
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +121,8 @@ def check_chat_template(adapter: ModelAdapter) -> Check:
 
 
 def check_passkey_and_capture(adapter: ModelAdapter, sample: Sample) -> list[Check]:
+    from ocr_heads.attention import capture, verify_against_eager  # torch: imported when a check runs, not for --help
+
     inputs = adapter.image_inputs(sample.load_pages(), sample.question)
     with capture(adapter) as recorder:
         recorder.reset(inputs.prompt_length)

@@ -17,13 +17,17 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from ocr_heads.core.commandline import Parser
-from ocr_heads.models import ModelAdapter, load_adapter
+from ocr_heads.models import load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args
+
+if TYPE_CHECKING:
+    from ocr_heads.models import ModelAdapter
 
 logger = logging.getLogger(__name__)
 

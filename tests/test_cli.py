@@ -77,10 +77,6 @@ def _help_of(run, capsys) -> str:
     return capsys.readouterr().out
 
 
-# Re-running this module registers its model family a second time (refused): its help runs in a subprocess.
-IN_SUBPROCESS = {"convert-internvl2"}
-
-
 @pytest.mark.parametrize("name", list(cli.COMMANDS))
 def test_command_help_is_its_script_help(name, monkeypatch, capsys):
     """``ocr-heads NAME --help`` prints what its script / ``python -m`` name prints (the program name aside)."""
@@ -88,12 +84,7 @@ def test_command_help_is_its_script_help(name, monkeypatch, capsys):
     command = cli.COMMANDS[name]
     ours = _help_of(lambda: sys.exit(cli.main([name, "--help"])), capsys)
     monkeypatch.setattr(sys, "argv", ["PROG", "--help"])
-    if name in IN_SUBPROCESS:
-        done = subprocess.run([sys.executable, *command.same_as.split()[1:], "--help"], capture_output=True,
-                              text=True, cwd=ROOT, timeout=120)
-        assert done.returncode == 0, done.stderr
-        theirs = done.stdout.replace(f"usage: {command.same_as.split()[-1].rsplit('.', 1)[-1]}.py", "usage: PROG")
-    elif command.same_as.startswith("python -m "):
+    if command.same_as.startswith("python -m "):
         theirs = _help_of(lambda: runpy.run_module(command.same_as.split()[-1], run_name="__main__"), capsys)
     else:  # run_path sets sys.argv[0] to the script's path: argparse names the program after the file
         theirs = _help_of(lambda: runpy.run_path(str(ROOT / command.same_as), run_name="__main__"), capsys)

@@ -1,14 +1,17 @@
-"""Family knobs: declared by the adapters, on every command, passed to the adapter, refused for other families."""
+"""Family knobs: declared by the families, on every command, passed to the adapter, refused for other families."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 
 import pytest
 from PIL import Image, ImageDraw
 
 from ocr_heads import inspect
-from ocr_heads.models import load_adapter
+from ocr_heads.models import load_adapter, registered_families
 from ocr_heads.models.gemma3 import Gemma3Adapter
 from ocr_heads.models.internvl import InternVLAdapter
 from ocr_heads.models.llava_onevision import LlavaOnevisionAdapter
@@ -56,10 +59,39 @@ def tokens(capsys, argv: list[str]) -> int:
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])["image_tokens"]
 
 
-def test_the_adapters_declare_the_knobs():
+def test_the_families_declare_the_knobs():
     knobs = {name: kinds for name, (_, kinds) in family_knobs().items()}
     assert knobs == {"min_pixels": QWEN, "max_pixels": QWEN, "max_patches": ["internvl", "internvl_chat"],
                      "pan_and_scan": ["gemma3"], "image_splitting": ["idefics3", "smolvlm"]}
+
+
+def test_each_adapter_takes_the_knobs_its_family_declares():
+    for kind, family in registered_families().items():
+        loader = family.load()
+        adapter_class = loader if isinstance(loader, type) else InternVLAdapter  # internvl_chat converts, then loads
+        assert adapter_class.KNOBS is family.knobs, kind
+
+
+def test_a_family_registered_outside_the_declarations_gets_its_knobs_on_the_command_line(tmp_path):
+    """``@register_family`` on a user's own adapter: filed with its KNOBS, its flag on every command."""
+    model = tmp_path / "mine"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "my_vlm"}')
+    code = textwrap.dedent(f"""
+        from ocr_heads.models import family_loader, register_family, registered_families
+        from ocr_heads.models.families import Knob
+        from ocr_heads.pipeline import step2
+
+        @register_family("my_vlm")
+        class MyAdapter:
+            KNOBS = (Knob("max_side", int, "longest page side"),)
+
+        assert registered_families()["my_vlm"].knobs == MyAdapter.KNOBS
+        assert "longest page side (my_vlm models only)" in step2.build_parser("image").format_help()
+        assert family_loader({str(model)!r}) is MyAdapter
+        """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("adapter_class, knobs, message", [

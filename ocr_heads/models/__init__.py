@@ -1,9 +1,10 @@
 """Model adapters: one per family, chosen from the checkpoint's config through a registry.
 
-A family is one module that registers its loader with :func:`register_family` for the
-``model_type`` values it serves. On the first lookup every module of this package is imported
-(:class:`~ocr_heads.core.registry.Registry`), so the families register themselves; the helpers
-beside them (base, options, protocol, ...) register nothing. Adding a family = one module.
+What a family serves is declared torch-free in :mod:`ocr_heads.models.families` (one module per family:
+``FAMILIES``, each a model type, its knobs and a ``"module:object"`` reference to its loader). On the first
+lookup the registry imports those declarations only; an adapter module (and torch) is imported when a checkpoint
+of its type loads. So every command lists the families' knobs without torch. Adding a family = its adapter
+module plus its declaration. :func:`register_family` files a loader defined elsewhere (a user's own adapter).
 """
 
 from __future__ import annotations
@@ -11,27 +12,50 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ocr_heads.core import hub
 from ocr_heads.core.errors import UserError
 from ocr_heads.core.registry import Registry
-from ocr_heads.models.base import AttentionShape, ImageTokens, ModelAdapter, ModelInputs
+from ocr_heads.models.families import Family
 
-__all__ = ["AttentionShape", "ImageTokens", "ModelAdapter", "ModelInputs", "family_loader", "load_adapter",
+if TYPE_CHECKING:
+    from ocr_heads.models.base import AttentionShape, ImageTokens, ModelAdapter, ModelInputs
+
+__all__ = ["AttentionShape", "Family", "ImageTokens", "ModelAdapter", "ModelInputs", "family_loader", "load_adapter",
            "model_type", "register_family", "registered_families", "supported_model_types"]
 
-Loader = Callable[..., ModelAdapter]
-# By name, not the package object: the family modules import this one (`from ocr_heads.models import ...`).
-_REGISTRY: Registry[Loader] = Registry("model type", __name__)
+Loader = Callable[..., "ModelAdapter"]
+_REGISTRY: Registry[Family] = Registry("model type", f"{__name__}.families",
+                                       lambda module: getattr(module, "FAMILIES", ()),
+                                       lambda family: family.model_type)
+_ADAPTER_INTERFACE = {"AttentionShape", "ImageTokens", "ModelAdapter", "ModelInputs"}
+
+
+def __getattr__(name: str) -> Any:
+    """The adapter interface (:mod:`ocr_heads.models.base`, which imports torch), imported when first asked for."""
+    if name in _ADAPTER_INTERFACE:
+        from ocr_heads.models import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register_family(*model_types: str) -> Callable[[Loader], Loader]:
-    """Decorator: ``loader(model_id, **adapter_kwargs)`` serves checkpoints of these ``model_type`` values."""
-    return _REGISTRY.register(*model_types)
+    """Decorator: ``loader(model_id, **adapter_kwargs)`` serves checkpoints of these ``model_type`` values, with
+    the knobs of its ``KNOBS``. For a loader outside :mod:`ocr_heads.models.families`' declarations (your own
+    adapter): it is filed when its module is imported, so import that module before a command builds its parser."""
+
+    def decorate(loader: Loader) -> Loader:
+        for kind in model_types:
+            _REGISTRY.add(kind, Family(kind, loader, tuple(getattr(loader, "KNOBS", ()))))
+        return loader
+
+    return decorate
 
 
-def registered_families() -> dict[str, Loader]:
-    """Model type -> loader, sorted by model type."""
+def registered_families() -> dict[str, Family]:
+    """Model type -> its declaration, sorted by model type (no adapter is imported)."""
     return _REGISTRY.all()
 
 
@@ -70,10 +94,10 @@ def model_type(model_id: str) -> str:
 def family_loader(model_id: str) -> Loader:
     """The registered loader (usually the adapter class) that serves ``model_id``."""
     kind = model_type(model_id)
-    loaders = registered_families()
-    if kind not in loaders:
-        raise ValueError(f"{model_id}: model type {kind!r} is not supported (supported: {', '.join(sorted(loaders))})")
-    return loaders[kind]
+    families = registered_families()
+    if kind not in families:
+        raise ValueError(f"{model_id}: model type {kind!r} is not supported (supported: {', '.join(sorted(families))})")
+    return families[kind].load()
 
 
 def load_adapter(model_id: str, **kwargs) -> ModelAdapter:

@@ -15,31 +15,10 @@ import torch
 from PIL import Image
 
 from ocr_heads.core.paths import model_name
+from ocr_heads.models.families import Knob
 from ocr_heads.models.protocol import PAPER, check_protocol, resolve_protocol
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Knob:
-    """A family's own setting of how pages become tokens, declared in its adapter's ``KNOBS`` (and nowhere else):
-    ``--NAME`` on every command (:mod:`ocr_heads.models.options`), the keyword argument NAME of the adapter."""
-
-    name: str
-    type: type  # int: a positive integer; bool: a switch (--NAME on, --no_NAME off)
-    help: str
-    default: int | bool | None = None  # None: the protocol decides
-
-    def check(self, value: object, prefix: str = "") -> None:
-        """ValueError unless ``value`` fits the knob's type (an int knob also >= 1); ``prefix`` starts the knob's
-        name in the message ("--" on the command line)."""
-        if self.type is bool:
-            if not isinstance(value, bool):
-                raise ValueError(f"{prefix}{self.name} is a switch (True or False), got {value!r}")
-        elif isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{prefix}{self.name} must be an integer, got {value!r}")
-        elif value < 1:
-            raise ValueError(f"{prefix}{self.name} must be positive, got {value}")
 
 
 @dataclass(frozen=True)
@@ -209,8 +188,8 @@ class ModelAdapter(ABC):
     image_token: str  # the token string whose id must be config.image_token_id (checked on load)
     # config.json keys naming special-token ids -> the token each must be in the tokenizer (for checks).
     CONFIG_TOKENS: dict[str, str] = {}
-    # The family's page settings beyond --protocol (Knob declarations): keyword arguments of the adapter, and flags
-    # of every command.
+    # The family's page settings beyond --protocol: its declaration's knobs (ocr_heads/models/families/), keyword
+    # arguments of the adapter and flags of every command.
     KNOBS: tuple[Knob, ...] = ()
 
     def __init__(

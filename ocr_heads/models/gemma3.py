@@ -24,16 +24,15 @@ from PIL import Image
 from transformers import AutoImageProcessor, Gemma3ForConditionalGeneration
 from transformers.models.gemma3.processing_gemma3 import Gemma3Processor
 
-from ocr_heads.models import register_family
 from ocr_heads.models.base import (
     ImageTokens,
-    Knob,
     ModelAdapter,
     ModelInputs,
     context_offsets,
     expand_placeholders,
     region_token_boxes,
 )
+from ocr_heads.models.families import gemma3 as declaration
 
 BOI = "<start_of_image>"
 EOI = "<end_of_image>"
@@ -79,12 +78,10 @@ def pan_and_scan_crops(page_size: tuple[int, int], min_crop_size: int, max_crops
     return crops if min(math.ceil(long / crops), short) >= min_crop_size else 0
 
 
-@register_family("gemma3")
 class Gemma3Adapter(ModelAdapter):
     CONFIG_TOKENS = {"image_token_index": IMAGE_TOKEN, "boi_token_index": BOI, "eoi_token_index": EOI,
                      "image_token_id": IMAGE_TOKEN}  # hub files use *_index
-    KNOBS = (Knob("pan_and_scan", bool, "also cut a wide or tall page into crops after the whole page, 256 tokens "
-                  "each (default: off under --protocol paper, the checkpoint's do_pan_and_scan under native)"),)
+    KNOBS = declaration.KNOBS  # declared once, torch-free, where the registry reads it
 
     family = "Gemma 3"
     model_class = Gemma3ForConditionalGeneration

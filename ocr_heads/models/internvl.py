@@ -23,8 +23,8 @@ from PIL import Image
 from transformers import AutoImageProcessor, InternVLForConditionalGeneration
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
 
-from ocr_heads.models import register_family
-from ocr_heads.models.base import ImageTokens, Knob, ModelAdapter, ModelInputs, context_offsets, expand_placeholders
+from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, context_offsets, expand_placeholders
+from ocr_heads.models.families import internvl as declaration
 from ocr_heads.models.protocol import PAPER
 
 # Token strings of InternVLProcessor (tokenizer attributes when the checkpoint names them).
@@ -80,11 +80,9 @@ def page_token_boxes(page_size: tuple[int, int], cols: int, rows: int, grid: int
     return np.concatenate(boxes)
 
 
-@register_family("internvl")
 class InternVLAdapter(ModelAdapter):
     CONFIG_TOKENS = {"image_token_id": CONTEXT_IMAGE}
-    KNOBS = (Knob("max_patches", int, "override the protocol's most 448 px tiles per page (a thumbnail is added "
-                  "when a page gets more than one)"),)
+    KNOBS = declaration.KNOBS  # declared once, torch-free, where the registry reads it
 
     family = "InternVL"
     model_class = InternVLForConditionalGeneration

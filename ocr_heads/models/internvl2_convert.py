@@ -38,7 +38,6 @@ from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2Im
 
 from ocr_heads.core.commandline import Parser
 from ocr_heads.core.paths import model_name
-from ocr_heads.models import register_family
 from ocr_heads.models.internvl import (
     CONTEXT_IMAGE,
     END_IMAGE,
@@ -347,15 +346,12 @@ def source_dir(model_id: str) -> Path:
     return Path(snapshot_download(model_id, allow_patterns=["*.json", "*.safetensors", "tokenizer.model"]))
 
 
-@register_family("internvl_chat")
 def load_internvl2(model_id: str, **kwargs) -> InternVLAdapter:
     """InternVL2 remote-code checkpoint: converted once to the native layout (cached), then loaded natively."""
     adapter = InternVLAdapter(str(converted_checkpoint(model_id)), **kwargs)
     adapter.name = model_name(model_id)  # files are named after the id, not the cache dir
     return adapter
 
-
-load_internvl2.KNOBS = InternVLAdapter.KNOBS  # the native adapter underneath takes the same settings
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,6 @@ from transformers.image_processing_utils import get_patch_output_size, select_be
 from transformers.image_utils import ChannelDimension
 from transformers.models.llava_onevision.modeling_llava_onevision import get_anyres_image_grid_shape, unpad_image
 
-from ocr_heads.models import register_family
 from ocr_heads.models.base import (
     ImageTokens,
     ModelAdapter,
@@ -121,7 +120,6 @@ def anyres_page_boxes(page_size: tuple[int, int], grid: int, patch: int, side: i
     return np.concatenate([base, rows_with_newline.reshape(-1, 4)]), newlines
 
 
-@register_family("llava_onevision")
 class LlavaOnevisionAdapter(ModelAdapter):
     CONFIG_TOKENS = {"image_token_index": IMAGE_TOKEN, "video_token_index": "<video>",
                      "image_token_id": IMAGE_TOKEN, "video_token_id": "<video>"}  # hub files use *_index

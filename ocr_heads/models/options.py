@@ -1,20 +1,20 @@
 """The model arguments every command shares (model, dtype, placement, image protocol, family knobs), in one place.
 
 A *knob* is a family's own setting of how pages become tokens (Qwen2-VL's pixel budget, InternVL's tile
-count, Gemma 3's pan-and-scan). Each adapter class declares its knobs in ``KNOBS`` (a tuple of
-:class:`~ocr_heads.models.base.Knob`); :func:`add_model_args` puts every registered family's knobs on the
-command line, and :func:`adapter_kwargs` passes the ones given to the adapter, refusing a knob the model's
-family does not have (one ``error:`` line, never silently ignored).
+count, Gemma 3's pan-and-scan). Each family declares its knobs in :mod:`ocr_heads.models.families` (a tuple of
+:class:`~ocr_heads.models.families.Knob`, the adapter's ``KNOBS``); :func:`add_model_args` puts every registered
+family's knobs on the command line, and :func:`adapter_kwargs` passes the ones given to the adapter, refusing a
+knob the model's family does not have (one ``error:`` line, never silently ignored).
+
+Torch-free, like the declarations it reads: building a command's parser imports no model code.
 """
 
 from __future__ import annotations
 
 import argparse
 
-import torch
-
 from ocr_heads.models import model_type, registered_families
-from ocr_heads.models.base import Knob
+from ocr_heads.models.families import Knob
 from ocr_heads.models.protocol import DECLARED_KEY, DEFAULT_PROTOCOL, PROTOCOLS
 
 
@@ -31,10 +31,10 @@ def _add_flag(parser: argparse.ArgumentParser, knob: Knob, families: list[str]) 
 
 
 def family_knobs() -> dict[str, tuple[Knob, list[str]]]:
-    """Knob name -> (the knob, the model types whose adapters declare it), in family registration order."""
+    """Knob name -> (the knob, the model types whose families declare it), in family registration order."""
     found: dict[str, tuple[Knob, list[str]]] = {}
-    for kind, loader in registered_families().items():
-        for knob in getattr(loader, "KNOBS", ()):
+    for kind, family in registered_families().items():
+        for knob in family.knobs:
             known, kinds = found.setdefault(knob.name, (knob, []))
             if known != knob:
                 raise RuntimeError(f"knob --{knob.name} is declared differently by two families")
@@ -71,6 +71,8 @@ def adapter_kwargs(args: argparse.Namespace, device_map: str | None = None) -> d
     ``device_map`` is the fallback placement (e.g. a shard's device) when ``--device_map`` is not given.
     A knob given for a model whose family does not declare it is a ValueError.
     """
+    import torch  # here, not at the top: building a parser stays torch-free
+
     if args.dtype is not None and not isinstance(getattr(torch, args.dtype, None), torch.dtype):
         raise ValueError(f"--dtype {args.dtype!r} is not a torch dtype (e.g. float32, bfloat16)")
     kwargs = {"dtype": getattr(torch, args.dtype) if args.dtype else None,

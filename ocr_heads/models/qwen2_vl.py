@@ -15,16 +15,15 @@ from PIL import Image
 from transformers import AutoImageProcessor, Qwen2VLForConditionalGeneration
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
-from ocr_heads.models import register_family
 from ocr_heads.models.base import (
     ImageTokens,
-    Knob,
     ModelAdapter,
     ModelInputs,
     context_offsets,
     contiguous_runs,
     expand_placeholders,
 )
+from ocr_heads.models.families import qwen as declaration
 from ocr_heads.models.protocol import PAPER, check_protocol
 
 IMAGE_PAD = "<|image_pad|>"
@@ -49,7 +48,6 @@ QWEN2_VL_CHAT_TEMPLATE = (
 )
 
 
-@register_family("qwen2_vl")
 class Qwen2VLAdapter(ModelAdapter):
     """Qwen2-VL; the later Qwen families (:mod:`ocr_heads.models.qwen_family`) subclass it and change only
     the model class, the chat template and, through the processor, the tile size."""
@@ -60,8 +58,7 @@ class Qwen2VLAdapter(ModelAdapter):
     chat_template: str = QWEN2_VL_CHAT_TEMPLATE
     chat_template_kwargs: dict = {}  # extra variables for the chat template (e.g. Qwen3.5's enable_thinking)
     family: str = "Qwen2-VL"
-    KNOBS = (Knob("min_pixels", int, "override the protocol's min pixels of a resized page"),
-             Knob("max_pixels", int, "override the protocol's max pixels of a resized page"))
+    KNOBS = declaration.KNOBS  # declared once, torch-free, where the registry reads it
 
     image_token = IMAGE_PAD
 

@@ -23,7 +23,6 @@ from transformers import (
     Qwen3VLMoeForConditionalGeneration,
 )
 
-from ocr_heads.models import register_family
 from ocr_heads.models.qwen2_vl import QWEN2_VL_CHAT_TEMPLATE, Qwen2VLAdapter
 
 # Chat formats for a user turn of images and text, written from the published templates (checkpoints that
@@ -46,21 +45,18 @@ QWEN3_5_CHAT_TEMPLATE = QWEN3_VL_CHAT_TEMPLATE.replace(
 )
 
 
-@register_family("qwen2_5_vl")
 class Qwen2_5_VLAdapter(Qwen2VLAdapter):
     model_class = Qwen2_5_VLForConditionalGeneration
     chat_template = QWEN2_5_VL_CHAT_TEMPLATE
     family = "Qwen2.5-VL"
 
 
-@register_family("qwen3_vl")
 class Qwen3VLAdapter(Qwen2VLAdapter):
     model_class = Qwen3VLForConditionalGeneration
     chat_template = QWEN3_VL_CHAT_TEMPLATE
     family = "Qwen3-VL"
 
 
-@register_family("qwen3_vl_moe")
 class Qwen3VLMoeAdapter(Qwen3VLAdapter):
     """Qwen3-VL-MoE: the same inputs and attention; the experts replace the decoder MLPs only."""
 
@@ -68,7 +64,6 @@ class Qwen3VLMoeAdapter(Qwen3VLAdapter):
     family = "Qwen3-VL-MoE"
 
 
-@register_family("qwen3_5")
 class Qwen3_5Adapter(Qwen2VLAdapter):
     """Qwen3.5 (hybrid): scoring reads the full-attention layers; the linear-attention ones are not scoreable
     (``scoreable_layers`` comes from the layers that have a ``self_attn``)."""

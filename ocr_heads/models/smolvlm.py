@@ -34,10 +34,8 @@ from PIL import Image
 from transformers import AutoImageProcessor, Idefics3ForConditionalGeneration, SmolVLMForConditionalGeneration
 from transformers.models.smolvlm.processing_smolvlm import DEFAULT_CHAT_TEMPLATE, get_image_prompt_string
 
-from ocr_heads.models import register_family
 from ocr_heads.models.base import (
     ImageTokens,
-    Knob,
     ModelAdapter,
     ModelInputs,
     context_offsets,
@@ -45,6 +43,7 @@ from ocr_heads.models.base import (
     expand_placeholders,
     region_token_boxes,
 )
+from ocr_heads.models.families import smolvlm as declaration
 
 IMAGE_TOKEN = "<image>"
 FAKE_IMAGE_TOKEN = "<fake_token_around_image>"
@@ -108,15 +107,13 @@ def page_regions(page_size: tuple[int, int], rows: int, cols: int) -> list[Regio
     return [*crops, (0.0, 0.0, float(width), float(height))]
 
 
-@register_family("smolvlm")
 class SmolVLMAdapter(ModelAdapter):
     family = "SmolVLM"
     model_class: type = SmolVLMForConditionalGeneration
     chat_template = SMOLVLM_CHAT_TEMPLATE
     image_token = IMAGE_TOKEN
     CONFIG_TOKENS = {"image_token_id": IMAGE_TOKEN}
-    KNOBS = (Knob("image_splitting", bool, "also cut the page into 512 px tiles before the global image, 64 tokens "
-                  "each (default: off under --protocol paper, the checkpoint's do_image_splitting under native)"),)
+    KNOBS = declaration.KNOBS  # declared once, torch-free, where the registry reads it
 
     def setup(self, model_id: str) -> None:
         self.image_processor = AutoImageProcessor.from_pretrained(model_id)
@@ -233,7 +230,6 @@ class SmolVLMAdapter(ModelAdapter):
         return ModelInputs(tensors=tensors, context_offsets=offsets)
 
 
-@register_family("idefics3")
 class Idefics3Adapter(SmolVLMAdapter):
     """SmolVLM (v1) checkpoints such as HuggingFaceTB/SmolVLM-256M-Instruct are ``idefics3``: same processor
     geometry, prompt layout and module layout, Idefics3 classes."""

@@ -18,10 +18,10 @@ import logging
 import string
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ocr_heads.attention import capture
 from ocr_heads.core.commandline import Parser, count_help, positive_int, run_cli, setup_logging
 from ocr_heads.core.errors import EmptyRunError, FailedSamplesError, UserError
 from ocr_heads.core.heads import all_heads
@@ -39,11 +39,14 @@ from ocr_heads.core.provenance import (
 )
 from ocr_heads.core.runner import collect, run_batches
 from ocr_heads.data.samples import SAMPLES_FILE, Sample, load_samples
-from ocr_heads.models import ModelAdapter, load_adapter
+from ocr_heads.models import load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args, knob_names
 from ocr_heads.pipeline import step1
 from ocr_heads.scores import rules
 from ocr_heads.scores.geometry import DEFAULT_OVERLAP
+
+if TYPE_CHECKING:
+    from ocr_heads.models import ModelAdapter
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +212,8 @@ def _from_step2(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    # step2 is imported here: it pulls in the score-file module, needed only for this experiment.
+    # Imported here: the score-file module and the attention function (torch) are needed only for this run.
+    from ocr_heads.attention import capture
     from ocr_heads.pipeline.step2 import Step2Config, score_batch
 
     args.data = case_data(args.data, args.n, args.seed)

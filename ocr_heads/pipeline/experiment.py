@@ -9,6 +9,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ocr_heads.core.commandline import Parser, count_help, error_line, positive_int, run_cli, setup_logging
 from ocr_heads.core.errors import FailedSamplesError, UserError
@@ -22,12 +23,15 @@ from ocr_heads.experiments.base import NONE, Experiment
 from ocr_heads.experiments.data import resolve_sources
 from ocr_heads.experiments.registry import get_experiment
 from ocr_heads.experiments.run import RunConfig, run_one
-from ocr_heads.models import ModelAdapter, load_adapter
+from ocr_heads.models import load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args, knob_names
 from ocr_heads.scores import default_score
 from ocr_heads.scores.files import heads_file
 from ocr_heads.scores.selection import choose_heads, load_head_ranking, needs_ranking
 from ocr_heads.tasks import DEFAULT_N, all_tasks
+
+if TYPE_CHECKING:
+    from ocr_heads.models import ModelAdapter
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,9 @@
 OCR (image) or retrieval (text) behaviour.
 
 ``main`` is the command line shared by ``step2_ocr_retrieval_head.py`` and ``step2_text_retrieval_head.py``;
-one sample is scored by :mod:`ocr_heads.pipeline.sample_scoring`.
+one sample is scored by :mod:`ocr_heads.pipeline.sample_scoring`. The model side (torch, transformers, the
+attention function, sample scoring) is imported by the functions that run it: ``--help`` and a wrong flag answer
+without loading torch.
 """
 
 from __future__ import annotations
@@ -12,13 +14,11 @@ import logging
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import transformers
 
 import ocr_heads
-from ocr_heads.attention import AttentionRecorder, capture, verify_against_eager
 from ocr_heads.core.commandline import Parser, count_help, positive_int, run_cli, setup_logging
 from ocr_heads.core.errors import EmptyRunError, FailedSamplesError
 from ocr_heads.core.heads import all_heads, parse_head
@@ -27,15 +27,18 @@ from ocr_heads.core.kinds import Alignment, Modality
 from ocr_heads.core.provenance import MODEL_KEY, claim, data_fingerprint, model_fingerprint, model_note, model_origin
 from ocr_heads.core.runner import Shard, collect, run_batches, shard_logs
 from ocr_heads.data.samples import SAMPLES_FILE, Sample, load_sample_dirs
-from ocr_heads.models import ModelAdapter, load_adapter
+from ocr_heads.models import load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args, knob_names
 from ocr_heads.models.protocol import NATIVE, PAPER
-from ocr_heads.pipeline import sample_scoring
-from ocr_heads.pipeline.sample_scoring import SampleResult, check_settings
 from ocr_heads.pipeline.step1 import DEFAULT_OUT
 from ocr_heads.scores import DEFAULT, HeadScore, Settings, all_scores, get_score, listing, rules
 from ocr_heads.scores.files import ScoreFile, load_scores, save_scores, score_stem
 from ocr_heads.scores.geometry import AUTHORS_OVERLAP, DEFAULT_OVERLAP
+
+if TYPE_CHECKING:
+    from ocr_heads.attention import AttentionRecorder
+    from ocr_heads.models import ModelAdapter
+    from ocr_heads.pipeline.sample_scoring import SampleResult
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +71,15 @@ class Step2Config:
 def score_batch(adapter: ModelAdapter, recorder: AttentionRecorder, samples: list[Sample],
                 cfg: Step2Config) -> list[SampleResult | Exception]:
     """Samples generated together, scored by the configured score (see :mod:`ocr_heads.pipeline.sample_scoring`)."""
+    from ocr_heads.pipeline import sample_scoring
+
     return sample_scoring.score_batch(adapter, recorder, samples, cfg.head_score, cfg.settings, cfg.max_new_tokens)
 
 
 def score_one(adapter: ModelAdapter, recorder: AttentionRecorder, sample: Sample, cfg: Step2Config) -> SampleResult:
     """One sample alone; raises what it failed with."""
+    from ocr_heads.pipeline import sample_scoring
+
     return sample_scoring.score_sample(adapter, recorder, sample, cfg.head_score, cfg.settings,
                                        cfg.max_new_tokens)
 
@@ -111,6 +118,9 @@ def _git_sha() -> str | None:
 def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config, data: list[Path],
                  order: list[str]) -> tuple[int, int, int]:
     """Merge every log of the run (single or shards) into the score files; returns (scored, failed, events)."""
+    import torch  # for their versions in the meta file
+    import transformers
+
     records, failed = collect(shard_logs(out_dir, stem), order)
     heads = all_heads(adapter_info["num_layers"], adapter_info["num_heads"])
     meta = {
@@ -363,11 +373,15 @@ def check_score(cfg: Step2Config) -> None:
     if score.modality != cfg.kind:
         script = "step2_ocr_retrieval_head.py" if score.modality == Modality.IMAGE else "step2_text_retrieval_head.py"
         raise ValueError(f"score {score.name} reads the {score.modality} form of a sample: run it with {script}")
+    from ocr_heads.pipeline.sample_scoring import check_settings
+
     check_settings(score, cfg.settings)
 
 
 def _score(adapter: ModelAdapter, samples: list[Sample], shard: Shard, cfg: Step2Config, log: Path,
            verify: bool, batch_size: int = 1) -> int:
+    from ocr_heads.attention import capture, verify_against_eager
+
     verified = not verify
     with capture(adapter) as recorder:
         def process(batch: list[Sample]) -> list[dict | Exception]:
