@@ -297,6 +297,13 @@ class ModelAdapter(ABC):
     def _tokenize(self, content: list[dict], context: str | None, image_token_counts: list[int]) -> ModelInputs:
         """Chat-format ``content`` (image parts expanded to ``image_token_counts`` tokens) into inputs."""
 
+    def encode_prompt(self, prompt: str, context: str | None,
+                      add_special_tokens: bool = False) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """``prompt`` (already in chat format, image tokens expanded) as (1, tokens) ids, and for each token its
+        character span in ``context`` ((-1, -1) outside it): where the needle's characters sit in the prompt."""
+        encoded = self.tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=add_special_tokens)
+        return torch.tensor([encoded["input_ids"]]), context_offsets(prompt, encoded["offset_mapping"], context)
+
     def set_text_attention(self, implementation: str) -> None:
         """Route the language model's attention (not the vision tower's) through ``implementation``."""
         self.model.set_attn_implementation({"text_config": implementation, "vision_config": "sdpa"})

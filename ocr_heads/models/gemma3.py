@@ -28,7 +28,6 @@ from ocr_heads.models.base import (
     ImageTokens,
     ModelAdapter,
     ModelInputs,
-    context_offsets,
     expand_placeholders,
     region_token_boxes,
 )
@@ -167,9 +166,7 @@ class Gemma3Adapter(ModelAdapter):
         )
         prompt = expand_placeholders(prompt, BOI, [self._image_sequence(crops) for crops in image_token_counts])
         # The template already starts with <bos>.
-        encoded = self.tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=False)
-        input_ids = torch.tensor([encoded["input_ids"]])
-        offsets = context_offsets(prompt, encoded["offset_mapping"], context)
+        input_ids, offsets = self.encode_prompt(prompt, context)
         tensors = {
             "input_ids": input_ids,
             "attention_mask": torch.ones_like(input_ids),

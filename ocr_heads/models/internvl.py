@@ -23,7 +23,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, InternVLForConditionalGeneration
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
 
-from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, context_offsets, expand_placeholders
+from ocr_heads.models.base import ImageTokens, ModelAdapter, ModelInputs, expand_placeholders
 from ocr_heads.models.families import internvl as declaration
 from ocr_heads.models.protocol import PAPER
 
@@ -160,9 +160,7 @@ class InternVLAdapter(ModelAdapter):
         page_tokens = [f"{self.start_image}{self.context_image * n}{self.end_image}" for n in image_token_counts]
         prompt = expand_placeholders(prompt, placeholder, page_tokens)
         # Special tokens on: Llama-style tokenizers (InternLM2) start with <s>, as InternVL2's chat() does.
-        encoded = self.tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=True)
-        input_ids = torch.tensor([encoded["input_ids"]])
-        offsets = context_offsets(prompt, encoded["offset_mapping"], context)
+        input_ids, offsets = self.encode_prompt(prompt, context, add_special_tokens=True)
         tensors = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
         return ModelInputs(tensors=tensors, context_offsets=offsets)
 

@@ -37,7 +37,6 @@ from ocr_heads.models.base import (
     ImageTokens,
     ModelAdapter,
     ModelInputs,
-    context_offsets,
     contiguous_runs,
     expand_placeholders,
 )
@@ -206,8 +205,6 @@ class LlavaOnevisionAdapter(ModelAdapter):
             [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
         )
         prompt = expand_placeholders(prompt, IMAGE_TOKEN, [IMAGE_TOKEN * n for n in image_token_counts])
-        encoded = self.tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=False)
-        input_ids = torch.tensor([encoded["input_ids"]])
-        offsets = context_offsets(prompt, encoded["offset_mapping"], context)
+        input_ids, offsets = self.encode_prompt(prompt, context)
         tensors = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
         return ModelInputs(tensors=tensors, context_offsets=offsets)

@@ -19,7 +19,6 @@ from ocr_heads.models.base import (
     ImageTokens,
     ModelAdapter,
     ModelInputs,
-    context_offsets,
     contiguous_runs,
     expand_placeholders,
 )
@@ -122,9 +121,7 @@ class Qwen2VLAdapter(ModelAdapter):
             **self.chat_template_kwargs,
         )
         prompt = expand_placeholders(prompt, IMAGE_PAD, [IMAGE_PAD * n for n in image_token_counts])
-        encoded = self.tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=False)
-        input_ids = torch.tensor([encoded["input_ids"]])
-        offsets = context_offsets(prompt, encoded["offset_mapping"], context)
+        input_ids, offsets = self.encode_prompt(prompt, context)
         tensors = {
             "input_ids": input_ids,
             "attention_mask": torch.ones_like(input_ids),

@@ -38,7 +38,6 @@ from ocr_heads.models.base import (
     ImageTokens,
     ModelAdapter,
     ModelInputs,
-    context_offsets,
     contiguous_runs,
     expand_placeholders,
     region_token_boxes,
@@ -223,9 +222,7 @@ class SmolVLMAdapter(ModelAdapter):
         )
         prompt = expand_placeholders(prompt, IMAGE_TOKEN, page_prompts or [])
         # The template starts with <|im_start|> itself.
-        encoded = self.tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=False)
-        input_ids = torch.tensor([encoded["input_ids"]])
-        offsets = context_offsets(prompt, encoded["offset_mapping"], context)
+        input_ids, offsets = self.encode_prompt(prompt, context)
         tensors = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
         return ModelInputs(tensors=tensors, context_offsets=offsets)
 
