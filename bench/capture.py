@@ -32,49 +32,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import ctypes.util
-import gc
 import json
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from measure import Peak, Runs, out_of_memory
+from measure import ratio as _ratio
+
 METHODS = ("authors", "capture", "plain")
-# Resident-set readings move in whole pages and allocator chunks: peaks under 1 MiB are read as 1 MiB
-# in ratios, so "nothing measurable" does not turn into an absurd quotient.
-MIN_MIB = 1.0
-
-
-def _rss_kib(field_name: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field_name + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field_name} not in /proc/self/status")
-
-
-def _release_freed_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the OS (glibc), so the next peak starts clean."""
-    gc.collect()
-    name = ctypes.util.find_library("c")
-    if name:
-        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
-            ctypes.CDLL(name).malloc_trim(0)
-
-
-def _ratio(a: float, b: float) -> float:
-    return max(a, MIN_MIB) / max(b, MIN_MIB)
-
-
-@dataclass
-class Runs:
-    """The timed runs of one method on one input."""
-
-    seconds: list[float] = field(default_factory=list)
-    peaks_mib: list[float] = field(default_factory=list)
-    error: str | None = None
 
 
 class Bench:
@@ -121,14 +88,8 @@ class Bench:
             recorder = scope.enter_context(capture(self.adapter)) if method == "capture" else None
             if method == "authors":
                 scope.enter_context(text_attention(self.adapter, "eager"))
-            _release_freed_memory()
-            if self.cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-                before = torch.cuda.memory_allocated() / 1024
-            else:
-                Path("/proc/self/clear_refs").write_text("5")  # reset the RSS high-water mark
-                before = _rss_kib("VmRSS")
+            meter = Peak(self.cuda)
+            meter.start()
             start = time.perf_counter()
             if method == "authors":
                 out = model.generate(**tensors, **common, output_attentions=True, return_dict_in_generate=True)
@@ -139,11 +100,10 @@ class Bench:
                 model.generate(**tensors, **common)
                 if recorder is not None:
                     recorder.results()
-            if self.cuda:
-                torch.cuda.synchronize()
+            meter.synchronize()
             seconds = time.perf_counter() - start
-            peak = (torch.cuda.max_memory_allocated() / 1024 if self.cuda else _rss_kib("VmHWM")) - before
-        return seconds, max(peak, 0) / 1024
+            peak = meter.stop()
+        return seconds, peak
 
     def measure(self, modality: str, size: int, batch: int, methods: tuple[str, ...], new_tokens: int,
                 pairs: int) -> dict:
@@ -161,13 +121,13 @@ class Bench:
         return summarize(modality, size, batch, prompt_tokens, runs, self.device)
 
     def _record(self, runs: Runs, method: str, tensors: dict, new_tokens: int, keep: bool) -> None:
-        import torch
-
         if runs.error is not None:
             return
         try:
             seconds, peak = self.run(method, tensors, new_tokens)
-        except (torch.cuda.OutOfMemoryError, MemoryError) as err:  # e.g. the authors' approach: the table goes on
+        except (RuntimeError, MemoryError) as err:  # e.g. the authors' approach: the table goes on
+            if not out_of_memory(err):
+                raise
             runs.error = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
             return
         if keep:

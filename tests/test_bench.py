@@ -15,6 +15,8 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 def _load(name: str):
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))  # the benchmarks import their shared helpers (bench/measure.py) by name
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
@@ -73,3 +75,37 @@ def test_build_full_size_keeps_the_published_widths_with_fewer_layers():
     assert (text.num_hidden_layers, text.hidden_size, text.num_attention_heads, text.num_key_value_heads,
             text.intermediate_size) == (4, 1536, 12, 2, 8960)
     assert config.vision_config.depth == 4 and config.vision_config.embed_dim == 1280
+
+
+def test_look_bench_prints_its_table_and_a_finite_memory_ratio(tiny_model_dir, capsys):
+    """bench/look.py at a tiny length: the table, the ratios and the JSON line; look's peak memory ratio is finite."""
+    import json
+    import math
+
+    look_bench = _load("look")
+    summary = look_bench.main(["--model", str(tiny_model_dir), "--lengths", "256", "--pairs", "2", "--new", "2",
+                               "--max-gib", "0", "--json"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("device: cpu") and "interleaved" in lines[0]
+    assert lines[1].split() == ["tokens", "|", "method", "peak", "MiB", "median", "s"]
+    rows = [line.split() for line in lines[2:5]]
+    assert [row[2] for row in rows] == ["look", "plain", "eager"]  # one page + question: eager fits
+    assert all(float(row[3]) >= 0 and float(row[4]) > 0 for row in rows)
+    assert lines[5].split()[:4] == ["tokens", "|", "look/plain", "mem"]
+    assert json.loads(lines[-1]) == json.loads(json.dumps(summary))
+    (case,) = summary["cases"]
+    assert case["prompt_tokens"] > 256 and case["image_tokens"] > 0  # never shorter than one page and the question
+    assert math.isfinite(case["mem_ratio"]) and case["mem_ratio"] > 0
+    assert len(case["time_ratios"]) == 2 and math.isfinite(case["eager_mem_ratio"])
+
+
+def test_look_bench_skips_eager_beyond_its_estimate():
+    """The eager row says how much it would need and is not run; look/plain ratios stay."""
+    look_bench = _load("look")
+    runs = {"look": look_bench.Runs(seconds=[2.0, 3.0], peaks_mib=[12.0, 11.0]),
+            "plain": look_bench.Runs(seconds=[1.0, 2.0], peaks_mib=[10.0, 10.0]),
+            "eager": look_bench.Runs(error="would need 68.0 GiB: not run")}
+    case = look_bench.summarize(runs, 32768, 32768, 234)
+    assert case["time_ratios"] == [2.0, 1.5] and case["time_ratio"] == 1.75
+    assert case["mem_ratio"] == 1.1 and "eager_mem_ratio" not in case
+    assert case["methods"]["eager"] == {"error": "would need 68.0 GiB: not run"}
