@@ -72,8 +72,13 @@ def producing_row_statistics(query: torch.Tensor, key: torch.Tensor, attention_m
                              offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`row_statistics` of every sample's last query row. Few kernels on purpose: at small sizes
     each costs more than the decode step's sdpa call (see README, capture overhead)."""
-    probs = torch.softmax(last_row_scores(query, key, attention_mask, scaling), dim=-1, dtype=torch.float32)
-    return row_statistics(probs, prompt_keys, pads, offset)
+    return row_statistics(producing_row_probabilities(query, key, attention_mask, scaling), prompt_keys, pads, offset)
+
+
+def producing_row_probabilities(query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None,
+                                scaling: float | None) -> torch.Tensor:
+    """(batch, heads, keys) float32 probabilities of every sample's last query row (the producing row)."""
+    return torch.softmax(last_row_scores(query, key, attention_mask, scaling), dim=-1, dtype=torch.float32)
 
 
 def row_statistics(probs: torch.Tensor, prompt_keys: int, pads: torch.Tensor | None,
@@ -145,11 +150,13 @@ def ocr_heads_attention_forward(module, query, key, value, attention_mask, **kwa
             recorder.begin_prefill(key.shape[2])
         pads = recorder.pad_tensor(query.shape[0], query.device)
         offset = recorder.key_offset(module.layer_idx, key.shape[2])
-        argmax, sink = producing_row_statistics(query, key, attention_mask, kwargs.get("scaling"),
-                                                recorder.argmax_keys(), pads, offset)
+        producing = producing_row_probabilities(query, key, attention_mask, kwargs.get("scaling"))
+        argmax, sink = row_statistics(producing, recorder.argmax_keys(), pads, offset)
         recorder.observe(module.layer_idx, argmax, sink)
         if recorder.probes:  # one loop for every probe: a new statistic is a new probe, not a branch here
-            recorder.observe_probes(module.layer_idx, query, key, attention_mask, kwargs.get("scaling"), offset)
+            # Probes reading the producing row reuse these probabilities instead of recomputing them.
+            recorder.observe_probes(module.layer_idx, query, key, attention_mask, kwargs.get("scaling"), offset,
+                                    producing)
     return output, weights
 
 

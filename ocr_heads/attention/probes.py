@@ -47,6 +47,16 @@ class AttentionCall:
     scaling: float | None  # the layer's; None: head_dim ** -0.5
     pad: int  # left padding: own position p sits at padded position p + pad
     key_offset: int = 0  # padded position of the first cached key (> 0 once a sliding window dropped keys)
+    producing: torch.Tensor | None = None  # (1, heads, keys) float32 producing-row probabilities, if computed
+
+    def producing_probabilities(self) -> torch.Tensor:
+        """(heads, keys) probabilities of this call's producing row (its last query row): the ones capture
+        computed for its argmax when given, else recomputed the same way."""
+        if self.producing is not None:
+            return self.producing[0]
+        logits = attention_logits(self.query, self.key, self.attention_mask, [self.query.shape[2] - 1],
+                                  scaling=self.scaling)[0, :, 0]
+        return torch.softmax(logits, dim=-1, dtype=torch.float32).nan_to_num(0.0)
 
     @property
     def prefill(self) -> bool:
@@ -62,11 +72,14 @@ class AttentionCall:
 
 
 def sample_call(layer: int, query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None,
-                scaling: float | None, sample: int, pad: int, key_offset: int) -> AttentionCall:
+                scaling: float | None, sample: int, pad: int, key_offset: int,
+                producing: torch.Tensor | None = None) -> AttentionCall:
     """Sample ``sample``'s share of a batched call (views: nothing is copied)."""
     batched = attention_mask is not None and attention_mask.shape[0] > 1
     mask = attention_mask[sample : sample + 1] if batched else attention_mask
-    return AttentionCall(layer, query[sample : sample + 1], key[sample : sample + 1], mask, scaling, pad, key_offset)
+    row = producing[sample : sample + 1] if producing is not None else None
+    return AttentionCall(layer, query[sample : sample + 1], key[sample : sample + 1], mask, scaling, pad, key_offset,
+                         row)
 
 
 @dataclass(frozen=True)
@@ -218,8 +231,9 @@ class ImageAttention(Probe[ImageAttentionResult]):
     """Each producing row's probability on every image token (the attention map of the page while one token is
     produced), for the chosen layers and heads, plus its mass on named token groups for every head.
 
-    Per layer call it computes one row of logits over all keys (heads x keys floats), softmaxes it and gathers
-    the image columns: memory O(steps x layers x heads x image tokens), never the prompt squared. A position the
+    Per layer call it reads the producing row's probabilities over all keys (heads x keys floats; the ones
+    capture computed for its argmax, not a second softmax) and gathers the image columns: memory
+    O(steps x layers x heads x image tokens), never the prompt squared. A position the
     cache no longer holds (a sliding window dropped it) has probability 0, as eager attention gives it, so the
     probe maps positions through :meth:`AttentionCall.key_index` under any window.
     """
@@ -251,9 +265,7 @@ class ImageAttention(Probe[ImageAttentionResult]):
         """One flat vector: the chosen heads' image probabilities, then every head's mass on each group."""
         if self.layers is not None and call.layer not in self.layers:
             return None
-        logits = attention_logits(call.query, call.key, call.attention_mask, [call.query.shape[2] - 1],
-                                  scaling=call.scaling)[0, :, 0]
-        probs = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # (heads, keys)
+        probs = call.producing_probabilities()  # (heads, keys)
         image = _gather(probs, self.positions, call)
         if self.heads is not None:
             image = image[list(self.heads)]

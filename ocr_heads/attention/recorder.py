@@ -117,7 +117,8 @@ class AttentionRecorder:
         self._sink[layer].append(sink)
 
     def observe_probes(self, layer: int, query: torch.Tensor, key: torch.Tensor,
-                       attention_mask: torch.Tensor | None, scaling: float | None, key_offset: int) -> None:
+                       attention_mask: torch.Tensor | None, scaling: float | None, key_offset: int,
+                       producing: torch.Tensor | None = None) -> None:
         """Run every sample's probes on its share of one attention call and keep what they return."""
         if len(self.probes) != query.shape[0]:
             raise RuntimeError(f"recorder was reset with probes for {len(self.probes)} samples, the model runs "
@@ -127,7 +128,7 @@ class AttentionRecorder:
             if not probes:
                 continue
             pad = self.pads[sample] if self.pads else 0
-            call = sample_call(layer, query, key, attention_mask, scaling, sample, pad, key_offset)
+            call = sample_call(layer, query, key, attention_mask, scaling, sample, pad, key_offset, producing)
             for index, probe in enumerate(probes):
                 value = probe.on_prefill(call) if prefill else probe.on_decode(call)
                 if value is not None:
