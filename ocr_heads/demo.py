@@ -83,7 +83,8 @@ class Progress:
 
     def step(self) -> None:
         self.run += 1
-        logger.info("phase %d/%d, run %d/%d", self.phase, len(PHASES), self.run, self.runs)
+        if self.phase:  # runs made outside the demo's phases (a test's, a user's) have nothing to count against
+            logger.info("phase %d/%d, run %d/%d", self.phase, len(PHASES), self.run, self.runs)
 
 
 class Masking:

@@ -154,21 +154,30 @@ def test_ctrl_c_exits_130_with_one_line_and_the_rerun_resumes(tiny_model_dir, ma
 
 
 def test_a_second_writer_of_one_output_is_refused_and_nothing_is_logged_twice(tiny_model_dir, many_samples, tmp_path):
+    """A writer holds the output's lock in another process (as a running step2 does, held for its whole run, so
+    the check does not depend on which process is faster); step2 on the same --out is refused and writes nothing;
+    once the holder is gone, step2 gets the lock and logs every sample once."""
     out = tmp_path / "o"
     log = out / "image" / "tiny-qwen2-vl_fg.samples.jsonl"
-    first = subprocess.Popen(_step2_cmd(tiny_model_dir, many_samples, out, "--n", "12"), cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for_lines(log, 1, first)
-    second = run(*_step2_cmd(tiny_model_dir, many_samples, out, "--n", "12")[1:])
-    line = one_error_line(second)
-    assert "is being written by another process" in line and "--wait" in line
-    _, stderr = first.communicate(timeout=600)
-    assert first.returncode == 0, stderr[-2000:]
-    ids = Counter(record["id"] for record in read_jsonl(log))
-    assert len(ids) == 12 and set(ids.values()) == {1}
+    lock = str(log.with_name("tiny-qwen2-vl_fg.lock"))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from ocr_heads.core.io import lock_output; "
+         f"lock_output({lock!r}); print('locked', flush=True); sys.stdin.read()"],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        second = run(*_step2_cmd(tiny_model_dir, many_samples, out, "--n", "12")[1:])
+        line = one_error_line(second)
+        assert "is being written by another process" in line and "--wait" in line
+        assert not log.exists() or not list(read_jsonl(log))
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
     # The lock died with its holder: the next writer gets it.
     third = run(*_step2_cmd(tiny_model_dir, many_samples, out, "--n", "12")[1:])
-    assert third.returncode == 0 and "12 of 12 samples already done" in third.stderr
+    assert third.returncode == 0, third.stderr[-2000:]
+    ids = Counter(record["id"] for record in read_jsonl(log))
+    assert len(ids) == 12 and set(ids.values()) == {1}
 
 
 def test_wait_queues_behind_the_first_writer(tiny_model_dir, many_samples, tmp_path):

@@ -65,7 +65,8 @@ def test_demo_runs_are_filed_as_the_command_it_logs(toy_eval, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="demo"):
         sink = sink_rows(Masking(adapter, str(TOY), toy_eval, 2, demo), heads)
     assert sink["beta"] == 0.4
-    commands = [r.getMessage().removeprefix("= ").split("  [heads:")[0] for r in caplog.records if r.name == "demo"]
+    commands = [r.getMessage().removeprefix("= ").split("  [heads:")[0] for r in caplog.records
+                if r.name == "demo" and r.getMessage().startswith("= ")]  # the commands, not the progress lines
     assert commands == [
         "exp_sink.py --datasets passkey --task image",
         "exp_sink.py --datasets passkey --task image --num_of_masking_head 2 --seed 0 --do_masking --unmasking "

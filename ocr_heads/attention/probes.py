@@ -253,6 +253,16 @@ class ImageAttention(Probe[ImageAttentionResult]):
         for name in ("layers", "heads"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, _positions(getattr(self, name)))
+        # Every position read at each call (image tokens, then each group), as one index built once per device:
+        # turning thousands of positions into a tensor at every layer and step would cost more than the gather.
+        object.__setattr__(self, "_sizes", [len(self.positions), *(len(p) for _, p in self.groups)])
+        object.__setattr__(self, "_read", self.positions + tuple(q for _, p in self.groups for q in p))
+        object.__setattr__(self, "_index", {})
+
+    def _positions_on(self, device: torch.device) -> torch.Tensor:
+        if device not in self._index:
+            self._index[device] = torch.tensor(self._read, dtype=torch.long, device=device)
+        return self._index[device]
 
     @property
     def reads_positions(self) -> bool:
@@ -266,11 +276,10 @@ class ImageAttention(Probe[ImageAttentionResult]):
         if self.layers is not None and call.layer not in self.layers:
             return None
         probs = call.producing_probabilities()  # (heads, keys)
-        image = _gather(probs, self.positions, call)
+        image, *groups = _gather(probs, self._positions_on(probs.device), call).split(self._sizes, dim=-1)
         if self.heads is not None:
             image = image[list(self.heads)]
-        mass = [_gather(probs, positions, call).sum(-1) for _, positions in self.groups]
-        return torch.cat([image.flatten(), *mass]).to(self.dtype)
+        return torch.cat([image.flatten(), *(group.sum(-1) for group in groups)]).to(self.dtype)
 
     def result(self, record: ProbeRecord) -> ImageAttentionResult:
         layers = self.layers if self.layers is not None else tuple(range(len(record.values)))
@@ -293,8 +302,8 @@ class ImageAttention(Probe[ImageAttentionResult]):
         return ImageAttentionResult(image, group_mass, layers, heads)
 
 
-def _gather(probs: torch.Tensor, positions: tuple[int, ...], call: AttentionCall) -> torch.Tensor:
+def _gather(probs: torch.Tensor, positions: torch.Tensor, call: AttentionCall) -> torch.Tensor:
     """(heads, len(positions)) probabilities of own positions; 0 for a key the cache no longer holds."""
-    index = torch.as_tensor(positions, dtype=torch.long, device=probs.device) + (call.pad - call.key_offset)
+    index = positions + (call.pad - call.key_offset)
     gathered = probs[:, index.clamp(min=0)]
     return gathered.masked_fill(index < 0, 0.0)
