@@ -6,7 +6,8 @@ this one and compares every output file and the printed tables.
 
 The older tree is a ``git worktree`` of ``--base`` in a temporary folder (removed afterwards); both demos run
 with this interpreter, each importing its own tree's package. Before comparing, each side's own output
-folder and repository path are replaced by placeholders and ``elapsed_s`` (wall time) is dropped: what is
+folder and repository path are replaced by placeholders and ``elapsed_s`` (wall time) and ``git_sha`` (the
+commit that ran) are dropped: what is
 left must be byte-identical (score JSONs, head lists, CSVs, sidecars, run configs, PNGs, the report). The
 printed tables are compared the same way (stdout; progress bars go to stderr). Exit 0 when identical.
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TEXT_SUFFIXES = {".json", ".jsonl", ".csv", ".html", ".md", ".txt", ".log"}
 ELAPSED = re.compile(r'"elapsed_s": [0-9.]+')
+GIT_SHA = re.compile(r'"git_sha": "[0-9a-f]+"')  # the commit that ran: differs between the trees by construction
 FINISHED = re.compile(r"Demo finished in [0-9.]+ s")
 
 
@@ -38,7 +40,8 @@ def run_demo(tree: Path, out: Path) -> str:
 
 def normalise(text: str, out: Path, tree: Path) -> str:
     text = text.replace(str(out), "<OUT>").replace(str(tree), "<ROOT>")
-    return FINISHED.sub("Demo finished in <T> s", ELAPSED.sub('"elapsed_s": <T>', text))
+    text = GIT_SHA.sub('"git_sha": "<SHA>"', ELAPSED.sub('"elapsed_s": <T>', text))
+    return FINISHED.sub("Demo finished in <T> s", text)
 
 
 def normalised_copy(out: Path, tree: Path, into: Path) -> None:
