@@ -74,3 +74,20 @@ def hub_internvl2_dir(tmp_path_factory):
 
     return build_hub_fixture(os.path.join(HUB_METADATA, "InternVL2-8B"),
                              tmp_path_factory.mktemp("hub") / "InternVL2-8B", vocab="char")
+
+
+@pytest.fixture(scope="session")
+def family_dir(tmp_path_factory):
+    """``family_dir(family)``: that family's tiny model (``ocr_heads.models.tiny``), built on first use and
+    shared by the whole session."""
+    from ocr_heads.models.tiny.build import builders
+
+    root = tmp_path_factory.mktemp("families")
+    built = {}
+
+    def get(family: str):
+        if family not in built:
+            built[family] = builders()[family](root / f"tiny-{family}")
+        return built[family]
+
+    return get

@@ -28,20 +28,6 @@ NO_PIXEL_TOKENS = {"llava_onevision": 40}
 FAMILIES = sorted(PAPER_TOKENS)
 
 
-@pytest.fixture(scope="session")
-def family_dirs(tmp_path_factory):
-    """Each family's tiny model, built on first use and shared by the whole session."""
-    root = tmp_path_factory.mktemp("families")
-    built = {}
-
-    def get(family: str):
-        if family not in built:
-            built[family] = builders()[family](root / family)
-        return built[family]
-
-    return get
-
-
 @pytest.fixture(scope="module")
 def page_png(tmp_path_factory):
     path = tmp_path_factory.mktemp("page") / "page.png"
@@ -57,8 +43,8 @@ def test_every_tiny_family_is_covered():
 
 @pytest.mark.parametrize("protocol", ["paper", "native"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_inspect_json_on_every_family(family_dirs, page_png, capsys, family, protocol):
-    model_dir = family_dirs(family)
+def test_inspect_json_on_every_family(family_dir, page_png, capsys, family, protocol):
+    model_dir = family_dir(family)
     assert inspect.main(["--model_id", str(model_dir), "--image", str(page_png), "--protocol", protocol,
                          "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -88,10 +74,10 @@ def test_inspect_json_on_every_family(family_dirs, page_png, capsys, family, pro
     assert (kept[:, 2] > kept[:, 0]).all() and (kept[:, 3] > kept[:, 1]).all()
 
 
-def test_inspect_gemma3_pan_and_scan_crops_follow_the_page(family_dirs, page_png, capsys):
+def test_inspect_gemma3_pan_and_scan_crops_follow_the_page(family_dir, page_png, capsys):
     """With pan-and-scan on, the crops' runs follow the page's in one list: 635 / 482 = 1.32 >= 1.2 activates it,
     floor(1.32 + 0.5) = 1 is raised to 2 crops of ceil(635 / 2) = 318 >= 256 px: 3 x 256 tokens."""
-    adapter = load_adapter(str(family_dirs("gemma3")), pan_and_scan=True, weights=False)
+    adapter = load_adapter(str(family_dir("gemma3")), pan_and_scan=True, weights=False)
     assert adapter.expected_tokens(STEP1_PAGE) == 3 * 256
     view = inspect.view_page(adapter, Image.open(page_png))
     assert view.image_tokens == 3 * 256
@@ -102,17 +88,17 @@ def test_inspect_gemma3_pan_and_scan_crops_follow_the_page(family_dirs, page_png
 @pytest.mark.parametrize(("family", "keys"), [("llava_onevision", ["image_token_index", "video_token_index"]),
                                               ("gemma3", ["image_token_index", "boi_token_index",
                                                           "eoi_token_index"])])
-def test_doctor_checks_the_hub_token_index_keys(family_dirs, tmp_path, family, keys):
+def test_doctor_checks_the_hub_token_index_keys(family_dir, tmp_path, family, keys):
     """These families' config.json name their tokens *_index (as published); doctor compares each with the
     tokenizer, and a wrong one fails."""
     import shutil
 
     from ocr_heads.doctor import FAIL, OK, check_token_ids
 
-    check = check_token_ids(str(family_dirs(family)))
+    check = check_token_ids(str(family_dir(family)))
     assert check.status == OK and [part.split("=")[0] for part in check.detail.split(", ")] == keys
     broken = tmp_path / family
-    shutil.copytree(family_dirs(family), broken)
+    shutil.copytree(family_dir(family), broken)
     config = json.loads((broken / "config.json").read_text())
     (broken / "config.json").write_text(json.dumps({**config, keys[0]: config[keys[0]] + 1}))
     assert check_token_ids(str(broken)).status == FAIL

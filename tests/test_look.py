@@ -28,20 +28,6 @@ FAMILIES = sorted(builders())
 STEPS = 3
 
 
-@pytest.fixture(scope="module")
-def family_dir(tmp_path_factory):
-    """A family's tiny model, built on first use and shared by the module."""
-    root = tmp_path_factory.mktemp("models")
-    built = {}
-
-    def get(family: str):
-        if family not in built:
-            built[family] = builders()[family](root / f"tiny-{family}")
-        return built[family]
-
-    return get
-
-
 def page(size=(300, 200), text="The pass key is 48213.") -> Image.Image:
     image = Image.new("RGB", size, "white")
     ImageDraw.Draw(image).text((20, 20), text, fill="black")

@@ -18,26 +18,11 @@ from ocr_heads.models.llava_onevision import LlavaOnevisionAdapter
 from ocr_heads.models.options import family_knobs
 from ocr_heads.models.qwen2_vl import Qwen2VLAdapter
 from ocr_heads.models.smolvlm import SmolVLMAdapter
-from ocr_heads.models.tiny.build import builders
 from ocr_heads.pipeline import case_study, step2
 from ocr_heads.pipeline.experiment import build_parser, masking_main
 
 PAGE = (635, 482)  # 635 / 482 = 1.32 >= 1.2: Gemma 3's pan-and-scan cuts it into 2 crops (3 x 256 tokens)
 QWEN = ["qwen2_5_vl", "qwen2_vl", "qwen3_5", "qwen3_vl", "qwen3_vl_moe"]  # registry order: sorted by model type
-
-
-@pytest.fixture(scope="module")
-def family_dir(tmp_path_factory):
-    """A family's tiny model, built on first use and shared by the module."""
-    root = tmp_path_factory.mktemp("models")
-    built = {}
-
-    def get(family: str):
-        if family not in built:
-            built[family] = builders()[family](root / f"tiny-{family}")
-        return built[family]
-
-    return get
 
 
 @pytest.fixture(scope="module")
