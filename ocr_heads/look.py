@@ -22,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ocr_heads.core.commandline import Parser, positive_int, run_cli
 from ocr_heads.core.provenance import model_fingerprint, model_note
+from ocr_heads.data.images import open_rgb
 from ocr_heads.data.samples import Sample, load_samples
 from ocr_heads.maps import files, overlay
 from ocr_heads.maps.answer import answer_heads, report_lines
@@ -68,11 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 def read_image(path: Path) -> Image.Image:
     if not path.is_file():
         raise FileNotFoundError(f"no image at {path}")
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from None
+    return open_rgb(path, f"cannot read image {path}")
 
 
 def pages_and_question(args: argparse.Namespace) -> tuple[list[Image.Image], list[str], str, Sample | None]:

@@ -21,11 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm import tqdm
 
 from ocr_heads.core.io import append_jsonl, read_jsonl
 from ocr_heads.data.haystack import CHARS_PER_TOKEN, Needle, haystack_slice, insert_needle
+from ocr_heads.data.images import open_rgb
 from ocr_heads.data.render import PageLayout, PageStyle
 
 logger = logging.getLogger(__name__)
@@ -55,11 +56,7 @@ class Sample:
         for path in self.page_paths:
             if not path.is_file():
                 raise FileNotFoundError(f"sample {self.id}: page image missing: {path}")
-            try:
-                with Image.open(path) as image:
-                    pages.append(image.convert("RGB"))
-            except (UnidentifiedImageError, OSError) as err:
-                raise ValueError(f"sample {self.id}: cannot read page image {path}: {err}") from err
+            pages.append(open_rgb(path, f"sample {self.id}: cannot read page image {path}"))
         return pages
 
     def all_evidence(self) -> list[dict[int, list[Box]]]:

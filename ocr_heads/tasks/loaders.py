@@ -16,7 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from ocr_heads.data.images import open_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +46,7 @@ def open_image(value: Any, where: str = "row") -> Image.Image:
             raise FileNotFoundError(f"{where}: image file missing: {value}")
     elif not isinstance(value, io.BytesIO):
         raise ValueError(f"{where}: no image (got {type(value).__name__})")
-    try:
-        with Image.open(value) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"{where}: cannot decode image: {err}") from err
+    return open_rgb(value, f"{where}: cannot decode image")
 
 
 _HF_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json"}
