@@ -41,6 +41,7 @@ from ocr_heads.attention.edits import BETA_DEFAULT
 from ocr_heads.core.commandline import Parser, count_help, positive_int, setup_logging
 from ocr_heads.core.io import read_json, read_jsonl, write_json_atomic
 from ocr_heads.core.paths import SAMPLE_LOG, SIDECAR, case_file, model_name
+from ocr_heads.core.provenance import model_fingerprint
 from ocr_heads.experiments.registry import get_experiment
 from ocr_heads.experiments.run import RunConfig, run_one
 from ocr_heads.models import ModelAdapter, load_adapter
@@ -94,6 +95,7 @@ class Masking:
                  progress: Progress | None = None) -> None:
         self.adapter, self.model_id, self.data, self.n, self.out = adapter, model_id, data, n, out
         self.progress = progress or Progress()
+        self.fingerprint = model_fingerprint(model_id)  # once: every run of this model pins the same files
         shape = adapter.shape
         self.layers, self.heads = shape.num_layers, shape.num_heads
 
@@ -103,7 +105,7 @@ class Masking:
         options = options or {}
         cfg = RunConfig(experiment, self.model_id, dataset, task, head_set, len(heads), seed, heads,
                         str(heads_path) if heads_path else None, options, str(self.data), self.n, 0, MAX_NEW_TOKENS,
-                        protocol=self.adapter.protocol)
+                        protocol=self.adapter.protocol, model_fingerprint=self.fingerprint)
         declared = get_experiment(experiment)
         argv = ["--datasets", dataset, "--task", task]
         if heads:

@@ -40,8 +40,9 @@ from ocr_heads.core.provenance import (
 from ocr_heads.core.runner import collect, run_batches
 from ocr_heads.data.samples import SAMPLES_FILE, Sample, load_samples
 from ocr_heads.models import load_adapter
-from ocr_heads.models.options import adapter_kwargs, add_model_args, knob_names
+from ocr_heads.models.options import adapter_kwargs, add_model_args
 from ocr_heads.pipeline import step1
+from ocr_heads.pipeline.step2 import given_settings
 from ocr_heads.scores import rules
 from ocr_heads.scores.geometry import DEFAULT_OVERLAP
 
@@ -246,10 +247,7 @@ def run_identity(args: argparse.Namespace, name: str) -> dict:
     identity = {"model": name, MODEL_KEY: model_fingerprint(args.model_id),
                 "data_fingerprint": data_fingerprint(args.data), "alignment": args.alignment,
                 "max_new_tokens": args.max_new_tokens}
-    for key in ("overlap", *knob_names(), "protocol"):
-        if getattr(args, key, None) is not None:
-            identity[key] = getattr(args, key)
-    return identity
+    return {**identity, **given_settings(args)}
 
 
 def _write(adapter: ModelAdapter, args: argparse.Namespace, chars: dict[str, list[Sample]], records: list[dict],

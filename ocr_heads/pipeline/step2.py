@@ -262,10 +262,14 @@ def run_identity(kind: Modality, args: argparse.Namespace, model: str, cfg: Step
                 "data": "+".join(Path(d).resolve().name for d in args.data),
                 "data_fingerprint": data_fingerprints(args.data), "alignment": cfg.alignment,
                 "max_new_tokens": cfg.max_new_tokens}
-    for key in ("overlap", *knob_names(), "protocol"):
-        if getattr(args, key, None) is not None:
-            identity[key] = getattr(args, key)
-    return identity
+    return {**identity, **given_settings(args)}
+
+
+def given_settings(args: argparse.Namespace) -> dict:
+    """The optional settings a run was given (tile overlap, family knobs, protocol): part of its identity only
+    when given, so outputs made before a setting existed still resume."""
+    return {key: getattr(args, key) for key in ("overlap", *knob_names(), "protocol")
+            if getattr(args, key, None) is not None}
 
 
 def _main(kind: Modality, args: argparse.Namespace) -> int:
