@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ocr_heads.models.base import AttentionShape, ImageTokens, ModelAdapter, ModelInputs
 
 __all__ = ["AttentionShape", "Family", "ImageTokens", "ModelAdapter", "ModelInputs", "family_loader", "load_adapter",
-           "model_type", "register_family", "registered_families", "supported_model_types"]
+           "model_type", "register_family", "registered_families", "require_pages", "supported_model_types"]
 
 Loader = Callable[..., "ModelAdapter"]
 _REGISTRY: Registry[Family] = Registry("model type", f"{__name__}.families",
@@ -98,6 +98,16 @@ def family_loader(model_id: str) -> Loader:
     if kind not in families:
         raise ValueError(f"{model_id}: model type {kind!r} is not supported (supported: {', '.join(sorted(families))})")
     return families[kind].load()
+
+
+def require_pages(model_id: str, step: str) -> None:
+    """UserError when ``model_id`` is a text-only language model, which ``step`` (a page-reading step) cannot run;
+    checked from the declaration alone, before any weights load."""
+    kind = model_type(model_id)
+    family = registered_families().get(kind)
+    if family is not None and family.text_only:
+        raise UserError(f"{model_id} is a text-only language model ({kind}): {step} needs a model that reads "
+                        "pages; score it with step2_text_retrieval_head.py")
 
 
 def load_adapter(model_id: str, **kwargs) -> ModelAdapter:

@@ -186,6 +186,7 @@ class ModelAdapter(ABC):
     model_class: type  # the transformers class its checkpoints load into
     chat_template: str  # its chat format, used when a checkpoint ships none
     image_token: str  # the token string whose id must be config.image_token_id (checked on load)
+    reads_images: bool = True  # False: a text-only language model (ocr_heads.models.text_lm)
     # config.json keys naming special-token ids -> the token each must be in the tokenizer (for checks).
     CONFIG_TOKENS: dict[str, str] = {}
     # The family's page settings beyond --protocol: its declaration's knobs (ocr_heads/models/families/), keyword

@@ -135,17 +135,33 @@ def internvl2_random_weights(config: dict, seed: int = 0) -> dict[str, torch.Ten
               p + "mlp.fc2.weight": rand(v, f), p + "mlp.fc2.bias": rand(v)}
         if vision.get("qkv_bias", True):
             w[p + "attn.qkv.bias"] = rand(3 * v)
+    merged = v * int(1 / float(config.get("downsample_ratio", 0.5))) ** 2  # pixel shuffle widens the features
+    d = llm["hidden_size"]
+    w |= {"mlp1.0.weight": rand(merged, offset=1.0), "mlp1.0.bias": rand(merged),
+          "mlp1.1.weight": rand(d, merged), "mlp1.1.bias": rand(d), "mlp1.3.weight": rand(d, d), "mlp1.3.bias": rand(d)}
+    return w | internlm2_weights(llm, rand, prefix="language_model.")
+
+
+def internlm2_random_weights(llm: dict, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random weights in InternLM2ForCausalLM's own layout (fused ``wqkv``, ``output``) for the config ``llm``."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def rand(*shape: int, scale: float = 0.2, offset: float = 0.0) -> torch.Tensor:
+        return (offset + scale * torch.randn(*shape, generator=generator)).contiguous()
+
+    return internlm2_weights(llm, rand)
+
+
+def internlm2_weights(llm: dict, rand, prefix: str = "") -> dict[str, torch.Tensor]:
+    """InternLM2's decoder weights from ``rand(*shape, scale=, offset=)``, keys under ``prefix``."""
     d, ffn, vocab = llm["hidden_size"], llm["intermediate_size"], llm["vocab_size"]
     heads, kv_heads = llm["num_attention_heads"], llm.get("num_key_value_heads", llm["num_attention_heads"])
-    merged = v * int(1 / float(config.get("downsample_ratio", 0.5))) ** 2  # pixel shuffle widens the features
-    w |= {"mlp1.0.weight": rand(merged, offset=1.0), "mlp1.0.bias": rand(merged),
-          "mlp1.1.weight": rand(d, merged), "mlp1.1.bias": rand(d), "mlp1.3.weight": rand(d, d), "mlp1.3.bias": rand(d),
-          "language_model.model.tok_embeddings.weight": rand(vocab, d, scale=1.0),
-          "language_model.model.norm.weight": rand(d, offset=1.0),
-          "language_model.output.weight": rand(vocab, d)}
+    w = {f"{prefix}model.tok_embeddings.weight": rand(vocab, d, scale=1.0),
+         f"{prefix}model.norm.weight": rand(d, offset=1.0),
+         f"{prefix}output.weight": rand(vocab, d)}
     head_dim = d // heads
     for i in range(llm["num_hidden_layers"]):
-        p = f"language_model.model.layers.{i}."
+        p = f"{prefix}model.layers.{i}."
         w |= {p + "attention.wqkv.weight": rand((heads + 2 * kv_heads) * head_dim, d),
               p + "attention.wo.weight": rand(d, heads * head_dim),
               p + "feed_forward.w1.weight": rand(ffn, d), p + "feed_forward.w3.weight": rand(ffn, d),

@@ -83,9 +83,8 @@ PROJECTOR_RENAMES = [
     (r"^mlp1\.1\.", "model.multi_modal_projector.linear_1."),
     (r"^mlp1\.3\.", "model.multi_modal_projector.linear_2."),
 ]
-INTERNLM2_RENAMES = [
-    (r"^language_model\.output\.", "lm_head."),
-    (r"^language_model\.model\.", "model.language_model."),
+# InternLM2's decoder names -> Llama's (the same inside InternVL2 and in a plain InternLM2 checkpoint).
+INTERNLM2_DECODER_RENAMES = [
     (r"\.tok_embeddings\.", ".embed_tokens."),
     (r"\.attention\.wo\.", ".self_attn.o_proj."),
     (r"\.attention\.wqkv\.", ".self_attn.wqkv."),  # split below
@@ -94,6 +93,11 @@ INTERNLM2_RENAMES = [
     (r"\.feed_forward\.w2\.", ".mlp.down_proj."),
     (r"\.attention_norm\.", ".input_layernorm."),
     (r"\.ffn_norm\.", ".post_attention_layernorm."),
+]
+INTERNLM2_RENAMES = [
+    (r"^language_model\.output\.", "lm_head."),
+    (r"^language_model\.model\.", "model.language_model."),
+    *INTERNLM2_DECODER_RENAMES,
 ]
 
 
@@ -111,22 +115,12 @@ def _rope_parameters(llm: dict) -> dict:
     return params
 
 
-def convert_config(source: dict, image_token_id: int) -> InternVLConfig:
-    """Native config from an InternVL2 ``config.json`` (InternLM2 language model only)."""
-    llm, vision = source["llm_config"], source["vision_config"]
-    architecture = (llm.get("architectures") or [""])[0]
-    if architecture != "InternLM2ForCausalLM":
-        raise ValueError(f"language model {architecture or llm.get('model_type')!r}: only InternLM2 (InternVL2-2B/8B/"
-                         "26B) is converted here; use an InternVL -hf checkpoint for the others")
-    if source.get("ps_version", "v1") != "v2":
-        raise ValueError(f"ps_version {source.get('ps_version')!r}: the native pixel shuffle is InternVL2's 'v2'")
-    if not source.get("use_thumbnail", True):
-        raise ValueError("use_thumbnail is off; the native image processor always adds a thumbnail")
-    image_size = int(source.get("force_image_size") or vision["image_size"])
-    if image_size != int(vision["image_size"]):
-        raise ValueError(f"force_image_size {image_size} differs from the vision tower's {vision['image_size']}")
+def internlm2_llama_config(llm: dict) -> dict:
+    """The native Llama config (a dict) of an InternLM2 config: the same widths, rope and token ids. InternLM2's
+    decoder is Llama's with fused ``wqkv`` weights, so only the weights need more than renaming."""
     heads = llm["num_attention_heads"]
-    text_config = {
+    heads = llm["num_attention_heads"]
+    return {
         "model_type": "llama",
         "vocab_size": llm["vocab_size"],
         "hidden_size": llm["hidden_size"],
@@ -146,6 +140,23 @@ def convert_config(source: dict, image_token_id: int) -> InternVLConfig:
         "pad_token_id": llm.get("pad_token_id"),
         "tie_word_embeddings": bool(llm.get("tie_word_embeddings", False)),
     }
+
+
+def convert_config(source: dict, image_token_id: int) -> InternVLConfig:
+    """Native config from an InternVL2 ``config.json`` (InternLM2 language model only)."""
+    llm, vision = source["llm_config"], source["vision_config"]
+    architecture = (llm.get("architectures") or [""])[0]
+    if architecture != "InternLM2ForCausalLM":
+        raise ValueError(f"language model {architecture or llm.get('model_type')!r}: only InternLM2 (InternVL2-2B/8B/"
+                         "26B) is converted here; use an InternVL -hf checkpoint for the others")
+    if source.get("ps_version", "v1") != "v2":
+        raise ValueError(f"ps_version {source.get('ps_version')!r}: the native pixel shuffle is InternVL2's 'v2'")
+    if not source.get("use_thumbnail", True):
+        raise ValueError("use_thumbnail is off; the native image processor always adds a thumbnail")
+    image_size = int(source.get("force_image_size") or vision["image_size"])
+    if image_size != int(vision["image_size"]):
+        raise ValueError(f"force_image_size {image_size} differs from the vision tower's {vision['image_size']}")
+    text_config = internlm2_llama_config(llm)
     vision_config = {
         "hidden_size": vision["hidden_size"],
         "intermediate_size": vision["intermediate_size"],
@@ -241,8 +252,9 @@ def _added_tokens(source: Path) -> dict[str, int]:
     return {entry["content"]: int(i) for i, entry in config.get("added_tokens_decoder", {}).items()}
 
 
-def convert_tokenizer(source: Path) -> PreTrainedTokenizerFast:
-    """A tokenizer that loads without remote code, with InternVL2's image tokens named and its chat template.
+def convert_tokenizer(source: Path, internvl2: bool = True) -> PreTrainedTokenizerFast:
+    """A tokenizer that loads without remote code, with InternVL2's image tokens named and its chat template
+    (``internvl2=False``, a plain InternLM2 chat model: no image tokens, the checkpoint's own chat template).
 
     ``tokenizer.json`` is used when the checkpoint has one; otherwise InternLM2's sentencepiece model is
     read as a Llama tokenizer without a prefix space (what transformers did for InternVL2.5's InternLM2.5).
@@ -252,8 +264,9 @@ def convert_tokenizer(source: Path) -> PreTrainedTokenizerFast:
     specials = {key: config[key] for key in ("bos_token", "eos_token", "unk_token", "pad_token") if config.get(key)}
     specials = {key: value["content"] if isinstance(value, dict) else value for key, value in specials.items()}
     # Named, as InternVLProcessor reads them (tokenizer.start_image_token, ...).
-    specials["extra_special_tokens"] = {"start_image_token": START_IMAGE, "end_image_token": END_IMAGE,
-                                        "context_image_token": CONTEXT_IMAGE}
+    if internvl2:
+        specials["extra_special_tokens"] = {"start_image_token": START_IMAGE, "end_image_token": END_IMAGE,
+                                            "context_image_token": CONTEXT_IMAGE}
     if (source / "tokenizer.json").is_file():
         tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(source / "tokenizer.json"), **specials)
     elif (source / "tokenizer.model").is_file():
@@ -267,7 +280,7 @@ def convert_tokenizer(source: Path) -> PreTrainedTokenizerFast:
              if tokenizer.convert_tokens_to_ids(token) != i}
     if wrong:
         raise ValueError(f"converted tokenizer moved special tokens (token: (ours, declared)): {wrong}")
-    tokenizer.chat_template = INTERNVL2_CHAT_TEMPLATE
+    tokenizer.chat_template = INTERNVL2_CHAT_TEMPLATE if internvl2 else config.get("chat_template")
     return tokenizer
 
 

@@ -27,7 +27,7 @@ from ocr_heads.core.kinds import Alignment, Modality
 from ocr_heads.core.provenance import MODEL_KEY, claim, data_fingerprint, model_fingerprint, model_note, model_origin
 from ocr_heads.core.runner import Shard, collect, run_batches, shard_logs
 from ocr_heads.data.samples import SAMPLES_FILE, Sample, load_sample_dirs
-from ocr_heads.models import load_adapter
+from ocr_heads.models import load_adapter, require_pages
 from ocr_heads.models.options import adapter_kwargs, add_model_args, knob_names
 from ocr_heads.models.protocol import NATIVE, PAPER
 from ocr_heads.pipeline.step1 import DEFAULT_OUT
@@ -278,6 +278,8 @@ def _main(kind: Modality, args: argparse.Namespace) -> int:
     shard = Shard.parse(args.shard)
     out_dir = ensure_writable_dir(args.out / kind)
     samples = load_sample_dirs(args.data, args.n)
+    if kind == Modality.IMAGE:
+        require_pages(args.model_id, "step2_ocr_retrieval_head.py")
     adapter = load_adapter(args.model_id, **adapter_kwargs(args, shard.device_map()))
     args.protocol = adapter.protocol  # the resolved one (given, declared or the default) keys the run
     name = f"{adapter.name}-{args.tag}" if args.tag else adapter.name

@@ -48,6 +48,7 @@ class Family:
     model_type: str
     loader: str | Callable[..., Any]
     knobs: tuple[Knob, ...] = ()
+    text_only: bool = False  # a language model without a vision tower: it reads text, never pages
 
     def load(self) -> Callable[..., Any]:
         """The loader (usually the adapter class), importing its module now."""

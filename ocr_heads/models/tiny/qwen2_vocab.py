@@ -59,6 +59,8 @@ SPECIAL_TOKENS = (
     "<|video_pad|>",  # 151656
 )
 SPECIAL_TOKEN_IDS = {token: NUM_RANKS + i for i, token in enumerate(SPECIAL_TOKENS)}
+# The text-only Qwen2 / Qwen2-Instruct tokenizers publish only these, at the same ids.
+TEXT_SPECIAL_TOKENS = SPECIAL_TOKENS[:3]
 # Bumped when the conversion changes, so that stale caches are rebuilt.
 FORMAT = 1
 DONE_MARKER = "ocr_heads_qwen2_vocab.json"
@@ -132,13 +134,19 @@ def ranks_file(cache: Path | None = None) -> Path:
     return target
 
 
-def build_qwen2_tokenizer(ranks: Path, chat_template: str | None = None) -> PreTrainedTokenizerFast:
-    """The Qwen2 tokenizer from ``qwen.tiktoken``: byte-level BPE, Qwen2's split pattern, NFC, specials."""
+def build_qwen2_tokenizer(ranks: Path, chat_template: str | None = None,
+                          special_tokens: tuple[str, ...] = SPECIAL_TOKENS) -> PreTrainedTokenizerFast:
+    """The Qwen2 tokenizer from ``qwen.tiktoken``: byte-level BPE, Qwen2's split pattern, NFC, specials.
+
+    ``special_tokens``: Qwen2-VL's by default; the text-only Qwen2 models publish only the first three
+    (:data:`TEXT_SPECIAL_TOKENS`), at the same ids."""
+    if tuple(special_tokens) != SPECIAL_TOKENS[: len(special_tokens)]:
+        raise ValueError(f"special tokens must be a prefix of Qwen2-VL's published order, got {special_tokens}")
     core = _Converter(vocab_file=str(ranks), pattern=PRETOKENIZE_REGEX).converted()
     core.normalizer = normalizers.NFC()  # as Qwen2Tokenizer does
     # Added after the 151,643 ranks in published order, each takes its published id.
-    core.add_special_tokens([AddedToken(token, normalized=False, special=True) for token in SPECIAL_TOKENS])
-    moved = {t: core.token_to_id(t) for t, i in SPECIAL_TOKEN_IDS.items() if core.token_to_id(t) != i}
+    core.add_special_tokens([AddedToken(token, normalized=False, special=True) for token in special_tokens])
+    moved = {t: core.token_to_id(t) for t in special_tokens if core.token_to_id(t) != SPECIAL_TOKEN_IDS[t]}
     if moved:
         raise ValueError(f"special tokens not at their published ids: {moved}")
     tokenizer = PreTrainedTokenizerFast(
@@ -147,7 +155,7 @@ def build_qwen2_tokenizer(ranks: Path, chat_template: str | None = None) -> PreT
         pad_token="<|endoftext|>",
         unk_token=None,
         bos_token=None,
-        extra_special_tokens=[t for t in SPECIAL_TOKENS if t not in ("<|endoftext|>", "<|im_end|>")],
+        extra_special_tokens=[t for t in special_tokens if t not in ("<|endoftext|>", "<|im_end|>")],
         clean_up_tokenization_spaces=False,
         model_max_length=32768,
     )
