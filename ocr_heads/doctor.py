@@ -6,7 +6,9 @@ Rows (status ok / warn / FAIL / skip):
 - ``token ids``: every special-token id the config names (image pad, vision start/end...) is that
   token's id in the tokenizer. FAIL on any disagreement: image tokens would be misplaced.
 - ``load``: the adapter loads under the protocol. FAIL if it does not (the rows that need it skip).
-- ``protocol``: the resolved settings and the image tokens of one rendered step1 passkey page. FAIL if
+- ``protocol``: skip for a text-only language model (Qwen2, InternLM2.5: it reads text, and the ``passkey`` and
+  ``capture == eager`` rows ask it the sample's text as step2_text_retrieval_head.py does; ``token ids`` skips
+  too). Otherwise the resolved settings and the image tokens of one rendered step1 passkey page. FAIL if
   the image processor gave a page another token count than the settings predict (e.g. a budget it
   does not apply) or the prompt's image-token ids disagree with the tile boxes.
 - ``chat template``: warn when the checkpoint ships none (the adapter's fallback is used); FAIL when a
@@ -35,7 +37,7 @@ from ocr_heads.core.commandline import Parser
 from ocr_heads.data import haystack
 from ocr_heads.data.samples import Sample, generate_samples, load_samples
 from ocr_heads.inspect import view_page
-from ocr_heads.models import family_loader, load_adapter
+from ocr_heads.models import family_loader, load_adapter, model_type, registered_families
 from ocr_heads.models.options import adapter_kwargs, add_model_args
 from ocr_heads.models.protocol import NATIVE, PAPER
 
@@ -61,6 +63,8 @@ def check_token_ids(model_id: str) -> Check:
     from transformers import AutoTokenizer
 
     name = "token ids"
+    if registered_families()[model_type(model_id)].text_only:
+        return Check(name, SKIP, "text-only language model: no image tokens to place")
     expected = getattr(family_loader(model_id), "CONFIG_TOKENS", {})
     if not expected:
         return Check(name, SKIP, "this family's config names no token ids (remote code: checked at conversion)")
@@ -95,6 +99,9 @@ def render_sample(out_dir: Path) -> Sample:
 
 
 def check_protocol(adapter: ModelAdapter, sample: Sample) -> Check:
+    if not adapter.reads_images:
+        return Check("protocol", SKIP, "text-only language model: it reads the sample's text, never its pages "
+                                       "(step2_text_retrieval_head.py only)")
     described = ", ".join(f"{k}={v}" for k, v in adapter.settings().items())
     pages = sample.load_pages()
     counts = [view_page(adapter, page).image_tokens for page in pages]
@@ -107,8 +114,10 @@ def check_protocol(adapter: ModelAdapter, sample: Sample) -> Check:
 
 def check_chat_template(adapter: ModelAdapter) -> Check:
     tokenizer = adapter.tokenizer
-    text = tokenizer.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
-                                         tokenize=False, add_generation_prompt=True)
+    # Text-only chat templates (Qwen2, InternLM2) read a turn's content as a string, multimodal ones as parts.
+    content = [{"type": "text", "text": "hi"}] if adapter.reads_images else "hi"
+    text = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                         add_generation_prompt=True)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     markers = sorted({token for token in tokenizer.get_added_vocab() if token in text})
     split = [token for token in markers if tokenizer.convert_tokens_to_ids(token) not in ids]
@@ -123,7 +132,9 @@ def check_chat_template(adapter: ModelAdapter) -> Check:
 def check_passkey_and_capture(adapter: ModelAdapter, sample: Sample) -> list[Check]:
     from ocr_heads.attention import capture, verify_against_eager  # torch: imported when a check runs, not for --help
 
-    inputs = adapter.image_inputs(sample.load_pages(), sample.question)
+    # A text-only language model is asked the passkey as step2_text_retrieval_head.py asks it: the context as text.
+    inputs = (adapter.image_inputs(sample.load_pages(), sample.question) if adapter.reads_images
+              else adapter.text_inputs(sample.context, sample.question))
     with capture(adapter) as recorder:
         recorder.reset(inputs.prompt_length)
         generated = adapter.generate(inputs, MAX_NEW_TOKENS)

@@ -147,3 +147,16 @@ def test_sink_equals_eager_reference(adapter, passkey_dir):
 def test_step1_to_step3(family, request, tmp_path):
     model_dir = request.getfixturevalue(f"{family}_dir")
     check_step1_to_step3(model_dir, tmp_path, 3, 4, modalities=TEXT)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "internlm2"])
+def test_doctor_asks_the_text_and_skips_the_page_rows(family, request):
+    from ocr_heads.doctor import run_checks
+
+    checks = {check.name: check for check in run_checks(str(request.getfixturevalue(f"{family}_dir")), {})}
+    assert {name: check.status for name, check in checks.items()} == {
+        "token ids": "skip", "load": "ok", "protocol": "skip", "chat template": "ok",
+        "passkey": "warn",  # random weights: no answer, a warning only
+        "capture == eager": "ok"}
+    assert "text-only language model" in checks["protocol"].detail
+    assert "16 steps x 3 layers x 4 heads agree" in checks["capture == eager"].detail
