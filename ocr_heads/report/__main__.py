@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ocr_heads.core.commandline import Parser, run_cli, setup_logging
 from ocr_heads.core.errors import UserError
+from ocr_heads.report.base_llm import parse_pair
 from ocr_heads.report.build import build_report
 from ocr_heads.scores.selection import DEFAULT_MIN_FREQUENCY, DEFAULT_MIN_SCORE
 
@@ -41,6 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model_name", help="override the model name for all files, or a comma list, one per file"
     )
+    parser.add_argument(
+        "--base_llm", action="append", default=[], type=parse_pair, metavar="VLM_SCORE=LLM_SCORE",
+        help="pair a VLM's OCR score file with its base LLM's retrieval score file (e.g. one imported with "
+        "python -m ocr_heads.scores.wu) for the paper's sparsity comparison (DIR/sparsity_base_llm.png); repeat "
+        "per pair. Default: the paper's pairs (Qwen2-VL-2B/7B -> Qwen2-1.5B/7B, InternVL2-8B -> InternLM2.5-7B) "
+        "found among --scores by model name",
+    )
     parser.add_argument("--min_score", type=float, default=DEFAULT_MIN_SCORE)
     parser.add_argument("--min_frequency", type=float, default=DEFAULT_MIN_FREQUENCY)
     args = parser.parse_args(argv)
@@ -63,6 +71,7 @@ def _run(args) -> int:
         min_score=args.min_score,
         min_frequency=args.min_frequency,
         look_dir=args.look,
+        base_llm=args.base_llm,
     )
     print(result.summary)
     return 0

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ocr_heads.report.base_llm import known_pairs
 from ocr_heads.report.sections import (
     activation,
     case_study,
@@ -97,8 +98,12 @@ def build_report(
     min_score: float = DEFAULT_MIN_SCORE,
     min_frequency: float = DEFAULT_MIN_FREQUENCY,
     look_dir: str | Path | None = None,
+    base_llm: Sequence[tuple[str | Path, str | Path]] | None = None,
 ) -> ReportResult:
-    """Write ``out_dir/index.html`` and one PNG per figure; return the paths, a text summary, the numbers."""
+    """Write ``out_dir/index.html`` and one PNG per figure; return the paths, a text summary, the numbers.
+
+    ``base_llm``: (VLM OCR score file, its base LLM's retrieval score file) pairs for the paper's sparsity
+    comparison; without it, pairs of the paper's models found among ``scores`` (:mod:`ocr_heads.report.base_llm`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = _load_all(scores, kinds, models)
@@ -110,7 +115,8 @@ def build_report(
                                                                                         strict=True)]
     sections: list[Section | None] = []
     if files:
-        sections += [score_maps.section(summaries, report, thresholds), sparsity.section(summaries, report),
+        pairs = _base_llm_pairs(files, base_llm)
+        sections += [score_maps.section(summaries, report, thresholds), sparsity.section(summaries, report, pairs),
                      distinctness.section(summaries, report, min_score, min_frequency),
                      activation.section(summaries, report)]
     if results_dir is not None:
@@ -127,6 +133,22 @@ def build_report(
     lines = [f"CAVEAT {label}: {note}" for label, note in report.caveats.items()] + report.lines
     lines.append(f"report: {index}")
     return ReportResult(out, index, report.written, "\n".join(lines), report.numbers)
+
+
+def _base_llm_pairs(files: list[ScoreFile], given: Sequence[tuple[str | Path, str | Path]] | None,
+                    ) -> list[tuple[ScoreFile, ScoreFile]]:
+    """The given pairs (a file already among ``files`` is reused, its overrides kept), else the known ones."""
+    if not given:
+        return known_pairs(files)
+    loaded = {f.path.resolve(): f for f in files if f.path is not None}
+    pairs = []
+    for vlm_path, llm_path in given:
+        vlm, llm = (loaded.get(Path(p).resolve()) or load_scores(p) for p in (vlm_path, llm_path))
+        if vlm.kind == "retrieval" or llm.kind == "ocr":
+            raise ValueError(f"--base_llm {vlm_path}={llm_path}: expected an OCR score file, then a retrieval "
+                             f"score file (got {vlm.kind} and {llm.kind})")
+        pairs.append((vlm, llm))
+    return pairs
 
 
 _STYLE = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}

@@ -93,6 +93,44 @@ def heatmap(scores: ScoreFile, selected: list[str], path: Path) -> Path:
     return _save(fig, path)
 
 
+def base_llm_sparsity(pairs: list[tuple[ScoreFile, ScoreFile]], path: Path,
+                      paper: list[tuple[float | None, float | None]] | None = None) -> Path:
+    """The paper's comparison, two panels: % of heads per bucket of mean score (each VLM's OCR scores beside its
+    base LLM's retrieval scores: same shade, OCR solid, retrieval hatched), and the share of heads above 0.1 per
+    file with the paper's value as a black tick where it reports one."""
+    names = [name for name, _ in stats.PAPER_BUCKETS]
+    files = [scores for pair in pairs for scores in pair]
+    colours = [matplotlib.colormaps["tab10"](index % 10) for index in range(len(pairs)) for _ in (0, 1)]
+    hatches = ["", "//"] * len(pairs)
+    labels = [f"{scores.model or scores.label} ({'OCR' if scores.kind == 'ocr' else scores.kind})" for scores in files]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [3, 2]})
+    width = 0.8 / len(files)
+    for index, scores in enumerate(files):
+        shares = stats.paper_buckets(scores.means.values())
+        left.bar(np.arange(len(names)) + (index - (len(files) - 1) / 2) * width, [100 * shares[n] for n in names],
+                 width=width, color=colours[index], hatch=hatches[index], edgecolor="white", label=labels[index])
+    left.set_xticks(range(len(names)), names)
+    left.set_xlabel("mean score")
+    left.set_ylabel("% of heads")
+    left.set_title("score distribution: VLM OCR (solid) vs base-LLM retrieval (hatched)")
+    left.legend(fontsize=8)
+    above = [100 * stats.share_above(scores.means.values()) for scores in files]
+    bars = right.bar(range(len(files)), above, color=colours, hatch=hatches, edgecolor="white")
+    for index, bar in enumerate(bars):
+        right.annotate(f"{above[index]:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+                       va="bottom", fontsize=8)
+        reported = paper[index // 2][index % 2] if paper else None
+        if reported is not None:
+            right.hlines(reported, bar.get_x(), bar.get_x() + bar.get_width(), colors="black", linewidth=2,
+                         label="paper" if not right.get_legend_handles_labels()[1] else None)
+    right.set_xticks(range(len(files)), labels, rotation=20, ha="right", fontsize=8)
+    right.set_ylabel("% of heads with mean score > 0.1")
+    right.set_title("share of heads above 0.1")
+    if right.get_legend_handles_labels()[1]:
+        right.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def sparsity(files: list[ScoreFile], counts: dict[str, dict[str, int]], path: Path) -> Path:
     """Three panels: heads above threshold by rule, the paper's score buckets, cumulative score mass."""
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))

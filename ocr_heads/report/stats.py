@@ -101,3 +101,25 @@ def cosine_matrix(maps: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(maps, axis=1, keepdims=True)
     unit = np.divide(maps, norms, out=np.zeros_like(maps, dtype=float), where=norms > 0)
     return unit @ unit.T
+
+
+# The buckets of the authors' analysis notebook, upper bounds inclusive: 0, (0, 0.1], (0.1, 0.3], (0.3, 0.5],
+# (0.5, 1]; and the share it compares between a VLM's OCR heads and its base LLM's retrieval heads: mean > 0.1.
+PAPER_BUCKETS = (("0", 0.0), ("≤0.1", 0.1), ("≤0.3", 0.3), ("≤0.5", 0.5), ("≤1", np.inf))
+PAPER_SHARE_ABOVE = 0.1
+
+
+def paper_buckets(means: Iterable[float]) -> dict[str, float]:
+    """Fraction of heads in each of :data:`PAPER_BUCKETS` (a head of exactly 0.1 is in "≤0.1")."""
+    values = np.asarray(list(means), dtype=float)
+    out, low = {}, -np.inf
+    for label, high in PAPER_BUCKETS:
+        out[label] = float(np.mean((values > low) & (values <= high))) if values.size else 0.0
+        low = high
+    return out
+
+
+def share_above(means: Iterable[float], threshold: float = PAPER_SHARE_ABOVE) -> float:
+    """Fraction of heads whose mean score is above ``threshold``."""
+    values = np.asarray(list(means), dtype=float)
+    return float(np.mean(values > threshold)) if values.size else 0.0
