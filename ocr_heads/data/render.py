@@ -2,7 +2,8 @@
 
 Text is laid out by :func:`layout_text` (50 characters a line, 15 lines a page by default) and
 drawn in a monospace TrueType font shipped with matplotlib (DejaVu Sans Mono), so the result does
-not depend on the fonts a machine happens to have. Every character of the text owns one cell on
+not depend on the fonts a machine happens to have (another font, e.g. the authors' Arial metrics, is a
+:class:`PageStyle` ``font_path``: :mod:`ocr_heads.data.fonts`). Every character of the text owns one cell on
 exactly one page, including the space at a line break (kept at the end of its line), so any
 character offset of the context maps to a box.
 """
@@ -13,8 +14,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import matplotlib
 from PIL import Image, ImageDraw, ImageFont
+
+from ocr_heads.data.fonts import DEFAULT_FONT
 
 CHARS_PER_LINE = 50
 LINES_PER_PAGE = 15
@@ -24,9 +26,9 @@ LINE_GAP = 6
 
 
 @lru_cache(maxsize=8)
-def load_font(size: int = FONT_SIZE) -> ImageFont.FreeTypeFont:
-    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSansMono.ttf"
-    return ImageFont.truetype(str(path), size)
+def load_font(size: int = FONT_SIZE, path: Path | None = None) -> ImageFont.FreeTypeFont:
+    """The page font at ``size``: ``path`` (a TrueType/OpenType file), or DejaVu Sans Mono by default."""
+    return ImageFont.truetype(str(path or DEFAULT_FONT), size)
 
 
 @dataclass(frozen=True)
@@ -36,10 +38,11 @@ class PageStyle:
     font_size: int = FONT_SIZE
     margin: int = MARGIN
     line_gap: int = LINE_GAP
+    font_path: Path | None = None  # None: DejaVu Sans Mono (ocr_heads.data.fonts)
 
     @property
     def font(self) -> ImageFont.FreeTypeFont:
-        return load_font(self.font_size)
+        return load_font(self.font_size, self.font_path)
 
     @property
     def text_height(self) -> int:

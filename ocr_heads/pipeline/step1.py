@@ -15,7 +15,9 @@ from ocr_heads.core.errors import UserError
 from ocr_heads.core.io import read_jsonl
 from ocr_heads.core.provenance import STEP1_SETTINGS, claim
 from ocr_heads.data import haystack
+from ocr_heads.data.fonts import font_settings, resolve_font
 from ocr_heads.data.haystack import Needle
+from ocr_heads.data.render import PageStyle
 from ocr_heads.data.samples import SAMPLES_FILE, generate_from_contexts, generate_samples
 
 NeedleMaker = Callable[[random.Random], Needle]
@@ -33,10 +35,10 @@ def build_parser(task: str, description: str) -> argparse.ArgumentParser:
             f"Writes OUT/{SAMPLES_FILE} (one JSON record per sample: id, question, answer, context, "
             "pages [paths relative to OUT], evidence {page index: [[x0,y0,x1,y1] per answer character]}, "
             "occurrences, needle_span), the page images OUT/<id>/page_<k>.png and OUT/step1.json (the settings "
-            "that define the samples). Pages: 50 characters a line, 15 lines a page, DejaVu Sans Mono. Rerunning "
-            "with the same settings keeps samples already written (and adds more for a larger --n or new "
-            "--lengths); a rerun with another --seed, --source, --digits or --single-char into the same --out is "
-            "refused."
+            "that define the samples). Pages: 50 characters a line, 15 lines a page, DejaVu Sans Mono (or --font). "
+            "Rerunning with the same settings keeps samples already written (and adds more for a larger --n or new "
+            "--lengths); a rerun with another --seed, --source, --digits, --single-char or --font into the same "
+            "--out is refused."
         ),
     )
     chars = " (--single-char: " + str(DEFAULT_OUT["chars"]) + ")" if task == "passkey" else ""
@@ -51,6 +53,11 @@ def build_parser(task: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument("--source", choices=["embedded", "hf"], default="embedded",
                         help="embedded: offline haystack from CPython's help text and seeded needles "
                         "(default); hf: the paper's Hugging Face dataset (needs network)")
+    parser.add_argument("--font", default=None, metavar="PATH_OR_NAME",
+                        help="page font: a .ttf/.otf file or an installed family name (e.g. 'Liberation Sans', "
+                        "Arial's metrics, as the authors' arial.ttf; Debian: apt-get install fonts-liberation). "
+                        "Default: DejaVu Sans Mono (shipped with matplotlib). Its file name and sha256 go into "
+                        "OUT/step1.json")
     if task == "passkey":
         parser.add_argument("--single-char", action="store_true",
                             help="case study: single-character passkeys over 0-9a-z, N haystacks per character")
@@ -63,7 +70,15 @@ def settings(task: str, args: argparse.Namespace) -> dict:
     record = {"task": task, "seed": args.seed, "source": args.source}
     if task == "passkey":
         record.update(digits=args.digits, single_char=bool(args.single_char))
+    if getattr(args, "font", None) is not None:  # only when given: default folders keep their step1.json
+        record.update(font_settings(resolve_font(args.font)))
     return record
+
+
+def page_style(args: argparse.Namespace) -> PageStyle | None:
+    """The pages' style: None (the defaults) unless --font is given."""
+    font = getattr(args, "font", None)
+    return None if font is None else PageStyle(font_path=resolve_font(font))
 
 
 def _check_legacy(out: Path, wanted: dict) -> None:
@@ -101,15 +116,16 @@ def run(task: str, args: argparse.Namespace) -> Path:
         # The hub rows come with their own needles: render them as they are.
         contexts = from_hub(lambda: {length: haystack.hf_passkey_contexts(length, args.n, args.seed)
                                      for length in args.lengths})
-        return generate_from_contexts(args.out, task, contexts, args.seed, "hf")
+        return generate_from_contexts(args.out, task, contexts, args.seed, "hf", page_style(args))
     corpus, make_needle = _source(task, args)
     if getattr(args, "single_char", False):
         path = None
         for char in string.digits + string.ascii_lowercase:
             path = generate_samples(args.out, f"char_{char}", args.n, args.lengths, args.seed, corpus,
-                                    lambda _rng, c=char: haystack.single_char_needle(c), source=args.source)
+                                    lambda _rng, c=char: haystack.single_char_needle(c), page_style(args),
+                                    source=args.source)
         return path
-    return generate_samples(args.out, task, args.n, args.lengths, args.seed, corpus, make_needle,
+    return generate_samples(args.out, task, args.n, args.lengths, args.seed, corpus, make_needle, page_style(args),
                             source=args.source)
 
 
