@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ocr_heads.core.commandline import Parser
-from ocr_heads.models import load_adapter
+from ocr_heads.core.errors import UserError
+from ocr_heads.models import load_adapter, require_pages
 from ocr_heads.models.options import adapter_kwargs, add_model_args
 
 if TYPE_CHECKING:
@@ -102,11 +103,12 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"no image at {args.image}")
         page = Image.open(args.image)
         page.load()
+        require_pages(args.model_id, "inspect")
         adapter = load_adapter(args.model_id, weights=False, **adapter_kwargs(args))
         view = view_page(adapter, page)
         if args.overlay is not None:
             draw_overlay(page, view.tiles).save(args.overlay)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, UserError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(report(adapter, view))

@@ -33,7 +33,7 @@ from ocr_heads.maps.answer import answer_heads, report_lines
 from ocr_heads.maps.run import Look, look
 from ocr_heads.maps.spec import HEADS_HELP, HeadSet, head_sets, parse_tokens
 from ocr_heads.maps.viewer import write_viewer
-from ocr_heads.models import ModelAdapter, load_adapter
+from ocr_heads.models import ModelAdapter, load_adapter, require_pages
 from ocr_heads.models.options import adapter_kwargs, add_model_args
 from ocr_heads.scores.rules import align_answer_tokens
 
@@ -149,6 +149,7 @@ def look_meta(args: argparse.Namespace, adapter: ModelAdapter, seen: Look, page_
 def run(args: argparse.Namespace) -> int:
     files.check_out(args.out)
     pages, names, question, sample = pages_and_question(args)
+    require_pages(args.model_id, "python -m ocr_heads.look")
     adapter = load_adapter(args.model_id, **adapter_kwargs(args))
     shape = adapter.shape
     sets = head_sets(args.heads, args.layers, args.per_head, shape.num_layers, shape.num_heads)

@@ -160,3 +160,19 @@ def test_doctor_asks_the_text_and_skips_the_page_rows(family, request):
         "capture == eager": "ok"}
     assert "text-only language model" in checks["protocol"].detail
     assert "16 steps x 3 layers x 4 heads agree" in checks["capture == eager"].detail
+
+
+@pytest.mark.parametrize("command", ["inspect", "look", "case"])
+def test_other_page_commands_refuse_before_loading(command, internlm2_dir, passkey_dir, tmp_path, capsys):
+    from ocr_heads import inspect, look
+    from ocr_heads.pipeline import case_study
+
+    sample = load_samples(passkey_dir)[0]
+    argv = {"inspect": (inspect.main, ["--image", str(sample.page_paths[0])]),
+            "look": (look.main, ["--data", str(passkey_dir), "--sample", sample.id, "--out", str(tmp_path / "l")]),
+            "case": (case_study.main, ["--data", str(tmp_path / "chars"), "--n", "1", "--out", str(tmp_path / "c")])}
+    main, extra = argv[command]
+    assert main(["--model_id", str(internlm2_dir), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a text-only language model (internlm2)" in err[0]
+    assert not (tmp_path / "chars").exists()  # nothing rendered for a model that cannot read it

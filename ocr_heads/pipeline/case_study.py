@@ -39,7 +39,7 @@ from ocr_heads.core.provenance import (
 )
 from ocr_heads.core.runner import collect, run_batches
 from ocr_heads.data.samples import SAMPLES_FILE, Sample, load_samples
-from ocr_heads.models import load_adapter
+from ocr_heads.models import load_adapter, require_pages
 from ocr_heads.models.options import adapter_kwargs, add_model_args
 from ocr_heads.pipeline import step1
 from ocr_heads.pipeline.step2 import given_settings
@@ -217,6 +217,7 @@ def _run(args: argparse.Namespace) -> int:
     from ocr_heads.attention import capture
     from ocr_heads.pipeline.step2 import Step2Config, score_batch
 
+    require_pages(args.model_id, "exp_case.py")  # before any data is rendered
     args.data = case_data(args.data, args.n, args.seed)
     chars = samples_by_char(load_samples(args.data), args.n)
     adapter = load_adapter(args.model_id, **adapter_kwargs(args))
