@@ -49,13 +49,25 @@ logger = logging.getLogger(__name__)
 _BUILDERS: Registry[Callable[..., Path]] = Registry("tiny builder", __name__.rpartition(".")[0])
 
 
-def tiny_builder(family: str) -> Callable[[Callable[..., Path]], Callable[..., Path]]:
-    return _BUILDERS.register(family)
+def tiny_builder(family: str, text_only: bool = False) -> Callable[[Callable[..., Path]], Callable[..., Path]]:
+    """Register a builder; ``text_only``: its model is a language model without a vision tower."""
+    register = _BUILDERS.register(family)
+
+    def decorate(builder: Callable[..., Path]) -> Callable[..., Path]:
+        builder.text_only = text_only
+        return register(builder)
+
+    return decorate
 
 
 def builders() -> dict[str, Callable[..., Path]]:
     """Every registered tiny builder, by family name."""
     return _BUILDERS.all()
+
+
+def page_families() -> list[str]:
+    """The tiny families whose models read pages (all but the text-only language models), sorted."""
+    return sorted(name for name, builder in builders().items() if not getattr(builder, "text_only", False))
 
 
 def _decoder_config(vocab_size: int, token_ids: dict[str, int], num_layers: int, hidden_size: int, num_heads: int,

@@ -45,7 +45,7 @@ def _shrink(config: dict, num_layers: int, hidden_size: int, num_heads: int, num
     return config
 
 
-@tiny_builder("qwen2")
+@tiny_builder("qwen2", text_only=True)
 def build_tiny_qwen2(out: str | Path, seed: int = 0, num_layers: int = 3, hidden_size: int = 64, num_heads: int = 4,
                      num_kv_heads: int = 2) -> Path:
     """Write a tiny random Qwen2 causal LM (Qwen2-1.5B-Instruct's files, sizes shrunk, real vocabulary) to ``out``.
@@ -73,7 +73,7 @@ def build_tiny_qwen2(out: str | Path, seed: int = 0, num_layers: int = 3, hidden
     return out
 
 
-@tiny_builder("internlm2")
+@tiny_builder("internlm2", text_only=True)
 def build_tiny_internlm2(out: str | Path, seed: int = 0, num_layers: int = 3, hidden_size: int = 64,
                          num_heads: int = 4, num_kv_heads: int = 2) -> Path:
     """Write a tiny random InternLM2.5 chat checkpoint in its remote-code layout (internlm2_5-7b-chat's files, sizes
