@@ -18,6 +18,7 @@ from ocr_heads.models.llava_onevision import LlavaOnevisionAdapter
 from ocr_heads.models.options import family_knobs
 from ocr_heads.models.qwen2_vl import Qwen2VLAdapter
 from ocr_heads.models.smolvlm import SmolVLMAdapter
+from ocr_heads.models.text_lm import TextLMAdapter
 from ocr_heads.pipeline import case_study, step2
 from ocr_heads.pipeline.experiment import build_parser, masking_main
 
@@ -53,7 +54,9 @@ def test_the_families_declare_the_knobs():
 def test_each_adapter_takes_the_knobs_its_family_declares():
     for kind, family in registered_families().items():
         loader = family.load()
-        adapter_class = loader if isinstance(loader, type) else InternVLAdapter  # internvl_chat converts, then loads
+        # internvl_chat and internlm2 convert, then load natively with these adapters
+        converted = {"internvl_chat": InternVLAdapter, "internlm2": TextLMAdapter}
+        adapter_class = loader if isinstance(loader, type) else converted[kind]
         assert adapter_class.KNOBS is family.knobs, kind
 
 
