@@ -134,6 +134,7 @@ def run_python(code: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("modules", [
     "ocr_heads.scores, ocr_heads.report",
     "ocr_heads.scores.files, ocr_heads.scores.selection, ocr_heads.core.provenance, ocr_heads.core.runner",
+    "ocr_heads.scores.wu, ocr_heads.report.base_llm, ocr_heads.data.fonts",
 ])
 def test_torch_free_parts_stay_torch_free(modules):
     result = run_python(f"import sys\nimport {modules}\nassert 'torch' not in sys.modules, 'torch was imported'")
