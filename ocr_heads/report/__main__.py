@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from ocr_heads.core.commandline import Parser, run_cli, setup_logging
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         "--model_name", help="override the model name for all files, or a comma list, one per file"
     )
     parser.add_argument(
-        "--base_llm", action="append", default=[], type=parse_pair, metavar="VLM_SCORE=LLM_SCORE",
+        "--base_llm", action="append", default=[], type=_pair, metavar="VLM_SCORE=LLM_SCORE",
         help="pair a VLM's OCR score file with its base LLM's retrieval score file (e.g. one imported with "
         "python -m ocr_heads.scores.wu) for the paper's sparsity comparison (DIR/sparsity_base_llm.png); repeat "
         "per pair. Default: the paper's pairs (Qwen2-VL-2B/7B -> Qwen2-1.5B/7B, InternVL2-8B -> InternLM2.5-7B) "
@@ -56,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --scores FILE [FILE ...], --case FILE and/or --look DIR")
     setup_logging()
     return run_cli(_run, args)
+
+
+def _pair(text: str) -> tuple[Path, Path]:
+    try:
+        return parse_pair(text)
+    except ValueError as err:  # argparse then prints the message itself, not "invalid value"
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _run(args) -> int:

@@ -26,7 +26,7 @@ def parse_pair(text: str) -> tuple[Path, Path]:
     """``"VLM.json=LLM.json"`` -> the two paths (ValueError for anything else)."""
     vlm, sep, llm = text.partition("=")
     if not sep or not vlm or not llm:
-        raise ValueError(f"--base_llm {text!r}: expected VLM_SCORE=LLM_SCORE (an OCR score file, its base LLM's "
+        raise ValueError(f"{text!r}: expected VLM_SCORE=LLM_SCORE (an OCR score file, its base LLM's "
                          "retrieval score file)")
     return Path(vlm), Path(llm)
 
