@@ -62,7 +62,8 @@ class TextLMAdapter(ModelAdapter):
 
     def _no_pages(self) -> TextOnlyModel:
         return TextOnlyModel(f"{self.name} is a text-only language model ({self.config.model_type}): it reads no "
-                             "pages; score it with step2_text_retrieval_head.py")
+                             "pages (score it with step2_text_retrieval_head.py; experiments take its text datasets: "
+                             "nq, hotpot, passkey_text)")
 
     @property
     def shape(self) -> AttentionShape:
