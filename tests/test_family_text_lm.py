@@ -176,3 +176,20 @@ def test_other_page_commands_refuse_before_loading(command, internlm2_dir, passk
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a text-only language model (internlm2)" in err[0]
     assert not (tmp_path / "chars").exists()  # nothing rendered for a model that cannot read it
+
+
+def test_masking_runs_on_text_datasets_and_refuses_pages(internlm2_dir, passkey_dir, tmp_path, capsys):
+    import csv
+
+    from ocr_heads.pipeline.experiment import masking_main
+
+    argv = ["--model_id", str(internlm2_dir), "--task", "text", "--n", "2", "--max_new_tokens", "4"]
+    assert masking_main([*argv, "--datasets", "passkey_text", "--data", f"passkey_text={passkey_dir}",
+                         "--out", str(tmp_path / "text")]) == 0
+    rows = list(csv.DictReader((tmp_path / "text" / "masking.csv").open()))
+    assert rows and {row["dataset"] for row in rows} == {"passkey_text"}
+    capsys.readouterr()
+    assert masking_main([*argv, "--datasets", "passkey", "--data", f"passkey={passkey_dir}",
+                         "--out", str(tmp_path / "pages")]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("error")]
+    assert len(err) == 1 and "text-only language model" in err[0]
