@@ -29,8 +29,8 @@ OUTPUTS = [
     ("qwen2-vl", "Looking at the page, the amount is 300 dollars.\nAnswer:", "Looking at the page, the amount is "
      "300 dollars", "last_line"),  # cut off right after the marker: the line before it
     ("gemma3", "", "", "empty"),
-    ("llava-onevision", "To answer this, I read the header.\nIt says *Annual Report 2004*", "It says Annual Report 2004",
-     "last_line"),
+    ("llava-onevision", "To answer this, I read the header.\nIt says *Annual Report 2004*",
+     "It says Annual Report 2004", "last_line"),
 ]
 
 
