@@ -184,9 +184,11 @@ def head_ranking(args: argparse.Namespace, task: Modality, selection: str) -> tu
     if not path.is_file():
         raise UserError(f"no head list at {path}: run step2/step3 first or pass --heads")
     if args.selection == "authors":
-        scores = load_scores(path)
-        if not any(scores.per_head.values()):
-            raise UserError(f"{path}: --selection authors needs a raw score file (per-event lists), not a head list")
+        try:
+            scores = load_scores(path)
+        except ValueError as err:
+            raise UserError(f"--selection authors needs a raw score file (per-event lists, step2's output) at "
+                            f"{path}: {err}") from None
         return released_masking_ranking(scores, selection), path
     return load_head_ranking(path), path
 
@@ -241,12 +243,10 @@ def _run(experiment: Experiment, args: argparse.Namespace) -> int:
     ensure_writable_dir(args.out)
     shard = Shard.parse(args.shard)
     sources = resolve_sources(args.datasets, args.data)
-    for head_set, task in plan:  # a missing head list is refused before the model loads
+    for head_set, task in plan:  # a missing or unreadable head list is refused before the model loads
         edit = experiment.edit(head_set)
         if (edit is not None and needs_ranking(edit.selection)) or (args.record_reading and edit is None):
-            path = heads_path(args, task)
-            if not path.is_file():
-                raise UserError(f"no head list at {path}: run step2/step3 first or pass --heads")
+            head_ranking(args, task, "top" if edit is None else edit.selection)
     if COT in args.prompt and args.max_new_tokens is not None and args.max_new_tokens < MIN_COT_TOKENS:
         logger.warning("--prompt cot with --max_new_tokens %d: a chain this short rarely reaches its %r line; "
                        "answers then come from the fallback rule (last non-empty line), recorded per row as "
