@@ -17,12 +17,12 @@ from ocr_heads.core.heads import check_heads_exist
 from ocr_heads.core.io import ensure_writable_dir
 from ocr_heads.core.kinds import Modality
 from ocr_heads.core.paths import experiment_dir, model_name
-from ocr_heads.core.provenance import model_fingerprint, model_note
+from ocr_heads.core.provenance import TOY_NOTE, model_fingerprint, model_note
 from ocr_heads.core.runner import Shard
 from ocr_heads.experiments.base import NONE, Experiment
 from ocr_heads.experiments.data import resolve_sources
 from ocr_heads.experiments.registry import get_experiment
-from ocr_heads.experiments.run import RunConfig, run_one
+from ocr_heads.experiments.run import TOY_COT_NOTE, RunConfig, run_one
 from ocr_heads.models import load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args, knob_names
 from ocr_heads.report.reading import reading_figure
@@ -285,8 +285,9 @@ def _run(experiment: Experiment, args: argparse.Namespace) -> int:
             folder = experiment_dir(args.out, cfg.experiment, cfg.model_label(adapter.name))
             by_dataset.setdefault((folder, cfg.dataset), []).append(folder / f"{cfg.stem}.reading.csv")
         for (folder, dataset), paths in by_dataset.items():
+            caption = "; ".join([note, TOY_COT_NOTE] if note == TOY_NOTE and COT in args.prompt else [note])
             path = reading_figure([p for p in paths if p.is_file()], folder / f"{dataset}.reading.png",
-                                  f"{adapter.name} on {dataset}", note or "")
+                                  f"{adapter.name} on {dataset}", caption)
             logger.info("reading figure: %s", path)
     if failed:
         raise FailedSamplesError(f"samples failed: {'; '.join(failed)}; the results hold the samples that were "
