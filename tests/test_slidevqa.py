@@ -1,0 +1,55 @@
+"""The ``slide`` task (SlideVQA dev) on a fixture in the release's layout (tests/fixtures/slidevqa)."""
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ocr_heads.pipeline.experiment import build_parser, masking_main
+from ocr_heads.tasks import get_task
+
+FIXTURE = Path(__file__).parent / "fixtures" / "slidevqa"
+
+
+def test_slide_is_a_dataset_choice():
+    assert "slide" in build_parser("masking").format_help()
+    assert build_parser("masking").parse_args(["--datasets", "slide"]).datasets == ["slide"]
+
+
+def test_examples_from_the_release_layout(caplog):
+    task = get_task("slide")
+    with caplog.at_level(logging.WARNING):
+        examples = list(task.examples(str(FIXTURE), n=None))
+    assert "skipped 1 question(s) whose slide images are missing" in caplog.text  # 103: its deck is absent
+    # 102 is passed over: its evidence slide (9) is beyond the 8 the model sees
+    assert [e.id for e in examples] == ["101", "104"]
+    first, numeric = examples
+    assert first.num_pages == 8 and first.pages[0].size == (160, 120)  # the first 8 of the deck's 10 slides
+    assert first.golds == ["42 GW"] and first.meta["evidence_pages"] == [1]  # 0-based
+    assert numeric.golds == ["18"] and numeric.meta["evidence_pages"] == [2, 4]
+    assert first.prompt == "How much solar capacity was installed?\nAnswer the question using a single word or phrase."
+    assert task.score("42 gw", first) == {"em": 1.0, "f1": 1.0}
+    # the annotations file itself is a source too
+    assert [e.id for e in task.examples(str(FIXTURE / "annotations" / "qa" / "dev.jsonl"), n=1)] == ["101"]
+
+
+def test_no_question_left_is_one_error(tiny_model_dir, tmp_path, capsys):
+    broken = tmp_path / "SlideVQA"
+    shutil.copytree(FIXTURE / "annotations", broken / "annotations")  # no images at all
+    code = masking_main(["--datasets", "slide", "--data", str(broken), "--model_id", str(tiny_model_dir),
+                         "--n", "1", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "error: no SlideVQA question" in err and "(4 skipped)" in err
+    with pytest.raises(FileNotFoundError, match="no SlideVQA annotations"):
+        get_task("slide").rows(str(tmp_path / "nowhere"))
+
+
+def test_masking_runs_on_slides(tiny_model_dir, tmp_path):
+    out = tmp_path / "out"
+    assert masking_main(["--datasets", "slide", "--data", str(FIXTURE), "--model_id", str(tiny_model_dir),
+                         "--n", "2", "--max_new_tokens", "3", "--out", str(out)]) == 0
+    summary = json.loads((out / "masking" / tiny_model_dir.name / "slide.json").read_text())
+    assert summary["n"] == 2 and set(summary["metrics"]) == {"em", "f1"}
+    assert [p["id"] for p in summary["predictions"]] == ["101", "104"]
