@@ -57,9 +57,8 @@ fetch() {
     mv "$dest.part" "$dest"
 }
 
-# slide: SlideVQA's annotations come from its repository; its slide images must be fetched by the release's own
-# instructions (its README: download the images per deck, which the license leaves to the user), into
-# dataset/SlideVQA/images/dev/<deck_name>/<file name of each image URL>. Questions whose images are missing are
+# slide: SlideVQA's annotations come from its repository; its slide images are fetched by the release's own
+# instructions (its README), into dataset/SlideVQA/images/dev/<deck_name>/<file name of each image URL>. Questions whose images are missing are
 # skipped with a count; `--data slide=PATH` points at another copy laid out the same way.
 slidevqa() {
     local dest=SlideVQA/annotations/qa/dev.jsonl
@@ -68,7 +67,7 @@ slidevqa() {
         fetch "https://raw.githubusercontent.com/nttmdlab-nlp/SlideVQA/main/annotations/qa/dev.jsonl" "$dest"
     fi
     if ! compgen -G "SlideVQA/images/dev/*" >/dev/null; then
-        log "SlideVQA images are not here: follow $SLIDEVQA_REPO (README, 'Get the dataset') to put the dev"
+        log "SlideVQA images are not here: follow $SLIDEVQA_REPO (its README) to put the dev"
         log "  slides under dataset/SlideVQA/images/dev/<deck_name>/; then rerun with --datasets slide"
     fi
 }
