@@ -168,3 +168,24 @@ def test_selection_authors_reads_the_raw_score_file(tiny_model_dir, passkey_dir,
     step3.write_text(json.dumps(IMAGE_HEADS))
     assert masking_main([*argv[:-4], "--heads", str(step3), "--out", str(out)]) == 2
     assert "needs a raw score file" in capsys.readouterr().err
+
+
+def test_report_keeps_cot_rows_apart_and_says_reconstructed(tmp_path):
+    from ocr_heads.report.build import build_report
+
+    scores = tmp_path / "ocr.json"
+    scores.write_text(json.dumps({"l0_h0": [0.5, 0.0], "l0_h1": [0.2, 0.4], "l1_h0": [0.0, 0.0],
+                                  "l1_h1": [0.1, 0.3]}))
+    results = tmp_path / "results"
+    results.mkdir()
+    header = ",".join([*CSV_COLUMNS, *ADDED_COLUMNS])
+    rows = ["M,paper,doc,image,none,0,1,anls,0.80,4,,direct,", "M,paper,doc,image,none,0,1,anls,0.60,4,"
+            f"\"{RECONSTRUCTED}\",cot,", "M,paper,doc,image,top,2,1,anls,0.40,4,,direct,documented",
+            f"M,paper,doc,image,top,2,1,anls,0.20,4,\"{RECONSTRUCTED}\",cot,documented"]
+    (results / "masking.csv").write_text("\n".join([header, *rows]) + "\n")
+    result = build_report([scores], tmp_path / "report", results_dir=results)
+    table = (tmp_path / "report" / "masking_table.csv").read_text().splitlines()
+    assert table[0] == "model,protocol,dataset,task,metric,prompt,none,top_k2"
+    assert [line.split(",")[5:] for line in table[1:]] == [["cot", "0.6", "0.2"], ["direct", "0.8", "0.4"]]
+    assert f"Rows with prompt cot (chain of thought): {RECONSTRUCTED}" in result.index.read_text().replace(
+        "&#x27;", "'")

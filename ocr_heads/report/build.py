@@ -15,6 +15,7 @@ from ocr_heads.report.sections import (
     case_study,
     distinctness,
     experiments,
+    layers,
     look,
     score_maps,
     sparsity,
@@ -110,7 +111,8 @@ def build_report(
                                                                                         strict=True)]
     sections: list[Section | None] = []
     if files:
-        sections += [score_maps.section(summaries, report, thresholds), sparsity.section(summaries, report),
+        sections += [score_maps.section(summaries, report, thresholds), layers.section(summaries, report),
+                     sparsity.section(summaries, report),
                      distinctness.section(summaries, report, min_score, min_frequency),
                      activation.section(summaries, report)]
     if results_dir is not None:

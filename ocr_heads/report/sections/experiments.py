@@ -7,6 +7,7 @@ from pathlib import Path
 from ocr_heads.experiments.registry import all_experiments
 from ocr_heads.report import tables
 from ocr_heads.report.sections.common import Report, Section, shown
+from ocr_heads.tasks.prompting import COT, RECONSTRUCTED
 
 HEAD_SOURCE = {"image": "OCR heads (image)", "text": "retrieval heads (text)"}
 
@@ -35,6 +36,8 @@ def sections(results: Path, report: Report) -> list[Section]:
                   "score; its row holds the unmodified baseline, the top-k heads and the random controls), "
                   "metric; columns: head set, k."
                   + "".join(f" {model}: {note}." for model, note in model_notes.items()))
+        if "prompt" in frame.columns and (frame["prompt"] == COT).any():
+            part.text(f"Rows with prompt cot (chain of thought): {RECONSTRUCTED}.")
         part.raw(table.to_html(na_rep=""))
         part.raw(tables.seeds_and_samples(frame).to_html())
         found.append(part)
