@@ -189,3 +189,19 @@ def test_report_keeps_cot_rows_apart_and_says_reconstructed(tmp_path):
     assert [line.split(",")[5:] for line in table[1:]] == [["cot", "0.6", "0.2"], ["direct", "0.8", "0.4"]]
     assert f"Rows with prompt cot (chain of thought): {RECONSTRUCTED}" in result.index.read_text().replace(
         "&#x27;", "'")
+
+
+def test_decoding_length_defaults_per_prompt(tiny_adapter, tiny_model_dir):
+    from ocr_heads.core.kinds import Modality
+    from ocr_heads.experiments.registry import get_experiment
+    from ocr_heads.pipeline.experiment import _configs
+
+    def lengths(*flags):
+        args = build_parser("masking").parse_args(["--datasets", "passkey", "--model_id", str(tiny_model_dir),
+                                                   *flags])
+        return [(c.prompt, c.max_new_tokens, c.stem) for c in _configs(
+            args, get_experiment("masking"), "none", Modality.IMAGE, tiny_adapter, {"passkey": None}, "fp")]
+
+    assert lengths("--prompt", "direct", "cot") == [("direct", 32, "passkey"), ("cot", 256, "passkey_cot")]
+    assert lengths("--prompt", "cot", "--max_new_tokens", "100") == [("cot", 100, "passkey_cot")]
+    assert lengths() == [("direct", 32, "passkey")]  # today's default, today's files

@@ -62,6 +62,8 @@ def generate_reading(adapter: ModelAdapter, batch: list[ModelInputs], examples: 
                      max_new_tokens: int) -> tuple[list[list[int]], list[dict]]:
     """Generate the batch (as ``adapter.generate_batch``) while recording the reading of ``heads``; per sample,
     the generated ids and its reading record (JSON-ready: per step, per head)."""
+    import torch
+
     from ocr_heads.attention import capture
     from ocr_heads.attention.probes import ImageAttention
     from ocr_heads.models.base import left_padding
@@ -75,7 +77,7 @@ def generate_reading(adapter: ModelAdapter, batch: list[ModelInputs], examples: 
         evidence = evidence_positions(example, inputs)
         groups = {IMAGE: image, **({EVIDENCE: evidence.positions} if evidence.positions else {})}
         # Only the reading heads' layers, and of the per-token image map one head: the group masses are the point.
-        probes.append([ImageAttention(tuple(image), groups, layers=layers, heads=(0,))])
+        probes.append([ImageAttention(tuple(image), groups, layers=layers, heads=(0,), dtype=torch.float32)])
         kinds.append(evidence.kind if evidence.positions else "")
     with capture(adapter) as recorder:
         recorder.reset(max(i.prompt_length for i in batch), probes, left_padding(batch))

@@ -172,10 +172,9 @@ def heads_path(args: argparse.Namespace, task: Modality) -> Path:
         raise UserError(f"--heads {' '.join(bare)}: give one list, or TASK=PATH per task")
     if bare and task == args.task:
         return Path(bare[0])
-    name = model_name(args.model_id)
     if args.selection == "authors":
-        return score_file("scores", name, default_score(task))
-    return heads_file("scores", name, default_score(task), "documented")
+        return score_file("scores", model_name(args.model_id), default_score(task))
+    return default_heads_path(args.model_id, task)
 
 
 def head_ranking(args: argparse.Namespace, task: Modality, selection: str) -> tuple[list[str], Path]:
@@ -240,6 +239,9 @@ def _run(experiment: Experiment, args: argparse.Namespace) -> int:
     for option in experiment.options:
         option.check(getattr(args, option.name))
     plan = run_plan(experiment, args)
+    text_only = [name for name in args.datasets if all_tasks()[name].modality != "image"]
+    if args.record_reading and text_only:
+        raise UserError(f"--record_reading reads where heads look on the page: {', '.join(text_only)} has no pages")
     ensure_writable_dir(args.out)
     shard = Shard.parse(args.shard)
     sources = resolve_sources(args.datasets, args.data)
