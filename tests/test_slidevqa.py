@@ -53,3 +53,19 @@ def test_masking_runs_on_slides(tiny_model_dir, tmp_path):
     summary = json.loads((out / "masking" / tiny_model_dir.name / "slide.json").read_text())
     assert summary["n"] == 2 and set(summary["metrics"]) == {"em", "f1"}
     assert [p["id"] for p in summary["predictions"]] == ["101", "104"]
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "internvl", "smolvlm", "gemma3", "llava_onevision"])
+def test_each_family_builds_its_multi_page_prompt(family, family_dir):
+    from ocr_heads.experiments.data import example_inputs
+    from ocr_heads.experiments.reading import evidence_positions
+    from ocr_heads.models import load_adapter
+
+    adapter = load_adapter(str(family_dir(family)))
+    example = next(iter(get_task("slide").examples(str(FIXTURE), n=1)))
+    inputs = example_inputs(adapter, example)
+    assert sorted({tokens.page for tokens in inputs.image_tokens}) == list(range(8))  # one image per slide
+    evidence = evidence_positions(example, inputs)  # slide 2 (0-based 1): every image token of that page
+    assert evidence.kind == "pages"
+    assert evidence.positions == sorted(p for t in inputs.image_tokens if t.page == 1 for p in t.positions)
+    assert evidence.positions
