@@ -30,7 +30,7 @@ from ocr_heads.experiments.data import example_inputs, example_refs
 from ocr_heads.experiments.reading import READING_COLUMNS, reading_rows
 from ocr_heads.experiments.registry import all_options, get_experiment
 from ocr_heads.scores.selection import needs_ranking
-from ocr_heads.tasks import DEFAULT_N, Example, get_task
+from ocr_heads.tasks import DEFAULT_N, Example, Task, get_task
 from ocr_heads.tasks.base import example_rng
 from ocr_heads.tasks.metrics import aggregate
 from ocr_heads.tasks.prompting import DIRECT, RECONSTRUCTED, extract_answer, with_prompt
@@ -239,7 +239,7 @@ def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | Non
     return summary
 
 
-def outcome(task, example: Example, output: str, generated: int, cfg: RunConfig) -> dict:
+def outcome(task: Task, example: Example, output: str, generated: int, cfg: RunConfig) -> dict:
     """One sample's log record. ``direct``: the output is the prediction. ``cot``: the prediction is the answer
     extracted from the output (ocr_heads.tasks.prompting), the raw output, the rule that found the answer and
     whether decoding stopped at --max_new_tokens are kept beside it."""

@@ -251,7 +251,7 @@ def _run(experiment: Experiment, args: argparse.Namespace) -> int:
             head_ranking(args, task, "top" if edit is None else edit.selection)
     if COT in args.prompt and args.max_new_tokens is not None and args.max_new_tokens < MIN_COT_TOKENS:
         logger.warning("--prompt cot with --max_new_tokens %d: a chain this short rarely reaches its %r line; "
-                       "answers then come from the fallback rule (last non-empty line), recorded per row as "
+                       "answers then come from the fallback rule (last non-empty line), recorded per sample as "
                        "answer_rule", args.max_new_tokens, ANSWER_MARKER)
     adapter = load_adapter(args.model_id, **adapter_kwargs(args, shard.device_map()))
     fingerprint = model_fingerprint(args.model_id)  # once: every run pins the same model
