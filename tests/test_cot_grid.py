@@ -205,3 +205,21 @@ def test_decoding_length_defaults_per_prompt(tiny_adapter, tiny_model_dir):
     assert lengths("--prompt", "direct", "cot") == [("direct", 32, "passkey"), ("cot", 256, "passkey_cot")]
     assert lengths("--prompt", "cot", "--max_new_tokens", "100") == [("cot", 100, "passkey_cot")]
     assert lengths() == [("direct", 32, "passkey")]  # today's default, today's files
+
+
+TOY_MODEL = Path(__file__).resolve().parents[1] / "models" / "toy-qwen2-vl"
+
+
+@pytest.mark.skipif(not (TOY_MODEL / "MODEL_CARD.md").is_file(), reason="toy checkpoint not present")
+def test_toy_cot_outputs_say_the_toy_cannot_reason(tmp_path):
+    from ocr_heads.experiments.run import TOY_COT_NOTE
+    from ocr_heads.toy.data import write_samples
+
+    write_samples(tmp_path / "data", 1, 1000, "heldout")
+    out = tmp_path / "results"
+    assert masking_main(["--datasets", "passkey", "--data", str(tmp_path / "data"), "--model_id", str(TOY_MODEL),
+                         "--n", "1", "--prompt", "cot", "--out", str(out)]) == 0
+    summary = json.loads((out / "masking" / "toy-qwen2-vl" / "passkey_cot.json").read_text())
+    assert summary["config"]["max_new_tokens"] == 256  # the cot default, recorded
+    assert TOY_COT_NOTE in summary["warning"] and RECONSTRUCTED in summary["warning"]
+    assert all(TOY_COT_NOTE in row["note"] for row in read_csv(out / "masking.csv"))

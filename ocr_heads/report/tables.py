@@ -82,9 +82,9 @@ def pivot(frame: pd.DataFrame) -> pd.DataFrame:
     frame["k"] = frame["k"].fillna(0).astype(int)
     keys = row_keys(frame)
     if "prompt" in frame.columns:
-        frame["prompt"] = frame["prompt"].fillna("direct").astype(str)
+        frame["prompt"] = frame["prompt"].astype("string").fillna("direct").astype(str)
     if "selection" in frame.columns:
-        selection = frame.pop("selection").fillna("").astype(str)
+        selection = frame.pop("selection").astype("string").fillna("").astype(str)
         other = ~selection.isin(["", "documented"])
         frame.loc[other, "head_set"] = frame.loc[other, "head_set"] + "_" + selection[other]
     frame["rows"] = variants(frame)
