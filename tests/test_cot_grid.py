@@ -145,6 +145,12 @@ def test_cot_grid_runs_resumes_and_records_reading(tiny_model_dir, passkey_dir, 
     baseline = read_csv(run_dir / "passkey.reading.csv")
     assert {r["head"] for r in baseline} == {"l0_h3", "l1_h2"}  # the unmodified model: the top k of the list read
     assert (run_dir / "passkey.reading.png").stat().st_size > 0
+    from ocr_heads.report.build import build_report
+
+    scores = tmp_path / "ocr.json"
+    scores.write_text(json.dumps({"l0_h0": [0.5, 0.0], "l0_h1": [0.0, 0.2], "l1_h0": [0.0, 0.0], "l1_h1": [0.1, 0.3]}))
+    page = build_report([scores], tmp_path / "report", results_dir=out).index.read_text()
+    assert "passkey.reading.png" in page and "side by side; CoT: protocol reconstructed" in page
     # a rerun resumes: nothing new, the same rows
     before = (out / "masking.csv").read_text()
     assert masking_main(argv) == 0
