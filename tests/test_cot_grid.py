@@ -229,3 +229,17 @@ def test_toy_cot_outputs_say_the_toy_cannot_reason(tmp_path):
     assert summary["config"]["max_new_tokens"] == 256  # the cot default, recorded
     assert TOY_COT_NOTE in summary["warning"] and RECONSTRUCTED in summary["warning"]
     assert all(TOY_COT_NOTE in row["note"] for row in read_csv(out / "masking.csv"))
+
+
+def test_released_ranking_agrees_with_the_released_gated_top_k():
+    # top_k_heads(rule="authors") ranks the dict the released exp_masking.py builds (gated_scores): where k heads
+    # pass the zero-fraction test, its top k and --selection authors' are the same heads in the same order.
+    from ocr_heads.scores.selection import top_k_heads
+
+    rng = np.random.default_rng(7)
+    per_head = {f"l{layer}_h{head}": [float(v) if rng.random() < 0.6 else 0.0 for v in rng.random(12)]
+                for layer in range(4) for head in range(4)}
+    scores = ScoreFile(None, per_head, {h: sum(v) / 12 for h, v in per_head.items()}, None, None, 4, 4)
+    ranking = released_masking_ranking(scores, "top")
+    assert len(ranking) >= 10
+    assert ranking[:10] == top_k_heads(scores, 10, rule="authors")
