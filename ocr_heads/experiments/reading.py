@@ -4,7 +4,9 @@ the page (any image token) and on the evidence, and how much attention mass it p
 A batch generates once under capture (:func:`ocr_heads.attention.capture`, which combines with the run's edit)
 with the :class:`~ocr_heads.attention.probes.ImageAttention` probe: its group masses give the mass on the image
 and evidence tokens for every head, the recorder's producing-row argmax gives where each head looks hardest.
-Step ``s`` is the row that produced generated token ``s`` (step 0: the prefill's last row).
+Step ``s`` is the row that produced generated token ``s`` (step 0: the prefill's last row). In a layer with a
+sliding window, keys the window dropped hold 0 (as eager attention gives them): a long multi-page prompt's first
+pages can read 0 there (tiny Gemma 3 on 8 slides: layers 0-4 have a 1024-token window).
 
 The evidence is, in order of precision: the tiles of the answer characters (step1 samples, whose records hold one
 pixel box per answer character), else every image token of the evidence pages a task names (``evidence_pages``,
