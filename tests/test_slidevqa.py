@@ -69,3 +69,13 @@ def test_each_family_builds_its_multi_page_prompt(family, family_dir):
     assert evidence.kind == "pages"
     assert evidence.positions == sorted(p for t in inputs.image_tokens if t.page == 1 for p in t.positions)
     assert evidence.positions
+
+
+def test_a_copy_with_local_image_paths_and_no_qa_id(tmp_path):
+    slides = sorted((FIXTURE / "images" / "dev").glob("*/*.jpg"), key=lambda p: int(p.stem.split("-")[-2]))
+    record = {"deck_name": "local-deck", "image_urls": [str(p) for p in slides[:3]], "question": "Capacity?",
+              "answer": "42 GW", "evidence_pages": [2]}
+    (tmp_path / "annotations" / "qa").mkdir(parents=True)
+    (tmp_path / "annotations" / "qa" / "dev.jsonl").write_text(json.dumps(record) + "\n")
+    (example,) = get_task("slide").examples(str(tmp_path), n=None)
+    assert example.id == "slide_0" and example.num_pages == 3 and example.meta["evidence_pages"] == [1]

@@ -5,12 +5,14 @@ Read from a local copy laid out as the public release (github.com/nttmdlab-nlp/S
     SlideVQA/annotations/qa/dev.jsonl                  one question per line
     SlideVQA/images/dev/<deck_name>/<image file>       the deck's slides
 
-Each line keeps the release's field names: ``qa_id``, ``deck_name``, ``image_urls`` (the deck's slide URLs in
-slide order), ``question``, ``answer``, ``evidence_pages`` (1-based slide numbers), plus fields this task ignores
-(``deck_url``, ``arithmetic_expression``, ``reasoning_type``, ``answer_type``).
+Each line keeps the release's field names: ``deck_name``, ``image_urls`` (the deck's slide URLs in slide order),
+``question``, ``answer``, ``evidence_pages`` (1-based slide numbers), ``qa_id`` (the id; a line without it is
+``slide_<line index>``), plus fields this task ignores (``deck_url``, ``arithmetic_expression``,
+``reasoning_type``, ``answer_type``).
 
 What is assumed, following the authors' masking code (their ``exp_masking.py``, dataset ``slide``):
-- a slide's file is ``images/dev/<deck_name>/<last component of its image URL>``;
+- a slide's file is ``images/dev/<deck_name>/<last component of its image URL>`` (query string dropped); an
+  ``image_urls`` entry that is a local path (absolute, or relative to the SlideVQA folder) is taken as it is;
 - the model sees the deck's first 8 slides; a question whose first evidence slide lies beyond them is passed
   over (it does not count towards --n), as theirs skips ``evidence_pages[0] - 1 > 7``;
 - the answer (a string or a number in the release) is the one gold, scored by EM/F1 as their SupportEmF1Metric.
@@ -34,7 +36,7 @@ logger = logging.getLogger(__name__)
 SPLIT = "dev"
 ANNOTATIONS = f"annotations/qa/{SPLIT}.jsonl"
 MAX_PAGES = 8  # the slides the model sees: the deck's first 8 (the authors' img_path[:8])
-REQUIRED = ("qa_id", "deck_name", "image_urls", "question", "answer", "evidence_pages")
+REQUIRED = ("deck_name", "image_urls", "question", "answer", "evidence_pages")  # qa_id too where present
 
 
 def annotation_file(source: str) -> Path:
@@ -48,9 +50,17 @@ def annotation_file(source: str) -> Path:
 
 
 def slide_paths(row: Row) -> list[Path]:
-    """The files of the slides the model sees (the deck's first :data:`MAX_PAGES`)."""
-    folder = Path(row["_root"]) / "images" / SPLIT / row["deck_name"]
-    return [folder / PurePosixPath(url).name for url in row["image_urls"][:MAX_PAGES]]
+    """The files of the slides the model sees (the deck's first :data:`MAX_PAGES`): the release's layout, or, for
+    a copy whose ``image_urls`` are local paths instead of URLs, those paths (absolute or under the root)."""
+    root = Path(row["_root"])
+    folder = root / "images" / SPLIT / row["deck_name"]
+    paths = []
+    for url in row["image_urls"][:MAX_PAGES]:
+        path = folder / PurePosixPath(str(url).split("?")[0]).name
+        if not path.is_file() and "://" not in str(url) and (root / url).is_file():
+            path = root / url  # an absolute path stays itself under the join
+        paths.append(path)
+    return paths
 
 
 def load_rows(source: str) -> list[dict]:
@@ -83,7 +93,8 @@ def load_rows(source: str) -> list[dict]:
 
 
 def row_id(row: Row, index: int) -> str:
-    return str(row["qa_id"])
+    # The release numbers its questions (qa_id); a copy without it is identified by its line order.
+    return str(row["qa_id"]) if "qa_id" in row else f"slide_{index}"
 
 
 def keep(row: Row) -> bool:
@@ -92,7 +103,7 @@ def keep(row: Row) -> bool:
 
 
 def to_example(row: Row, index: int, rows: Sequence[Row], rng: random.Random) -> Example:
-    where = f"slide {row['qa_id']}"
+    where = f"slide {row_id(row, index)}"
     pages = [open_image(path, where=where) for path in slide_paths(row)]
     evidence = [int(page) - 1 for page in row["evidence_pages"] if int(page) <= len(pages)]  # 0-based, shown
     return Example(id=row_id(row, index), question=row["question"], golds=[str(row["answer"])], pages=pages,
