@@ -5,13 +5,15 @@
 #   dataset/MP-DocVQA/data/val-*.parquet              mdocs   (lmms-lab/MP-DocVQA, split val)
 #   dataset/nq/biencoder-nq-dev.json                  nq      (DPR NQ dev)
 #   dataset/hotpotqa/hotpot_dev_distractor_v1.json    hotpot  (HotpotQA dev, distractor setting)
-# Usage: bash dataset/download.sh [doc] [mdocs] [nq] [hotpot]   (default: all). Reruns skip finished files.
+#   dataset/SlideVQA/annotations/qa/dev.jsonl         slide   (SlideVQA dev; images/dev/<deck_name>/ beside it)
+# Usage: bash dataset/download.sh [doc] [mdocs] [nq] [hotpot] [slide]   (default: all). Reruns skip finished files.
 # Not run in CI. Needs curl, gzip and the Hugging Face CLI (`hf`, or `huggingface-cli` on older hubs).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 NQ_URL="https://dl.fbaipublicfiles.com/dpr/data/retriever/biencoder-nq-dev.json.gz"
 HOTPOT_URL="http://curtis.ml.cmu.edu/datasets/hotpot/hotpot_dev_distractor_v1.json"
+SLIDEVQA_REPO="https://github.com/nttmdlab-nlp/SlideVQA"
 
 log() { echo "[download] $*" >&2; }
 
@@ -55,15 +57,31 @@ fetch() {
     mv "$dest.part" "$dest"
 }
 
+# slide: SlideVQA's annotations come from its repository; its slide images are fetched by the release's own
+# instructions (its README), into dataset/SlideVQA/images/dev/<deck_name>/<file name of each image URL>. Questions whose images are missing are
+# skipped with a count; `--data slide=PATH` points at another copy laid out the same way.
+slidevqa() {
+    local dest=SlideVQA/annotations/qa/dev.jsonl
+    if [[ ! -s $dest ]]; then
+        mkdir -p SlideVQA/annotations/qa
+        fetch "https://raw.githubusercontent.com/nttmdlab-nlp/SlideVQA/main/annotations/qa/dev.jsonl" "$dest"
+    fi
+    if ! compgen -G "SlideVQA/images/dev/*" >/dev/null; then
+        log "SlideVQA images are not here: follow $SLIDEVQA_REPO (its README) to put the dev"
+        log "  slides under dataset/SlideVQA/images/dev/<deck_name>/; then rerun with --datasets slide"
+    fi
+}
+
 targets=("$@")
-[[ ${#targets[@]} -eq 0 ]] && targets=(doc mdocs nq hotpot)
+[[ ${#targets[@]} -eq 0 ]] && targets=(doc mdocs nq hotpot slide)
 for target in "${targets[@]}"; do
     case $target in
         doc) hf_snapshot lmms-lab/DocVQA DocVQA "DocVQA/validation-*" ;;
         mdocs) hf_snapshot lmms-lab/MP-DocVQA MP-DocVQA "data/val-*" ;;
         nq) fetch "$NQ_URL" nq/biencoder-nq-dev.json ;;
         hotpot) fetch "$HOTPOT_URL" hotpotqa/hotpot_dev_distractor_v1.json ;;
-        *) log "unknown target '$target' (choose from: doc mdocs nq hotpot)"; exit 2 ;;
+        slide) slidevqa ;;
+        *) log "unknown target '$target' (choose from: doc mdocs nq hotpot slide)"; exit 2 ;;
     esac
 done
 log "done"

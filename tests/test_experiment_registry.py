@@ -21,7 +21,8 @@ CONFIG_KEYS = ["experiment", "model_id", "dataset", "task", "head_set", "k", "se
 # The model is pinned by its fingerprint (what was loaded), not model_id (where it was loaded from).
 IDENTITY_KEYS = ["experiment", "model_fingerprint", "dataset", "head_set", "heads", "beta", "source", "data_seed",
                  "max_new_tokens", "protocol", "data_fingerprint"]
-CSV = ["model", "protocol", "dataset", "task", "head_set", "k", "seed", "metric", "value", "n", "note"]
+CSV = ["model", "protocol", "dataset", "task", "head_set", "k", "seed", "metric", "value", "n", "note", "prompt",
+       "selection"]
 
 
 def test_registry_holds_masking_and_sink_each_with_its_script():
@@ -107,7 +108,8 @@ def test_csv_columns():
 
 def test_help_names_the_outputs():
     sink = build_parser("sink").format_help()
-    assert "STEM = dataset[_task_headset_kK[_seedS]_betaB]" in sink and "OUT/sink.csv" in sink
+    assert "STEM = dataset[_task_headset_kK[_seedS]_betaB[_authors]][_cot]" in sink and "OUT/sink.csv" in sink
     assert f"{', '.join(CSV)}, beta" in " ".join(sink.split())
     masking = build_parser("masking").format_help()
-    assert "STEM = dataset[_task_headset_kK[_seedS]]" in masking and "head_set: none | top | random" in masking
+    assert "STEM = dataset[_task_headset_kK[_seedS][_authors]][_cot]" in masking
+    assert "head_set: none | top | random" in masking

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from ocr_heads.attention.edits import mask_heads, redistribute_sink_heads
-from ocr_heads.experiments.base import CSV_COLUMNS
+from ocr_heads.experiments.base import ADDED_COLUMNS, CSV_COLUMNS
 from ocr_heads.experiments.data import example_inputs, resolve_sources
 from ocr_heads.pipeline.experiment import build_parser, masking_main, sink_main
 from ocr_heads.scores.selection import choose_heads as select_heads
@@ -117,7 +117,7 @@ def test_masking_runs_all_head_sets_and_resumes(tiny_adapter, tiny_model_dir, pa
     assert masking_main([*common, "--do_masking", "--is_all_random", "--no_intersection", "--seed", "7"]) == 0
 
     rows = read_csv(out / "masking.csv")
-    assert list(rows[0]) == CSV_COLUMNS
+    assert list(rows[0]) == [*CSV_COLUMNS, *ADDED_COLUMNS]
     assert [r["head_set"] for r in rows] == ["none"] * 2 + ["top"] * 2 + ["random"] * 2 + ["random_disjoint"] * 2
     assert {r["metric"] for r in rows} == {"accuracy", "em"} and {r["n"] for r in rows} == {"2"}
     assert [r["k"] for r in rows[::2]] == ["0", "2", "2", "2"]
@@ -186,7 +186,7 @@ def test_sink_baseline_and_redistribution(tiny_adapter, tiny_model_dir, passkey_
     assert sink_main(common) == 0
     assert sink_main([*common, "--do_masking", "--unmasking", "--beta", "0.3", "--num_of_masking_head", "2"]) == 0
     rows = read_csv(out / "sink.csv")
-    assert list(rows[0]) == [*CSV_COLUMNS, "beta"]
+    assert list(rows[0]) == [*CSV_COLUMNS, *ADDED_COLUMNS, "beta"]
     expected = [("none", "0", "")] * 2 + [("sink_top", "2", "0.3")] * 2
     assert [(r["head_set"], r["k"], r["beta"]) for r in rows] == expected
     summary = json.loads((out / "sink" / tiny_adapter.name / "passkey_image_sink_top_k2_beta0.3.json").read_text())

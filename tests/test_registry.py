@@ -75,7 +75,7 @@ def test_every_registry_finds_its_entries():
 
     assert list(all_scores()) == ["ocr", "prefill", "retrieval"]
     assert list(all_experiments()) == ["masking", "sink"]
-    assert list(all_tasks()) == ["doc", "hotpot", "mdocs", "nq", "passkey", "passkey_text"]
+    assert list(all_tasks()) == ["doc", "hotpot", "mdocs", "nq", "passkey", "passkey_text", "slide"]
     assert {"qwen2_vl", "internvl", "internvl_chat", "gemma3", "smolvlm"} <= set(supported_model_types())
     assert {"qwen2_vl", "internvl", "gemma3", "llava_onevision", "smolvlm"} <= set(builders())
 

@@ -97,6 +97,8 @@ def test_report_writes_every_figure_and_the_numbers(inputs: dict[str, Path]) -> 
             "activation_ocr.png",
             "sparsity.png",
             "distinct_ocr__ret.png",
+            "layers_ret.png",
+            "layers_ocr.png",
             "masking_table.csv",
             "case_heatmaps.png",
             "case_similarity.png",
@@ -115,6 +117,7 @@ def test_report_writes_every_figure_and_the_numbers(inputs: dict[str, Path]) -> 
     assert pair["spearman"] == pytest.approx(-0.4)
     ocr = result.numbers["files"]["ocr"]
     assert ocr["selected"] == {"documented": ["l0_h0", "l0_h1", "l1_h1"], "authors": ["l0_h0", "l1_h1"]}
+    assert ocr["heads_per_layer"] == [2, 1]  # the architectural distribution of the documented heads
     # frequency [.5, 1, 0, .5] vs mean [.5, .2, 0, .1]
     assert ocr["activation"]["pearson"] == pytest.approx(stats.pearson([0.5, 1, 0, 0.5], [0.5, 0.2, 0, 0.1]))
     case = result.numbers["case"]

@@ -389,7 +389,7 @@ def test_passkey_errors(tmp_path: Path, passkey_dir: Path) -> None:
 
 
 def test_registry() -> None:
-    assert set(all_tasks()) == {"doc", "mdocs", "nq", "hotpot", "passkey", "passkey_text"}
+    assert set(all_tasks()) == {"doc", "mdocs", "nq", "hotpot", "passkey", "passkey_text", "slide"}
     assert {name: task.metrics for name, task in all_tasks().items()} == {
         "doc": ("anls",),
         "mdocs": ("anls",),
@@ -397,6 +397,7 @@ def test_registry() -> None:
         "hotpot": ("em", "f1"),
         "passkey": ("accuracy", "em"),
         "passkey_text": ("accuracy", "em"),
+        "slide": ("em", "f1"),
     }
     with pytest.raises(KeyError, match="registered: doc, hotpot, mdocs"):
         get_task("squad")

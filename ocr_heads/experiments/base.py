@@ -24,6 +24,12 @@ if TYPE_CHECKING:
 # model first: a results CSV may hold several models' rows, which must never be averaged together.
 CSV_COLUMNS = ["model", "protocol", "dataset", "task", "head_set", "k", "seed", "metric", "value", "n", "note"]
 NONE = "none"  # the head set of the unmodified model: every experiment's baseline
+DOCUMENTED = "documented"  # the default --selection: the step3 head list (see ocr_heads.pipeline.experiment)
+# Columns added to the result CSVs since their first layout, after CSV_COLUMNS: ``prompt`` (direct | cot) and
+# ``selection`` (the head list a ranked head set reads; empty for none and random). A CSV of an older layout is
+# extended in place with the value its rows had (``ocr_heads.experiments.run.added_column_value``).
+ADDED_COLUMNS = ("prompt", "selection")
+
 
 # (adapter, heads, options) -> a context manager inside which the model is edited
 ContextFactory = Callable[["ModelAdapter", list[str], Mapping[str, float]], AbstractContextManager]
@@ -93,6 +99,8 @@ class Experiment:
     default_k: int
     epilog: str = ""  # appended to --help's list of outputs
     title: str = ""  # the report's section title (default: the name)
+    # --grid: the (head set, task) pairs of the crossed grid (task None: --task's); empty: no --grid flag
+    grid: tuple[tuple[str, str | None], ...] = ()
 
     def __post_init__(self) -> None:
         if NONE in self.edits:
@@ -113,7 +121,7 @@ class Experiment:
 
     @property
     def csv_columns(self) -> list[str]:
-        return [*CSV_COLUMNS, *(option.name for option in self.options)]
+        return [*CSV_COLUMNS, *ADDED_COLUMNS, *(option.name for option in self.options)]
 
     def edit(self, head_set: str) -> Edit | None:
         """The edit of ``head_set``; None for the unmodified model."""

@@ -58,5 +58,8 @@ EXPERIMENT = Experiment(
     default_datasets=("doc",),
     default_k=10,
     title="Masking",
+    # The crossed grid of the paper's masking claims: the unmodified model, the top-k OCR heads, the top-k
+    # retrieval heads and k random heads (with --prompt direct cot: each under both prompts).
+    grid=((NONE, None), ("top", "image"), ("top", "text"), ("random", None)),
     epilog="head_set: none | top | random (--is_all_random) | random_disjoint (--is_all_random --no_intersection)",
 )

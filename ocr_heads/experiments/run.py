@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,19 +22,30 @@ from ocr_heads.core.errors import UserError
 from ocr_heads.core.io import lock_output, write_json_atomic, write_text_atomic
 from ocr_heads.core.kinds import Modality
 from ocr_heads.core.paths import experiment_csv, experiment_dir
-from ocr_heads.core.provenance import MODEL_KEY, claim, data_fingerprint, model_fingerprint, model_note
+from ocr_heads.core.provenance import MODEL_KEY, TOY_NOTE, claim, data_fingerprint, model_fingerprint, model_note
+from ocr_heads.core.registry import lazy
 from ocr_heads.core.runner import SAMPLE_ERRORS, Shard, collect, run_batches, shard_logs
-from ocr_heads.experiments.base import NONE
+from ocr_heads.experiments.base import ADDED_COLUMNS, DOCUMENTED, NONE
 from ocr_heads.experiments.data import example_inputs, example_refs
+from ocr_heads.experiments.reading import READING_COLUMNS, reading_rows
 from ocr_heads.experiments.registry import all_options, get_experiment
-from ocr_heads.tasks import DEFAULT_N, Example, get_task
+from ocr_heads.scores.selection import needs_ranking
+from ocr_heads.tasks import DEFAULT_N, Example, Task, get_task
 from ocr_heads.tasks.base import example_rng
 from ocr_heads.tasks.metrics import aggregate
+from ocr_heads.tasks.prompting import DIRECT, RECONSTRUCTED, extract_answer, with_prompt
 
 if TYPE_CHECKING:  # type hints only: the experiment registry imports this module, and must stay torch-free
     from ocr_heads.models import ModelAdapter, ModelInputs
 
 logger = logging.getLogger(__name__)
+
+# Imported on first use: listing experiments loads no torch.
+generate_reading = lazy("ocr_heads.experiments.reading:generate_reading")
+generated_pieces = lazy("ocr_heads.models.base:generated_pieces")
+# Settings added after the first release, with their defaults: a run at the default writes files without them.
+ADDED_KEYS = {"prompt": DIRECT, "selection": DOCUMENTED, "record_reading": False, "reading_heads": []}
+TOY_COT_NOTE = "the toy cannot reason (trained to read 5-digit passkeys only): its chains of thought are not reasoning"
 
 
 @dataclass
@@ -56,12 +68,16 @@ class RunConfig:
     protocol: str = ""  # the image protocol, when the command line has one
     knobs: dict[str, object] = field(default_factory=dict)  # the family knobs given (--min_pixels ...), if any
     model_fingerprint: str | None = None  # the loaded files' fingerprint (core.provenance): what the model is
+    prompt: str = DIRECT  # "direct" or "cot" (ocr_heads.tasks.prompting)
+    selection: str = DOCUMENTED  # which head list a ranked head set reads: "documented" (step3) or "authors"
+    record_reading: bool = False  # record, per generated step, where the reading heads look (STEM.reading.csv)
+    reading_heads: list[str] = field(default_factory=list)  # the heads whose reading is recorded
 
     def __post_init__(self) -> None:
         self.task = Modality(self.task)  # given as the command line's plain string: any other word is a ValueError
 
     @property
-    def stem(self) -> str:
+    def _stem(self) -> str:
         if self.head_set == NONE:
             return self.dataset  # the unmodified model: one baseline run per dataset
         name = f"{self.dataset}_{self.task}_{self.head_set}_k{self.k}"
@@ -69,7 +85,21 @@ class RunConfig:
             name += f"_seed{self.seed}"  # a random draw: its seed tells it apart
         for option, value in self.options.items():
             name += f"_{option}{value:g}"
+        if self.selection != DOCUMENTED and self.reads_ranking:
+            name += f"_{self.selection}"  # another head choice: another run
         return name
+
+    @property
+    def stem(self) -> str:
+        """The run's file stem: dataset[_task_headset_kK[_seedS]{options}[_authors]][_cot]."""
+        return self._stem if self.prompt == DIRECT else f"{self._stem}_{self.prompt}"
+
+    @property
+    def reads_ranking(self) -> bool:
+        """Whether the head set is drawn from a head list (top k, random outside it): only then the selection
+        of that list matters."""
+        edit = get_experiment(self.experiment).edit(self.head_set)
+        return edit is not None and needs_ranking(edit.selection)
 
     def record(self) -> dict:
         """The settings as result files carry them (``config``): ``options`` spread into one key per option any
@@ -78,6 +108,9 @@ class RunConfig:
         for key, value in asdict(self).items():
             if key == "options":
                 record.update({option.name: value.get(option.name) for option in all_options()})
+            elif key in ADDED_KEYS:  # settings added later: only when not the default, so older files keep theirs
+                if value != ADDED_KEYS[key]:
+                    record[key] = value
             elif key != "knobs" or value:  # knobs only when given: files without them keep their layout
                 record[key] = value
         return record
@@ -91,6 +124,9 @@ class RunConfig:
         identity = {key: record[key] for key in keys}
         if self.knobs:  # other page settings, other image tokens: not the same run
             identity["knobs"] = self.knobs
+        for key in ("prompt", "selection"):  # as record(): absent at the default, so older runs still resume
+            if key in record:
+                identity[key] = record[key]
         return {**identity, "data_fingerprint": data_fingerprint(self.source)}
 
     def model_label(self, name: str) -> str:
@@ -140,16 +176,25 @@ def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | Non
         for index, example_id in batch:
             try:
                 example = task.to_example(rows[index], index, rows, example_rng(task.name, cfg.data_seed, example_id))
+                example = with_prompt(example, cfg.prompt)
                 ready.append((len(outcomes), example, example_inputs(adapter, example)))
                 outcomes.append({})
             except SAMPLE_ERRORS as err:
                 outcomes.append(err)
-        generated = adapter.generate_batch([inputs for _, _, inputs in ready], cfg.max_new_tokens)
-        for (slot, example, _), tokens in zip(ready, generated, strict=True):
-            prediction = adapter.decode(tokens).strip()
+        if not ready:
+            return outcomes
+        batch_inputs = [inputs for _, _, inputs in ready]
+        readings: list[dict | None] = [None] * len(ready)
+        if cfg.record_reading:
+            generated, readings = generate_reading(adapter, batch_inputs, [example for _, example, _ in ready],
+                                                   cfg.reading_heads, cfg.max_new_tokens)
+        else:
+            generated = adapter.generate_batch(batch_inputs, cfg.max_new_tokens)
+        for (slot, example, _), tokens, reading in zip(ready, generated, readings, strict=True):
             try:
-                outcomes[slot] = {"prediction": prediction, "golds": example.golds,
-                                  "scores": task.score(prediction, example)}
+                outcomes[slot] = outcome(task, example, adapter.decode(tokens).strip(), len(tokens), cfg)
+                if reading is not None:
+                    outcomes[slot]["reading"] = {**reading, "pieces": generated_pieces(adapter, tokens)}
             except SAMPLE_ERRORS as err:
                 outcomes[slot] = err
         return outcomes
@@ -175,10 +220,17 @@ def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | Non
         "n": n,
         "n_failed": len(failed),
         "failed": [{"id": record["id"], "error": record["error"]} for record in failed],
-        "predictions": [{k: record[k] for k in ("id", "prediction", "golds", "scores")} for record in records],
+        "predictions": [{k: record[k] for k in ("id", "prediction", *COT_KEYS, "golds", "scores") if k in record}
+                        for record in records],
     }
-    if note:
-        summary["warning"] = note
+    warning = run_note(note, cfg)
+    if warning:
+        summary["warning"] = warning
+    if cfg.prompt != DIRECT:
+        rules = [record.get("answer_rule", "") for record in records]
+        summary["answer_rules"] = {rule: rules.count(rule) for rule in sorted(set(rules))}
+    if cfg.record_reading:
+        summary["reading"] = str(write_reading(run_dir / f"{cfg.stem}.reading.csv", records, cfg))
     write_json_atomic(run_dir / f"{cfg.stem}.json", summary)
     if n:
         replace_csv_rows(experiment_csv(out, cfg.experiment), csv_rows(cfg, metrics, n, model, note), cfg.experiment)
@@ -187,14 +239,69 @@ def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | Non
     return summary
 
 
+def outcome(task: Task, example: Example, output: str, generated: int, cfg: RunConfig) -> dict:
+    """One sample's log record. ``direct``: the output is the prediction. ``cot``: the prediction is the answer
+    extracted from the output (ocr_heads.tasks.prompting), the raw output, the rule that found the answer and
+    whether decoding stopped at --max_new_tokens are kept beside it."""
+    if cfg.prompt == DIRECT:
+        return {"prediction": output, "golds": example.golds, "scores": task.score(output, example)}
+    extraction = extract_answer(output)
+    return {"prediction": extraction.answer, "output": output, "answer_rule": extraction.rule,
+            "truncated": generated >= cfg.max_new_tokens, "golds": example.golds,
+            "scores": task.score(extraction.answer, example)}
+
+
+# What a cot sample's record holds beyond a direct one's (kept in the summary's predictions).
+COT_KEYS = ("output", "answer_rule", "truncated")
+
+
+def run_note(note: str, cfg: RunConfig) -> str:
+    """The caveat of a run's results: the model's, plus, for a CoT run, that its protocol is reconstructed (and,
+    on the toy, that it cannot reason)."""
+    if cfg.prompt == DIRECT:
+        return note
+    parts = [note, RECONSTRUCTED]
+    if note == TOY_NOTE:
+        parts.append(TOY_COT_NOTE)
+    return "; ".join(part for part in parts if part)
+
+
+def write_reading(path: Path, records: list[dict], cfg: RunConfig) -> Path:
+    """STEM.reading.csv from the samples' reading records (samples run before --record_reading have none)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=READING_COLUMNS)
+    writer.writeheader()
+    for record in records:
+        if "reading" in record:
+            writer.writerows(reading_rows(record["id"], cfg.prompt, str(cfg.task), cfg.head_set,
+                                          record["reading"]["pieces"], record["reading"]))
+    write_text_atomic(path, buffer.getvalue())
+    return path
+
+
 def csv_rows(cfg: RunConfig, metrics: dict[str, float], n: int, model: str, note: str = "") -> list[dict]:
     """One row per metric, in the experiment's columns; an option's column is empty where the run takes none."""
     base = {"model": model, "protocol": cfg.protocol, "dataset": cfg.dataset, "task": cfg.task,
             "head_set": cfg.head_set, "k": cfg.k, "seed": cfg.seed}
     options = {option.name: f"{cfg.options[option.name]:g}" if option.name in cfg.options else ""
                for option in get_experiment(cfg.experiment).options}
-    return [{**base, "metric": metric, "value": f"{value:.6f}", "n": n, "note": note, **options}
-            for metric, value in metrics.items()]
+    added = {"prompt": cfg.prompt, "selection": cfg.selection if cfg.reads_ranking else ""}
+    return [{**base, "metric": metric, "value": f"{value:.6f}", "n": n, "note": run_note(note, cfg), **added,
+             **options} for metric, value in metrics.items()]
+
+
+def added_column_value(column: str, row: Mapping[str, str], experiment: str) -> str:
+    """The value of an added column for a row written before the column existed: direct prompts, and the
+    documented head list where the row's head set read one."""
+    if column == "prompt":
+        return "direct"
+    if column == "selection":
+        try:
+            edit = get_experiment(experiment).edit(row.get("head_set", ""))
+        except ValueError:
+            return ""
+        return DOCUMENTED if edit is not None and needs_ranking(edit.selection) else ""
+    raise ValueError(f"no value for added column {column!r}")
 
 
 # What a result row is not keyed by: its numbers and caveat. Everything else (model, protocol, dataset, head
@@ -224,10 +331,17 @@ def replace_csv_rows(path: Path, rows: list[dict], experiment: str) -> None:
     if path.exists():
         with path.open(newline="") as handle:
             reader = csv.DictReader(handle)
-            if reader.fieldnames != columns:
-                raise UserError(f"{path} has columns {reader.fieldnames}, not {columns} (an older layout?); "
-                                "nothing was added to it: use another --out")
             kept = list(reader)
+        old = list(reader.fieldnames or [])
+        if old != columns:
+            missing = [column for column in columns if column not in old]
+            if set(old) - set(columns) or set(missing) - set(ADDED_COLUMNS):
+                raise UserError(f"{path} has columns {old}, not {columns} (an older layout?); "
+                                "nothing was added to it: use another --out")
+            # An older layout lacking only columns added since: its rows get their values from before the column.
+            logger.info("%s: adding column(s) %s to its %d earlier row(s)", path, ", ".join(missing), len(kept))
+            kept = [{**row, **{column: added_column_value(column, row, experiment) for column in missing}}
+                    for row in kept]
     # An earlier row of the same run and metric gives its place to the new one (the file keeps its order).
     new = {row_key(row, experiment): row for row in rows}
     merged: list[dict] = []

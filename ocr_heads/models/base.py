@@ -363,3 +363,13 @@ class ModelAdapter(ABC):
 
     def decode(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+
+
+def generated_pieces(adapter: ModelAdapter, generated: list[int]) -> list[str]:
+    """The text each generated token adds (incremental decoding keeps multi-byte characters whole)."""
+    pieces, previous = [], ""
+    for k in range(len(generated)):
+        text = adapter.decode(generated[: k + 1])
+        pieces.append(text[len(previous) :] if text.startswith(previous) else text)
+        previous = text
+    return pieces

@@ -11,18 +11,8 @@ from ocr_heads.core.kinds import Alignment, Modality
 from ocr_heads.core.runner import SAMPLE_ERRORS
 from ocr_heads.data.samples import Sample
 from ocr_heads.models import ModelAdapter, ModelInputs
-from ocr_heads.models.base import left_padding
+from ocr_heads.models.base import generated_pieces, left_padding
 from ocr_heads.scores import HeadScore, Observed, Recording, SampleValues, Settings, rules
-
-
-def generated_pieces(adapter: ModelAdapter, generated: list[int]) -> list[str]:
-    """The text each generated token adds (incremental decoding keeps multi-byte characters whole)."""
-    pieces, previous = [], ""
-    for k in range(len(generated)):
-        text = adapter.decode(generated[: k + 1])
-        pieces.append(text[len(previous) :] if text.startswith(previous) else text)
-        previous = text
-    return pieces
 
 
 def answer_recall(adapter: ModelAdapter, answer: str, generated: list[int], alignment: str) -> float:

@@ -16,6 +16,7 @@ from ocr_heads.report.sections import (
     case_study,
     distinctness,
     experiments,
+    layers,
     look,
     score_maps,
     sparsity,
@@ -116,7 +117,8 @@ def build_report(
     sections: list[Section | None] = []
     if files:
         pairs = _base_llm_pairs(files, base_llm)
-        sections += [score_maps.section(summaries, report, thresholds), sparsity.section(summaries, report, pairs),
+        sections += [score_maps.section(summaries, report, thresholds), layers.section(summaries, report),
+                     sparsity.section(summaries, report, pairs),
                      distinctness.section(summaries, report, min_score, min_frequency),
                      activation.section(summaries, report)]
     if results_dir is not None:

@@ -17,6 +17,14 @@ logger = logging.getLogger(__name__)
 
 COLUMNS = ["dataset", "task", "head_set", "k", "seed", "metric", "value", "n"]
 KEYS = ["model", "protocol", "dataset", "task", "metric"]  # what a table row is about: never averaged over
+# Columns added to result CSVs later (ocr_heads.experiments.base.ADDED_COLUMNS): ``prompt`` is a row key where a file
+# has it; ``selection`` names the head list of a column (a top-k set of the authors' list is column top_authors).
+ADDED_KEYS = ["prompt"]
+
+
+def row_keys(frame: pd.DataFrame) -> list[str]:
+    """What a table row of ``frame`` is about: :data:`KEYS` and the added key columns the file has."""
+    return [*KEYS, *(column for column in ADDED_KEYS if column in frame.columns)]
 
 
 def load_results(path: Path) -> pd.DataFrame | None:
@@ -48,7 +56,7 @@ def variants(frame: pd.DataFrame) -> pd.Series:
     Only rows that differ in the seed alone are averaged; any other difference (n, beta, a rerun's value under
     the same seed, as CSVs written before rows were replaced hold) keeps each row apart, labelled by it.
     """
-    cell = [*KEYS, "head_set", "k"]
+    cell = [*row_keys(frame), "head_set", "k"]
     others = [column for column in frame.columns if column not in (*cell, "seed", "value")]
     labels = pd.Series("", index=frame.index, dtype=object)
     for _, rows in frame.groupby(cell, dropna=False):
@@ -72,8 +80,15 @@ def pivot(frame: pd.DataFrame) -> pd.DataFrame:
     """
     frame = frame.copy()
     frame["k"] = frame["k"].fillna(0).astype(int)
+    keys = row_keys(frame)
+    if "prompt" in frame.columns:
+        frame["prompt"] = frame["prompt"].astype("string").fillna("direct").astype(str)
+    if "selection" in frame.columns:
+        selection = frame.pop("selection").astype("string").fillna("").astype(str)
+        other = ~selection.isin(["", "documented"])
+        frame.loc[other, "head_set"] = frame.loc[other, "head_set"] + "_" + selection[other]
     frame["rows"] = variants(frame)
-    index = KEYS if (frame["rows"] == "").all() else [*KEYS, "rows"]
+    index = keys if (frame["rows"] == "").all() else [*keys, "rows"]
     table = frame.pivot_table(
         index=index, columns=["head_set", "k"], values="value", aggfunc="mean"
     )

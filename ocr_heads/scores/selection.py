@@ -174,6 +174,22 @@ def load_head_ranking(path: str | Path) -> list[str]:
     return names
 
 
+# Which head list a ranked head set (top k, random outside the list) reads: the step3 list of the documented
+# rule (default), or the one the released exp_masking.py builds itself from the raw score file (`authors`).
+HEAD_LISTS = ("documented", "authors")
+
+
+def released_masking_ranking(scores: ScoreFile, selection: str) -> list[str]:
+    """The head list the released ``exp_masking.py`` reads for head selection ``selection``, from a raw score file.
+
+    Its top k is the k best heads of its zero-fraction rule with no minimum score (step3's ``--rule authors
+    --min_score 0``); its random heads outside the list (``--no_intersection``) avoid its step3 head list, the
+    same rule with the 0.1 minimum score (their ``retrieval_head/*_2.json``).
+    """
+    min_score = DEFAULT_MIN_SCORE if selection == "random_disjoint" else 0.0
+    return [head.head for head in select_heads(scores, "authors", min_score, DEFAULT_MIN_FREQUENCY)]
+
+
 def needs_ranking(selection: str) -> bool:
     """Whether the selection draws from the head list (its top k, or random heads outside it)."""
     return selection in ("top", "random_disjoint")

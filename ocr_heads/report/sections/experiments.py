@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from ocr_heads.experiments.registry import all_experiments
 from ocr_heads.report import tables
 from ocr_heads.report.sections.common import Report, Section, shown
+from ocr_heads.tasks.prompting import COT, RECONSTRUCTED
 
 HEAD_SOURCE = {"image": "OCR heads (image)", "text": "retrieval heads (text)"}
 
@@ -35,8 +37,21 @@ def sections(results: Path, report: Report) -> list[Section]:
                   "score; its row holds the unmodified baseline, the top-k heads and the random controls), "
                   "metric; columns: head set, k."
                   + "".join(f" {model}: {note}." for model, note in model_notes.items()))
+        if "prompt" in frame.columns and (frame["prompt"] == COT).any():
+            part.text(f"Rows with prompt cot (chain of thought): {RECONSTRUCTED}.")
         part.raw(table.to_html(na_rep=""))
         part.raw(tables.seeds_and_samples(frame).to_html())
+        _reading_figures(results / name, part, report)
         found.append(part)
         report.lines.append(f"{title} table ({len(frame)} rows):\n{table.to_string()}")
     return found
+
+
+def _reading_figures(folder: Path, part: Section, report: Report) -> None:
+    """Link the reading figures of ``--record_reading`` runs (``MODEL/DATASET.reading.png``) into the section."""
+    for path in sorted(folder.glob("*/*.reading.png")):
+        caption = (f"{path.parent.name}, {path.name.removesuffix('.reading.png')}: when, along the answer, the "
+                   "reading heads' argmax lies on the page / the evidence, and their attention mass there (direct "
+                   f"and cot side by side; CoT: {RECONSTRUCTED})")
+        part.raw(f"<figure><img src='{html.escape(shown(path, report.out))}' alt='{html.escape(caption)}'>"
+                 f"<figcaption>{html.escape(caption)}</figcaption></figure>")
