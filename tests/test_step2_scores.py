@@ -139,7 +139,7 @@ def test_score_all_is_every_score_of_the_scripts_modality_that_implements_the_al
     assert Step2Config("image", score=["ocr_mass", "all", "ocr"]).score[:2] == ("ocr_mass", image[0])  # given order
     assert Step2Config("image").score == ("ocr",) and Step2Config("image").head_score.name == "ocr"
     with pytest.raises(ValueError, match="has 2 scores"):
-        Step2Config("image", score=["ocr", "prefill"]).head_score
+        _ = Step2Config("image", score=["ocr", "prefill"]).head_score
 
 
 @pytest.mark.parametrize("argv", [["--score"], ["--score", "nope"], ["--score", "ocr", "nope"]])
