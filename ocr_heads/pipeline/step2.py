@@ -10,6 +10,7 @@ without loading torch.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import subprocess
 from collections.abc import Sequence
@@ -127,6 +128,7 @@ def image_token_summary(records: list[dict]) -> dict | None:
             "counts": {str(int(v)): int(f) for v, f in zip(values, freq, strict=True)}}
 
 
+@functools.cache  # one commit per process: a run of several scores asks once per score file
 def _git_sha() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
@@ -137,9 +139,11 @@ def _git_sha() -> str | None:
 
 
 def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config, data: list[Path],
-                 order: list[str], score: HeadScore | None = None) -> tuple[int, int, int]:
+                 order: list[str], score: HeadScore | None = None,
+                 data_prints: str | list[str | None] | None = None) -> tuple[int, int, int]:
     """Merge every log of one score of the run (single or shards) into its score files; returns (scored, failed,
-    events). ``score``: which of the run's scores (default: its only one)."""
+    events). ``score``: which of the run's scores (default: its only one); ``data_prints``: the data's
+    fingerprints, when the run has already taken them (default: taken now)."""
     import torch  # for their versions in the meta file
     import transformers
 
@@ -151,7 +155,7 @@ def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config,
         "kind": score.name,
         **adapter_info,
         "data": str(data[0]) if len(data) == 1 else [str(path) for path in data],
-        "data_fingerprint": data_fingerprints(data),
+        "data_fingerprint": data_prints if data_prints is not None else data_fingerprints(data),
         "n_samples": len(records),
         "n_failed": len(failed),
         "n_events": sum(r["events"] for r in records),
@@ -286,12 +290,13 @@ def scored_order(data: list[Path], order: list[str], logs: list[Path], restrict:
 
 
 def run_identity(kind: Modality, args: argparse.Namespace, model: str, cfg: Step2Config,
-                 fingerprint: str | None = None) -> dict:
+                 fingerprint: str | None = None, data_prints: str | list[str | None] | None = None) -> dict:
     """What the scores of one output stem are made from; a resumed run must match it. The model is pinned by
     the fingerprint of its files (``model`` is only its short name: two checkpoints can share it)."""
     identity = {"kind": kind, "model": model, **({MODEL_KEY: fingerprint} if fingerprint else {}),
                 "data": "+".join(Path(d).resolve().name for d in args.data),
-                "data_fingerprint": data_fingerprints(args.data), "alignment": cfg.alignment,
+                "data_fingerprint": data_prints if data_prints is not None else data_fingerprints(args.data),
+                "alignment": cfg.alignment,
                 "max_new_tokens": cfg.max_new_tokens}
     return {**identity, **given_settings(args)}
 
@@ -319,12 +324,13 @@ def _main(kind: Modality, args: argparse.Namespace) -> int:
     name = f"{adapter.name}-{args.tag}" if args.tag else adapter.name
     stems = {score.name: score_stem(name, score) for score in cfg.head_scores}
     fingerprint = model_fingerprint(args.model_id)
+    data_prints = data_fingerprints(args.data)  # once for every score's identity and sidecar
     for stem in stems.values():
         # One writer per output stem: a second process on the same scores is refused (or waits), never interleaves.
         # (Each shard of a sharded run has its own log, so its own lock: shards run side by side.)
         lock_output(out_dir / shard.log_name(stem).replace(".samples.jsonl", ".lock"), args.wait)
     for stem in stems.values():  # every score's output is checked before anything is scored
-        claim(out_dir / f"{stem}.run.json", run_identity(kind, args, adapter.name, cfg, fingerprint),
+        claim(out_dir / f"{stem}.run.json", run_identity(kind, args, adapter.name, cfg, fingerprint, data_prints),
               str(out_dir / stem), "pass --tag NAME (scores NAME-TAG) or another --out to keep both",
               recorded={"model_source": model_origin(args.model_id)})
     info = {"model": adapter.name, "model_id": args.model_id, MODEL_KEY: fingerprint,
@@ -353,7 +359,7 @@ def _main(kind: Modality, args: argparse.Namespace) -> int:
         elif shard.count > 1:
             logger.info("shard %d/%d done; merge with the same command plus --merge", shard.index, shard.count)
             return 1 if failed == len(shard.select(samples)) else 0
-    problems = [_write_score(out_dir, stem, info, cfg, args, order, adapter, get_score(score))
+    problems = [_write_score(out_dir, stem, info, cfg, args, order, adapter, get_score(score), data_prints)
                 for score, stem in stems.items()]
     first = next((problem for problem in problems if problem is not None), None)
     if first is not None:  # every score's files are written before the run reports what went wrong
@@ -362,11 +368,12 @@ def _main(kind: Modality, args: argparse.Namespace) -> int:
 
 
 def _write_score(out_dir: Path, stem: str, info: dict, cfg: Step2Config, args: argparse.Namespace,
-                 order: list[str], adapter: ModelAdapter, score: HeadScore) -> Exception | None:
+                 order: list[str], adapter: ModelAdapter, score: HeadScore,
+                 data_prints: str | list[str | None] | None = None) -> Exception | None:
     """Write one score's files from its logs and say what is wrong with them: the error the run ends with (failed
     samples, or no answer token ever scored), or None."""
     order = scored_order(args.data, order, shard_logs(out_dir, stem), args.restrict_to_n)
-    scored, failed, events = write_scores(out_dir, stem, info, cfg, args.data, order, score)
+    scored, failed, events = write_scores(out_dir, stem, info, cfg, args.data, order, score, data_prints)
     logger.info("%d samples scored, %d failed, %d answer-token events -> %s", scored, failed, events,
                 out_dir / f"{stem}.json")
     if failed:
