@@ -168,3 +168,36 @@ def test_design_scores_equal_eager_attention_on_the_toy_model(tmp_path):
         for name, reference in expected.items():
             np.testing.assert_allclose(outcome[name].scored.values, np.stack(reference) * recall, atol=1e-5, rtol=0,
                                        err_msg=name)
+
+
+def test_a_run_of_several_scores_records_each_distinct_probe_once():
+    """The union of the scores' recordings: equal declarations are one probe; two of one class are both kept (each
+    score reads its own); the same declaration twice in one recorder is refused."""
+    from ocr_heads.attention import AttentionRecorder
+    from ocr_heads.attention.probes import ProbeRecord
+    from ocr_heads.pipeline.sample_scoring import union
+    from ocr_heads.scores.base import Recording
+
+    observed = hand_built({})
+    args = (observed.sample, observed.inputs, [1, 2], Settings())
+    recordings = {name: scores.get_score(name).recording(*args) for name in ("ocr", *NEW, "prefill")}
+    together = union(recordings)
+    assert [type(probe).__name__ for probe in together.probes] == ["ImageAttention", "PrefillKeyMass",
+                                                                    "PrefillKeyMass"]
+    assert not together.exclude_last_prompt
+    with pytest.raises(ValueError, match="different prompt ranges"):
+        union({"a": Recording(), "b": Recording(exclude_last_prompt=True)})
+    recorder = AttentionRecorder(num_layers=2)
+    recorder.reset(10, list(together.probes))
+    with pytest.raises(ValueError, match="several probes of one class"):
+        recorder.probe_results()
+    with pytest.raises(ValueError, match="one ImageAttention probe twice"):
+        recorder.reset(10, [together.probes[0], together.probes[0]])
+    # The producing probe of a sample whose answer no tile shows keeps the image mass alone.
+    empty = ImageAttention((), (("image", (2, 3)),), dtype=torch.float32)
+    kept = [[torch.tensor([0.5, 0.25])] * 3, [torch.tensor([0.0, 1.0])] * 3]  # 2 layers x 3 steps, 2 heads
+    result = empty.result(ProbeRecord(kept, [0, 1]))
+    assert result.attention.shape == (3, 2, 2, 0)
+    np.testing.assert_allclose(result.group_mass["image"][0].numpy(), [[0.5, 0.25], [0.0, 1.0]])
+    with pytest.raises(ValueError, match="at least one image token or group"):
+        ImageAttention(())
