@@ -61,9 +61,7 @@ class Step2Config:
         object.__setattr__(self, "kind", Modality(self.kind))
         object.__setattr__(self, "alignment", Alignment(self.alignment))
         names = [self.score] if isinstance(self.score, str) else list(self.score or [DEFAULT[self.kind]])
-        if ALL in names:
-            names = [name if name != ALL else every for name in names
-                     for every in ([name] if name != ALL else self._every())]
+        names = [each for name in names for each in (self._every() if name == ALL else [name])]
         object.__setattr__(self, "score", tuple(dict.fromkeys(names)))  # in the order given, each once
 
     def _every(self) -> list[str]:
@@ -203,7 +201,8 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
         epilog=f"Writes OUT/{kind}/NAME_{default.tag}.json ({{\"l0_h0\": [values...]}}), NAME_{default.tag}_mean.json, "
         f"NAME_{default.tag}.meta.json and the per-sample log NAME_{default.tag}.samples.jsonl (generated text, "
         f"recall, hits); {default.tag} is the {default.name} score's file tag, another --score writes its own tag "
-        "instead. NAME is the last component of --model_id (NAME-TAG with --tag). Rerunning the same command resumes; "
+        "instead, and several scores (--score a b ..., --score all) write one such set each. NAME is the last "
+        "component of --model_id (NAME-TAG with --tag). Rerunning the same command resumes; "
         "writing into scores made from other data or settings, or by another model of the same name (a "
         "fingerprint of its config and weights files, not its path), is refused (use --tag or another --out), "
         "and so is a second process writing the same scores (a .lock file beside them; --wait queues behind "
