@@ -201,3 +201,23 @@ def test_a_run_of_several_scores_records_each_distinct_probe_once():
     np.testing.assert_allclose(result.group_mass["image"][0].numpy(), [[0.5, 0.25], [0.0, 1.0]])
     with pytest.raises(ValueError, match="at least one image token or group"):
         ImageAttention(())
+
+
+@pytest.mark.skipif(not (TOY_MODEL / "config.json").is_file(), reason="toy checkpoint not present")
+def test_a_score_that_cannot_read_a_sample_fails_it_for_itself_only(tmp_path, monkeypatch):
+    from ocr_heads.attention import capture
+    from ocr_heads.data.samples import load_samples
+    from ocr_heads.models import load_adapter
+    from ocr_heads.pipeline import sample_scoring
+    from ocr_heads.toy.data import TOY_PROTOCOL, write_samples
+
+    write_samples(tmp_path, 1, seed=5)
+    adapter = load_adapter(str(TOY_MODEL), protocol=TOY_PROTOCOL)
+    monkeypatch.setattr(sample_scoring, "question_positions", lambda *args: [])  # as if the question were not found
+    pair = [scores.get_score("ocr"), scores.get_score("question_mass")]
+    with capture(adapter) as recorder:
+        (outcome,) = sample_scoring.score_batch_scores(adapter, recorder, load_samples(tmp_path), pair, Settings(), 8)
+        (alone,) = sample_scoring.score_batch_scores(adapter, recorder, load_samples(tmp_path), pair[1:], Settings(), 8)
+    assert isinstance(outcome["question_mass"], ValueError) and "was not found" in str(outcome["question_mass"])
+    assert outcome["ocr"].scored.events == 5  # the OCR score of the same sample is unaffected
+    assert isinstance(alone, ValueError)  # alone, the sample fails as it always did

@@ -5,7 +5,7 @@ what they ask for while generating greedily (once, for all of them), and apply e
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ocr_heads.attention import AttentionRecorder, Probe, StepRecord
@@ -79,6 +79,7 @@ class Prepared:
     inputs: ModelInputs
     answer_ids: list[int]
     recordings: dict[str, Recording]  # score name -> what that score asked for
+    refused: dict[str, Exception] = field(default_factory=dict)  # score name -> why it cannot score this sample
 
     @property
     def recording(self) -> Recording:
@@ -124,12 +125,21 @@ def prepare(adapter: ModelAdapter, sample: Sample, scores: Sequence[HeadScore], 
     else:
         inputs = adapter.text_inputs(sample.context, sample.question)
     answer_ids = adapter.tokenizer(sample.answer, add_special_tokens=False)["input_ids"]
-    recordings = {score.name: score.recording(sample, inputs, answer_ids, settings) for score in scores}
-    for name, recording in recordings.items():
-        kinds = [type(probe).__name__ for probe in recording.probes]
+    recordings: dict[str, Recording] = {}
+    refused: dict[str, Exception] = {}
+    for score in scores:
+        # One score that cannot read this sample (say, its question is not found) fails it for itself only.
+        try:
+            recordings[score.name] = score.recording(sample, inputs, answer_ids, settings)
+        except SAMPLE_ERRORS as err:
+            refused[score.name] = err
+            continue
+        kinds = [type(probe).__name__ for probe in recordings[score.name].probes]
         if len(set(kinds)) != len(kinds):  # a score finds its results by probe class
-            raise ValueError(f"score {name} declares several probes of one class: {kinds}")
-    return Prepared(sample, inputs, answer_ids, recordings)
+            raise ValueError(f"score {score.name} declares several probes of one class: {kinds}")
+    if not recordings:  # no score can read it: the sample fails with the first reason
+        raise next(iter(refused.values()))
+    return Prepared(sample, inputs, answer_ids, recordings, refused)
 
 
 @dataclass(frozen=True)
@@ -166,8 +176,10 @@ def finish(adapter: ModelAdapter, prepared: Prepared, recorded: Recorded, scores
     generated = recorded.generated
     recall = answer_recall(adapter, prepared.sample.answer, generated, settings.alignment)
     pieces, text = generated_pieces(adapter, generated), adapter.decode(generated)
-    results: dict[str, SampleResult | Exception] = {}
+    results: dict[str, SampleResult | Exception] = dict(prepared.refused)
     for score in scores:
+        if score.name in prepared.refused:
+            continue
         recording = prepared.recordings[score.name]
         seen = Observed(prepared.sample, prepared.inputs, generated, pieces, prepared.answer_ids, recall,
                         recorded.record, recording, recorded.results_for(recording))
