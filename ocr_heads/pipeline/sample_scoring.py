@@ -62,7 +62,9 @@ def union(recordings: dict[str, Recording]) -> Recording:
     on it."""
     probes: list[Probe] = []
     for recording in recordings.values():
-        probes.extend(probe for probe in recording.probes if probe not in probes)
+        for probe in recording.probes:
+            if probe not in probes:
+                probes.append(probe)
     ranges = {recording.exclude_last_prompt for recording in recordings.values()}
     if len(ranges) > 1:
         raise ValueError(f"scores {', '.join(recordings)} take the decode argmax over different prompt ranges "
