@@ -328,7 +328,9 @@ def _main(kind: Modality, args: argparse.Namespace) -> int:
         # One writer per output stem: a second process on the same scores is refused (or waits), never interleaves.
         # (Each shard of a sharded run has its own log, so its own lock: shards run side by side.)
         lock_output(out_dir / shard.log_name(stem).replace(".samples.jsonl", ".lock"), args.wait)
-    for stem in stems.values():  # every score's output is checked before anything is scored
+    # Every score's output is checked before anything is scored, those a run already claimed first: a refusal
+    # then leaves no new claim behind (it would refuse the next run of that score with the old settings).
+    for stem in sorted(stems.values(), key=lambda stem: not (out_dir / f"{stem}.run.json").is_file()):
         claim(out_dir / f"{stem}.run.json", run_identity(kind, args, adapter.name, cfg, fingerprint, data_prints),
               str(out_dir / stem), "pass --tag NAME (scores NAME-TAG) or another --out to keep both",
               recorded={"model_source": model_origin(args.model_id)})
