@@ -109,3 +109,23 @@ def test_look_bench_skips_eager_beyond_its_estimate():
     assert case["time_ratios"] == [2.0, 1.5] and case["time_ratio"] == 1.75
     assert case["mem_ratio"] == 1.1 and "eager_mem_ratio" not in case
     assert case["methods"]["eager"] == {"error": "would need 68.0 GiB: not run"}
+
+
+def test_multi_score_bench_interleaves_ocr_and_all_and_prints_the_ratios(capsys):
+    """bench/multi_score.py at a tiny size: both measurements, their ratios from best times, the JSON line."""
+    import json
+
+    toy = Path(__file__).resolve().parents[1] / "models" / "toy-qwen2-vl"
+    if not (toy / "config.json").is_file():
+        pytest.skip("toy checkpoint not present")
+    bench = _load("multi_score")
+    summary = bench.main(["--model", str(toy), "--n", "2", "--pairs", "1", "--max_new_tokens", "6", "--json"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("2 toy samples, 1 interleaved rounds (ocr, all)") and "question_mass" in lines[0]
+    assert [line.split()[0] for line in lines[2:4]] == ["command", "scoring"]
+    assert json.loads(lines[-1]) == json.loads(json.dumps(summary))
+    for what in ("command", "scoring"):
+        row = summary[what]
+        assert row["ocr_s"] > 0 and row["all_s"] > 0 and len(row["round_ratios"]) == 1
+        assert row["ratio"] == pytest.approx(row["all_s"] / row["ocr_s"], abs=1e-3)
+    assert len(summary["scores"]) >= 6 and "ocr" in summary["scores"]

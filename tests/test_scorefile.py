@@ -64,7 +64,8 @@ def test_save_rejects_bad_meta_and_shape(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=re.escape("meta is missing required keys: num_layers, num_heads")):
         save_scores(tmp_path / "x.json", PER_HEAD, {"kind": "ocr", "model": "m"})
     with pytest.raises(
-        ValueError, match=re.escape("meta kind must be one of ('ocr', 'prefill', 'retrieval'), got 'image'")
+        ValueError, match=re.escape("meta kind must be one of ('first_token_mass', 'image_mass', 'ocr', 'ocr_mass', "
+                                    "'prefill', 'question_mass', 'retrieval'), got 'image'")
     ):
         save_scores(tmp_path / "x.json", PER_HEAD, {**META, "kind": "image"})
     with pytest.raises(
