@@ -5,4 +5,5 @@
     score_maps.py    heatmaps and top-10 tables                sparsity.py      heads above threshold
     distinctness.py  overlap and rank correlation of file pairs activation.py    frequency vs mean score
     experiments.py   one result table per registered experiment case_study.py    per-character head maps
+    validation.py    exp_validate: causal gap per score and k, drop figure, score similarity
 """
