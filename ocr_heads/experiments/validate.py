@@ -122,11 +122,12 @@ class Sweep:
 
     def grid(self, scored: ScoredHeads) -> list[int]:
         """The ks this score is run at: the requested grid capped by its ranked heads and the model's."""
-        usable, dropped = k_grid(self.ks, min(len(scored.ranking), self.pool_size()))
+        cap = min(len(scored.ranking), self.pool_size())
+        usable, dropped = k_grid(self.ks, cap)
         if dropped:
-            logger.warning("%s: k grid capped at %d heads (%s has %d ranked heads, the model %d): k=%s dropped",
-                           scored.score, max(usable, default=0), scored.path.name, len(scored.ranking),
-                           self.pool_size(), ",".join(map(str, dropped)))
+            logger.warning("%s: k grid capped at %d heads (%s ranks %d heads, the model has %d to edit): k=%s dropped",
+                           scored.score, cap, scored.path.name, len(scored.ranking), self.pool_size(),
+                           ",".join(map(str, dropped)))
         if not usable:
             raise UserError(f"{scored.path}: none of --ks {' '.join(map(str, self.ks))} fits its "
                             f"{len(scored.ranking)} ranked heads")
