@@ -85,6 +85,8 @@ def drop_figure(runs: pd.DataFrame, chosen: Mapping[str, int], path: Path, title
         if score in chosen:
             ax.axvline(chosen[score], color="black", lw=0.8, ls=":", label=f"chosen k = {chosen[score]}")
         ax.axhline(0, color="black", lw=0.5)
+        low, high = ax.get_ylim()
+        ax.set_ylim(min(low, -5), max(high, 5))  # at least +-5 points: a flat run must not zoom into rounding
         ax.set_xscale("log")
         ticks = sorted(set(top["k"]))
         ax.set_xticks(ticks, [str(k) for k in ticks])
