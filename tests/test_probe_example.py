@@ -1,8 +1,9 @@
 """The worked example of docs/extending.md ("A head score with a new statistic"): a probe and a score, defined
 here and nowhere in the package, run through the unmodified pipeline. The probe records each producing
-row's attention mass on the image tokens; the score ``image_mass`` is its mean over the rows that answer.
+row's attention mass on the image tokens; the score ``page_mass`` is its mean over every generated token's row.
 The probe's numbers must equal eager attention computed plainly here. The score is not registered: it
-would change every ``--score`` listing."""
+would change every ``--score`` listing (the registered ``image_mass`` reads the answer tokens' rows only, through
+the shared producing-row probe)."""
 
 import re
 import subprocess
@@ -21,7 +22,7 @@ from ocr_heads.attention.probes import AttentionCall, Probe, ProbeRecord
 from ocr_heads.data.samples import Sample, load_samples
 from ocr_heads.models.base import ModelInputs
 from ocr_heads.pipeline.sample_scoring import score_batch, score_sample
-from ocr_heads.scores.base import HeadScore, Observed, Recording, SampleValues, Settings
+from ocr_heads.scores.base import DesignPoint, HeadScore, Observed, Recording, SampleValues, Settings
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 
@@ -53,7 +54,7 @@ class ImageMass(Probe[ImageMassResult]):
 # --- end of the probe ------------------------------------------------------------------------------------
 
 
-# --- the score (in the package: ocr_heads/scores/registered/image_mass.py) -------------------------------
+# --- the score (in the package: ocr_heads/scores/registered/page_mass.py) - -------------------------------
 def recording(sample: Sample, inputs: ModelInputs, answer_ids: list[int], settings: Settings) -> Recording:
     image = [p for tokens in inputs.image_tokens for p in tokens.positions]
     return Recording(probes=(ImageMass(tuple(image)),))
@@ -65,13 +66,14 @@ def values(observed: Observed, settings: Settings) -> SampleValues:
 
 
 SCORE = HeadScore(
-    name="image_mass",
-    tag="imass",
+    name="page_mass",
+    tag="pmass",
     modality="image",
-    summary="how much each head looks at the page while answering: producing rows' mass on the image tokens",
+    summary="how much each head looks at the page while it writes: every producing row's mass on the image tokens",
     recording=recording,
     values=values,
     alignments=("produce",),
+    design=DesignPoint("producing", "mass", "image", "an example: docs/extending.md"),
 )
 # --- end of the score ------------------------------------------------------------------------------------
 
@@ -96,7 +98,7 @@ def test_image_mass_probe_equals_eager(tiny_adapter, passkey_dir):
     torch.testing.assert_close(mass, eager_image_mass(tiny_adapter, inputs, generated), atol=1e-5, rtol=0)
 
 
-def test_image_mass_score_runs_through_the_pipeline_batched_as_alone(tiny_adapter, passkey_dir):
+def test_page_mass_score_runs_through_the_pipeline_batched_as_alone(tiny_adapter, passkey_dir):
     """Nothing else was edited: the unmodified runner records the probe, one result per sample of a
     left-padded batch, equal to each sample alone and to eager attention."""
     samples = load_samples(passkey_dir)[2:5]  # one page, two pages, two pages
@@ -110,7 +112,7 @@ def test_image_mass_score_runs_through_the_pipeline_batched_as_alone(tiny_adapte
         expected = eager_image_mass(tiny_adapter, single.inputs, single.generated).mean(0, keepdim=True)
         np.testing.assert_allclose(single.scored.values, expected.numpy(), atol=1e-5, rtol=0)
         assert single.scored.events == len(single.generated)
-    assert "image_mass" not in scores.all_scores()  # an example, not a registered score
+    assert "page_mass" not in scores.all_scores() and "pmass" not in {s.tag for s in scores.all_scores().values()}
 
 
 def _code(text: str) -> str:

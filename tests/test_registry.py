@@ -73,7 +73,8 @@ def test_every_registry_finds_its_entries():
     from ocr_heads.scores import all_scores
     from ocr_heads.tasks import all_tasks
 
-    assert list(all_scores()) == ["ocr", "prefill", "retrieval"]
+    assert list(all_scores()) == ["first_token_mass", "image_mass", "ocr", "ocr_mass", "prefill", "question_mass",
+                                 "retrieval"]
     assert list(all_experiments()) == ["masking", "sink"]
     assert list(all_tasks()) == ["doc", "hotpot", "mdocs", "nq", "passkey", "passkey_text"]
     assert {"qwen2_vl", "internvl", "internvl_chat", "gemma3", "smolvlm"} <= set(supported_model_types())

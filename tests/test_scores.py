@@ -22,7 +22,7 @@ def test_registry_lists_every_score_module():
     assert scores.by_tag("zz") is None
     lines = scores.listing().splitlines()
     assert len(lines) == len(registered) and all(line.split()[0] in registered for line in lines)
-    with pytest.raises(ValueError, match="unknown score 'nope'.*\nocr "):
+    with pytest.raises(ValueError, match=r"(?s)unknown score 'nope'.*\nocr "):
         scores.get_score("nope")
     assert scores.default_score("image").name == "ocr" and scores.default_score("text").name == "retrieval"
 

@@ -193,3 +193,36 @@ def test_cli_scores_with_wrong_keys_or_values_is_a_clear_error(tmp_path: Path, c
     assert step3_extracted_heads.main(["--scores", str(bad_values), "--out", str(tmp_path / "o.json")]) == 2
     assert re.match(r"^error: .*l0_h0", capsys.readouterr().err)
     assert not (tmp_path / "o.json").exists()
+
+
+def test_frequency_aggregation_by_hand(tiny: Path) -> None:
+    """--aggregate frequency: a head's score is the share of its events above the threshold; the rules gate and rank
+    on it. Shares above 0.4: l0_h0 3/4, l0_h1 0/4, l1_h0 1/10, l1_h1 1/10 (l1_h0's mean, 0.09, fails the mean)."""
+    scores = load_scores(tiny)
+    ranked = select_heads(scores, "documented", aggregate="frequency", event_threshold=0.4)
+    assert [(h.head, h.score, h.frequency) for h in ranked] == [
+        ("l0_h0", 0.75, 0.75), ("l1_h0", 0.1, 0.1), ("l1_h1", 0.1, 0.1)]  # ties stay layer-major
+    # Threshold 0: the activation frequency itself; the always-on l0_h1 comes first.
+    assert [(h.head, h.score) for h in select_heads(scores, aggregate="frequency")][:2] == [("l0_h1", 1.0),
+                                                                                            ("l0_h0", 0.75)]
+    assert top_k_heads(scores, 2, aggregate="frequency") == ["l0_h1", "l0_h0"]
+    assert top_k_heads(scores, 2) == ["l0_h0", "l0_h1"]  # by the mean: 0.5, 0.2
+    assert gated_scores(scores, "authors", aggregate="frequency", event_threshold=0.4) == {
+        "l0_h0": 0.75, "l0_h1": 0.0, "l1_h0": 0.1, "l1_h1": 0.1}  # l0_h1 has no zero: the authors' gate drops it
+    with pytest.raises(ValueError, match="unknown aggregate 'median'"):
+        passes([1.0], aggregate="median")
+
+
+def test_step3_ranks_by_frequency_when_asked(tiny: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "heads.json"
+    assert step3_extracted_heads.main(["--scores", str(tiny), "--aggregate", "frequency", "--event_threshold", "0.4",
+                                       "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert (record["aggregate"], record["event_threshold"]) == ("frequency", 0.4)
+    assert [h["head"] for h in record["heads"]] == ["l0_h0", "l1_h0", "l1_h1"]
+    assert "ranked by the share of events above 0.4" in capsys.readouterr().out
+    assert step3_extracted_heads.main(["--scores", str(tiny), "--out", str(out)]) == 0
+    assert "aggregate" not in json.loads(out.read_text())  # the mean's head lists keep their layout
+    help_text = subprocess.run([sys.executable, "step3_extracted_heads.py", "--help"], capture_output=True, text=True,
+                               cwd=ROOT, check=True).stdout
+    assert "--aggregate {mean,frequency}" in help_text and "--event_threshold" in help_text

@@ -238,7 +238,8 @@ class ImageAttention(Probe[ImageAttentionResult]):
     probe maps positions through :meth:`AttentionCall.key_index` under any window.
     """
 
-    positions: tuple[int, ...]  # the image tokens, in the sample's own coordinates, in prompt order
+    positions: tuple[int, ...]  # the image tokens, in the sample's own coordinates, in prompt order (may be empty
+    # when groups are given: only their masses are kept)
     groups: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (name, positions) pairs; a Mapping is accepted
     layers: tuple[int, ...] | None = None  # None: every layer
     heads: tuple[int, ...] | None = None  # None: every head
@@ -248,8 +249,8 @@ class ImageAttention(Probe[ImageAttentionResult]):
         groups = self.groups.items() if isinstance(self.groups, Mapping) else self.groups
         object.__setattr__(self, "groups", tuple((str(name), _positions(p)) for name, p in groups))
         object.__setattr__(self, "positions", _positions(self.positions))
-        if not self.positions:
-            raise ValueError("ImageAttention needs at least one image token")
+        if not self.positions and not self.groups:
+            raise ValueError("ImageAttention needs at least one image token or group to read")
         for name in ("layers", "heads"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, _positions(getattr(self, name)))

@@ -134,16 +134,27 @@ class AttentionRecorder:
                 if value is not None:
                     self._kept[sample][index][layer].append(value)
 
-    def probe_results(self, sample: int = 0, steps: int | None = None) -> dict[type[Probe], object]:
-        """Probe class -> its result, for one sample of the batch. ``steps`` (tokens the sample generated) drops
-        what its probes kept of decode steps it still ran while other samples went on."""
+    def probe_outputs(self, sample: int = 0, steps: int | None = None) -> list[object]:
+        """Each probe's result for one sample of the batch, in the order its probes were given. ``steps`` (tokens
+        the sample generated) drops what its probes kept of decode steps it still ran while other samples went on."""
         if not self.probes:
-            return {}
-        results: dict[type[Probe], object] = {}
+            return []
+        results = []
         for probe, kept in zip(self.probes[sample], self._kept[sample], strict=True):
             values = [per_layer[:steps] if steps is not None else per_layer for per_layer in kept]
-            results[type(probe)] = probe.result(ProbeRecord(values, self.recorded_layers))
+            results.append(probe.result(ProbeRecord(values, self.recorded_layers)))
         return results
+
+    def probe_results(self, sample: int = 0, steps: int | None = None) -> dict[type[Probe], object]:
+        """Probe class -> its result, for one sample of the batch (see :meth:`probe_outputs`); for a sample with
+        one probe of each class (several of one class: use :meth:`probe_outputs`)."""
+        if not self.probes:
+            return {}
+        kinds = [type(probe) for probe in self.probes[sample]]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"sample {sample} has several probes of one class ({[k.__name__ for k in kinds]}): "
+                             "use probe_outputs()")
+        return dict(zip(kinds, self.probe_outputs(sample, steps), strict=True))
 
     def probe_result(self, kind: type[Probe[R]], sample: int = 0) -> R:
         """The result of the sample's probe of class ``kind``."""
@@ -197,12 +208,14 @@ class AttentionRecorder:
 
 
 def _per_sample(probes: Sequence[Probe] | Sequence[Sequence[Probe]] | None) -> list[list[Probe]]:
-    """Probes of a single sample, or one list per sample, as one list per sample ([] when there are none); a
-    sample may hold one probe of each class (its results are found by class)."""
+    """Probes of a single sample, or one list per sample, as one list per sample ([] when there are none). A
+    sample may hold several probes of one class (two scores of one run reading different rows), but not the same
+    declaration twice: that would compute it twice (a run of several scores gives each distinct probe once)."""
     if not probes:
         return []
     lists = [list(probes)] if isinstance(probes[0], Probe) else [list(sample) for sample in probes]
-    for sample, kinds in enumerate([type(probe) for probe in sample] for sample in lists):
-        if len(set(kinds)) != len(kinds):
-            raise ValueError(f"sample {sample} has two probes of one class: {[k.__name__ for k in kinds]}")
+    for sample, declared in enumerate(lists):
+        repeated = [probe for i, probe in enumerate(declared) if probe in declared[:i]]
+        if repeated:
+            raise ValueError(f"sample {sample} has one {type(repeated[0]).__name__} probe twice")
     return lists if any(lists) else []

@@ -22,6 +22,7 @@ from ocr_heads.core.io import append_jsonl, read_jsonl
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -102,25 +103,54 @@ def run_batches(
     the exception that sample failed with) per item, and each sample is logged on its own, so resume,
     shards and merges do not depend on the batch size. If a whole batch raises, its samples are retried
     one by one, so one bad sample costs only itself."""
+    def one_log(batch: list[T]) -> list[dict[str, dict | Exception] | Exception]:
+        return [outcome if isinstance(outcome, Exception) else {"": outcome} for outcome in process_batch(batch)]
+
+    return run_batches_to_logs(items, item_id, one_log, {"": log_path}, desc, batch_size)
+
+
+def run_batches_to_logs(
+    items: list[T],
+    item_id: Callable[[T], str],
+    process_batch: Callable[[list[T]], list[dict[str, dict | Exception] | Exception]],
+    logs: dict[str, Path],
+    desc: str,
+    batch_size: int = 1,
+) -> tuple[int, int]:
+    """:func:`run_batches` for one pass that feeds several logs (step2 with several scores: one log each).
+
+    An item is processed when some log lacks it (a rerun with one more score processes every item once more, for
+    that score's log only); ``process_batch`` returns per item either the exception it failed with (logged in
+    every log that lacks it) or log name -> record or exception, and each log that lacks the item gets its entry.
+    Returns (items that succeeded in every log that lacked them, items that failed in some)."""
     if batch_size < 1:
         raise ValueError(f"--batch_size must be at least 1, got {batch_size}")
-    done = {r["id"] for r in read_jsonl(log_path) if "error" not in r}
-    todo = [item for item in items if item_id(item) not in done]
-    if len(todo) < len(items):
-        logger.info("%s: %d of %d samples already done, resuming", log_path.name, len(items) - len(todo), len(items))
+    done = {name: {r["id"] for r in read_jsonl(path) if "error" not in r} for name, path in logs.items()}
+    todo = [item for item in items if any(item_id(item) not in ids for ids in done.values())]
+    for name, path in logs.items():
+        finished = sum(item_id(item) in done[name] for item in items)
+        if finished:
+            logger.info("%s: %d of %d samples already done, resuming", path.name, finished, len(items))
     succeeded = failed = 0
     try:
         with tqdm(total=len(todo), desc=desc, unit="sample") as progress:
             for start in range(0, len(todo), batch_size):
                 batch = todo[start : start + batch_size]
                 for item, outcome in zip(batch, _process(batch, process_batch), strict=True):
-                    if isinstance(outcome, Exception):
-                        logger.error("sample %s failed: %s: %s", item_id(item), type(outcome).__name__, outcome)
-                        outcome = {"error": f"{type(outcome).__name__}: {outcome}"}
+                    key = item_id(item)
+                    missing = [name for name in logs if key not in done[name]]
+                    entries = {name: outcome if isinstance(outcome, Exception) else outcome[name] for name in missing}
+                    errors = {name: entry for name, entry in entries.items() if isinstance(entry, Exception)}
+                    for name, err in errors.items():
+                        which = f" ({name})" if len(logs) > 1 else ""
+                        logger.error("sample %s failed%s: %s: %s", key, which, type(err).__name__, err)
+                    for name, entry in entries.items():
+                        record = {"error": f"{type(entry).__name__}: {entry}"} if name in errors else entry
+                        append_jsonl(logs[name], {"id": key, **record})
+                    if errors:
                         failed += 1
                     else:
                         succeeded += 1
-                    append_jsonl(log_path, {"id": item_id(item), **outcome})
                 progress.update(len(batch))
     except KeyboardInterrupt:
         # Ctrl-C: every finished sample is logged; say how far it got (run_cli prints it, exit 130).
@@ -128,7 +158,7 @@ def run_batches(
     return succeeded, failed
 
 
-def _process(batch: list[T], process_batch: Callable[[list[T]], list[dict | Exception]]) -> list[dict | Exception]:
+def _process(batch: list[T], process_batch: Callable[[list[T]], list[R]]) -> list[R | Exception]:
     try:
         outcomes = process_batch(batch)
     except SAMPLE_ERRORS as err:

@@ -56,6 +56,9 @@ class ModelInputs:
     image_tokens: list[ImageTokens] = field(default_factory=list)
     # For each prompt token, its (start, end) character span in the context, or (-1, -1) if outside it.
     context_offsets: list[tuple[int, int]] = field(default_factory=list)
+    # The prompt positions of the question's tokens, where they were found (set when a sample is scored:
+    # ocr_heads.pipeline.sample_scoring.question_positions); empty otherwise.
+    question_positions: list[int] = field(default_factory=list)
 
     @property
     def input_ids(self) -> torch.Tensor:

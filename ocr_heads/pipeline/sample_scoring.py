@@ -1,8 +1,10 @@
-"""Score one step1 sample with a registered head score: build the inputs the score's modality needs,
-record what it asks for while generating greedily, and apply its pure rule (:mod:`ocr_heads.scores`)."""
+"""Score one step1 sample with registered head scores: build the inputs the scores' modality needs, record
+what they ask for while generating greedily (once, for all of them), and apply each one's pure rule
+(:mod:`ocr_heads.scores`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,14 +38,51 @@ def answer_recall(adapter: ModelAdapter, answer: str, generated: list[int], alig
     return rules.best_recall(rules.answer_id_variants(encode, answer, adapter.decode(generated)), generated)
 
 
+def question_positions(adapter: ModelAdapter, inputs: ModelInputs, question: str) -> list[int]:
+    """The prompt positions of the question's tokens: after the last image token, the tokens whose decoded text
+    overlaps the question's last occurrence there (every adapter puts the question after the pages); [] when
+    the decoded prompt does not contain it."""
+    start = max((tokens.positions[-1] for tokens in inputs.image_tokens), default=-1) + 1
+    pieces = generated_pieces(adapter, inputs.input_ids[0, start:].tolist())
+    text, wanted = "".join(pieces), question.strip()
+    at = text.rfind(wanted) if wanted else -1
+    if at < 0:
+        return []
+    positions, cursor = [], 0
+    for offset, piece in enumerate(pieces):
+        if piece and cursor < at + len(wanted) and cursor + len(piece) > at:
+            positions.append(start + offset)
+        cursor += len(piece)
+    return positions
+
+
+def union(recordings: dict[str, Recording]) -> Recording:
+    """What one generate records for several scores: each distinct probe once (equal declarations are one), in
+    the order the scores ask for them. The decode argmax has one range per generate, so the scores must agree
+    on it."""
+    probes: list[Probe] = []
+    for recording in recordings.values():
+        probes.extend(probe for probe in recording.probes if probe not in probes)
+    ranges = {recording.exclude_last_prompt for recording in recordings.values()}
+    if len(ranges) > 1:
+        raise ValueError(f"scores {', '.join(recordings)} take the decode argmax over different prompt ranges "
+                         "(exclude_last_prompt): score them in separate runs")
+    return Recording(tuple(probes), exclude_last_prompt=ranges.pop() if ranges else False)
+
+
 @dataclass(frozen=True)
 class Prepared:
-    """One sample's prompt and what to record for it, before generation."""
+    """One sample's prompt and what to record for it, before generation: per score its own recording, and their
+    union, which the generate records."""
 
     sample: Sample
     inputs: ModelInputs
     answer_ids: list[int]
-    recording: Recording
+    recordings: dict[str, Recording]  # score name -> what that score asked for
+
+    @property
+    def recording(self) -> Recording:
+        return union(self.recordings)
 
 
 @dataclass(frozen=True)
@@ -77,13 +116,20 @@ def check_settings(score: HeadScore, settings: Settings) -> None:
                          f"not {settings.alignment!r}")
 
 
-def prepare(adapter: ModelAdapter, sample: Sample, score: HeadScore, settings: Settings) -> Prepared:
-    if score.modality == Modality.IMAGE:
+def prepare(adapter: ModelAdapter, sample: Sample, scores: Sequence[HeadScore], settings: Settings) -> Prepared:
+    """The sample's prompt in the scores' modality (one for all of them) and what each score records."""
+    if scores[0].modality == Modality.IMAGE:
         inputs = adapter.image_inputs(sample.load_pages(), sample.question)
+        inputs.question_positions = question_positions(adapter, inputs, sample.question)
     else:
         inputs = adapter.text_inputs(sample.context, sample.question)
     answer_ids = adapter.tokenizer(sample.answer, add_special_tokens=False)["input_ids"]
-    return Prepared(sample, inputs, answer_ids, score.recording(sample, inputs, answer_ids, settings))
+    recordings = {score.name: score.recording(sample, inputs, answer_ids, settings) for score in scores}
+    for name, recording in recordings.items():
+        kinds = [type(probe).__name__ for probe in recording.probes]
+        if len(set(kinds)) != len(kinds):  # a score finds its results by probe class
+            raise ValueError(f"score {name} declares several probes of one class: {kinds}")
+    return Prepared(sample, inputs, answer_ids, recordings)
 
 
 @dataclass(frozen=True)
@@ -92,7 +138,11 @@ class Recorded:
 
     generated: list[int]  # new token ids
     record: StepRecord
-    probe_results: dict[type[Probe], Any]  # probe class -> result, for the probes of the sample's Recording
+    probe_results: dict[Probe, Any]  # probe (declaration) -> its result, for the probes of the sample's Recording
+
+    def results_for(self, recording: Recording) -> dict[type[Probe], Any]:
+        """Probe class -> result, for the probes one score declared (what its ``observed.probe`` reads)."""
+        return {type(probe): self.probe_results[probe] for probe in recording.probes}
 
 
 def generate_recorded(adapter: ModelAdapter, recorder: AttentionRecorder, batch: list[Prepared],
@@ -105,45 +155,69 @@ def generate_recorded(adapter: ModelAdapter, recorder: AttentionRecorder, batch:
                    exclude_last_prompt=any(r.exclude_last_prompt for r in recordings))
     generated = adapter.generate_batch(inputs, max_new_tokens)
     records = recorder.results([len(g) for g in generated])
-    return [Recorded(ids, record, recorder.probe_results(i, steps=len(ids)))
-            for i, (ids, record) in enumerate(zip(generated, records, strict=True))]
+    return [Recorded(ids, record, dict(zip(recording.probes, recorder.probe_outputs(i, steps=len(ids)), strict=True)))
+            for i, (ids, record, recording) in enumerate(zip(generated, records, recordings, strict=True))]
 
 
-def finish(adapter: ModelAdapter, prepared: Prepared, recorded: Recorded, score: HeadScore,
-           settings: Settings) -> SampleResult:
-    """Apply the score's rule to one generated sample."""
+def finish(adapter: ModelAdapter, prepared: Prepared, recorded: Recorded, scores: Sequence[HeadScore],
+           settings: Settings) -> dict[str, SampleResult | Exception]:
+    """Apply each score's rule to one generated sample: score name -> its result, or the error its rule failed
+    with. What the scores share (recall, the output's text pieces) is worked out once."""
     generated = recorded.generated
     recall = answer_recall(adapter, prepared.sample.answer, generated, settings.alignment)
-    seen = Observed(prepared.sample, prepared.inputs, generated, generated_pieces(adapter, generated),
-                    prepared.answer_ids, recall, recorded.record, prepared.recording, recorded.probe_results)
-    return SampleResult(adapter.decode(generated), recall, score.values(seen, settings), prepared.inputs, generated,
-                        recorded.record)
+    pieces, text = generated_pieces(adapter, generated), adapter.decode(generated)
+    results: dict[str, SampleResult | Exception] = {}
+    for score in scores:
+        recording = prepared.recordings[score.name]
+        seen = Observed(prepared.sample, prepared.inputs, generated, pieces, prepared.answer_ids, recall,
+                        recorded.record, recording, recorded.results_for(recording))
+        try:
+            results[score.name] = SampleResult(text, recall, score.values(seen, settings), prepared.inputs, generated,
+                                               recorded.record)
+        except SAMPLE_ERRORS as err:
+            results[score.name] = err
+    return results
 
 
-def score_batch(adapter: ModelAdapter, recorder: AttentionRecorder, samples: list[Sample], score: HeadScore,
-                settings: Settings, max_new_tokens: int = 32) -> list[SampleResult | Exception]:
-    """Score samples generated together under ``recorder`` (an active :func:`ocr_heads.attention.capture`);
-    per sample its result or the error it failed with. Values equal scoring each sample alone."""
-    check_settings(score, settings)
+def score_batch_scores(adapter: ModelAdapter, recorder: AttentionRecorder, samples: list[Sample],
+                       scores: Sequence[HeadScore], settings: Settings,
+                       max_new_tokens: int = 32) -> list[dict[str, SampleResult | Exception] | Exception]:
+    """Score samples generated together under ``recorder`` (an active :func:`ocr_heads.attention.capture`) with
+    several scores of one modality at once: each sample is generated once, recording the union of what the scores
+    ask for (:func:`union`). Per sample: score name -> its result (or the error its rule failed with), or the
+    error the sample failed with before any score could run. Each score's values equal scoring it alone."""
+    if len({score.modality for score in scores}) != 1:
+        raise ValueError(f"scores {', '.join(s.name for s in scores)} read different forms of a sample (image and "
+                         "text): score them in separate runs")
+    for score in scores:
+        check_settings(score, settings)
     outcomes: list[Prepared | Exception] = []
     for sample in samples:
         try:
-            outcomes.append(prepare(adapter, sample, score, settings))
+            outcomes.append(prepare(adapter, sample, scores, settings))
         except SAMPLE_ERRORS as err:
             outcomes.append(err)
     ready = [p for p in outcomes if isinstance(p, Prepared)]
     generations = iter(generate_recorded(adapter, recorder, ready, max_new_tokens) if ready else [])
-    results: list[SampleResult | Exception] = []
+    results: list[dict[str, SampleResult | Exception] | Exception] = []
     for outcome in outcomes:
         if isinstance(outcome, Exception):
             results.append(outcome)
             continue
         recorded = next(generations)
         try:
-            results.append(finish(adapter, outcome, recorded, score, settings))
+            results.append(finish(adapter, outcome, recorded, scores, settings))
         except SAMPLE_ERRORS as err:
             results.append(err)
     return results
+
+
+def score_batch(adapter: ModelAdapter, recorder: AttentionRecorder, samples: list[Sample], score: HeadScore,
+                settings: Settings, max_new_tokens: int = 32) -> list[SampleResult | Exception]:
+    """Score samples generated together under ``recorder`` (an active :func:`ocr_heads.attention.capture`);
+    per sample its result or the error it failed with. Values equal scoring each sample alone."""
+    outcomes = score_batch_scores(adapter, recorder, samples, [score], settings, max_new_tokens)
+    return [outcome if isinstance(outcome, Exception) else outcome[score.name] for outcome in outcomes]
 
 
 def score_sample(adapter: ModelAdapter, recorder: AttentionRecorder, sample: Sample, score: HeadScore,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,13 +26,13 @@ from ocr_heads.core.heads import all_heads, parse_head
 from ocr_heads.core.io import ensure_writable_dir, lock_output, read_jsonl
 from ocr_heads.core.kinds import Alignment, Modality
 from ocr_heads.core.provenance import MODEL_KEY, claim, data_fingerprint, model_fingerprint, model_note, model_origin
-from ocr_heads.core.runner import Shard, collect, run_batches, shard_logs
+from ocr_heads.core.runner import Shard, collect, run_batches_to_logs, shard_logs
 from ocr_heads.data.samples import SAMPLES_FILE, Sample, load_sample_dirs
 from ocr_heads.models import load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args, knob_names
 from ocr_heads.models.protocol import NATIVE, PAPER
 from ocr_heads.pipeline.step1 import DEFAULT_OUT
-from ocr_heads.scores import DEFAULT, HeadScore, Settings, all_scores, get_score, listing, rules
+from ocr_heads.scores import DEFAULT, HeadScore, Settings, all_scores, get_score, listing, of_modality, rules
 from ocr_heads.scores.files import ScoreFile, load_scores, save_scores, score_stem
 from ocr_heads.scores.geometry import AUTHORS_OVERLAP, DEFAULT_OVERLAP
 
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from ocr_heads.pipeline.sample_scoring import SampleResult
 
 logger = logging.getLogger(__name__)
+ALL = "all"  # --score all: every registered score of the script's modality
+
 
 @dataclass(frozen=True)
 class Step2Config:
@@ -48,16 +51,34 @@ class Step2Config:
     max_new_tokens: int = 32
     alignment: Alignment = Alignment.PRODUCE
     overlap: float | None = None  # None: the rule's own (10% for produce, the released 0.1% for authors)
-    score: str | None = None  # a registered score name; None: the script's default (ocr / retrieval)
+    # Registered score names (or one name), scored in one pass; "all": every score of the script's modality that
+    # implements the alignment; None: the script's default (ocr / retrieval).
+    score: str | Sequence[str] | None = None
 
     def __post_init__(self) -> None:
         # Given as plain strings (the command line's): a ValueError for any other word.
         object.__setattr__(self, "kind", Modality(self.kind))
         object.__setattr__(self, "alignment", Alignment(self.alignment))
+        names = [self.score] if isinstance(self.score, str) else list(self.score or [DEFAULT[self.kind]])
+        if ALL in names:
+            names = [name if name != ALL else every for name in names
+                     for every in ([name] if name != ALL else self._every())]
+        object.__setattr__(self, "score", tuple(dict.fromkeys(names)))  # in the order given, each once
+
+    def _every(self) -> list[str]:
+        """``--score all``: the scores of this script's modality that implement its alignment."""
+        return [score.name for score in of_modality(self.kind) if self.alignment in score.alignments]
+
+    @property
+    def head_scores(self) -> list[HeadScore]:
+        return [get_score(name) for name in self.score]
 
     @property
     def head_score(self) -> HeadScore:
-        return get_score(self.score or DEFAULT[self.kind])
+        """The run's score, when it has one (several: :attr:`head_scores`)."""
+        if len(self.score) != 1:
+            raise ValueError(f"this run has {len(self.score)} scores ({', '.join(self.score)}), not one")
+        return get_score(self.score[0])
 
     @property
     def settings(self) -> Settings:
@@ -116,15 +137,18 @@ def _git_sha() -> str | None:
 
 
 def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config, data: list[Path],
-                 order: list[str]) -> tuple[int, int, int]:
-    """Merge every log of the run (single or shards) into the score files; returns (scored, failed, events)."""
+                 order: list[str], score: HeadScore | None = None) -> tuple[int, int, int]:
+    """Merge every log of one score of the run (single or shards) into its score files; returns (scored, failed,
+    events). ``score``: which of the run's scores (default: its only one)."""
     import torch  # for their versions in the meta file
     import transformers
+
+    score = score or cfg.head_score
 
     records, failed = collect(shard_logs(out_dir, stem), order)
     heads = all_heads(adapter_info["num_layers"], adapter_info["num_heads"])
     meta = {
-        "kind": cfg.head_score.name,
+        "kind": score.name,
         **adapter_info,
         "data": str(data[0]) if len(data) == 1 else [str(path) for path in data],
         "data_fingerprint": data_fingerprints(data),
@@ -133,7 +157,7 @@ def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config,
         "n_events": sum(r["events"] for r in records),
         "alignment": cfg.alignment,
         "overlap_threshold": cfg.overlap_threshold if cfg.kind == Modality.IMAGE else None,
-        **cfg.head_score.meta,
+        **score.meta,
         "max_new_tokens": cfg.max_new_tokens,
         "mean_recall": float(np.mean([r["recall"] for r in records])) if records else None,
         **({"image_tokens_per_page": image_token_summary(records)} if cfg.kind == Modality.IMAGE else {}),
@@ -148,15 +172,17 @@ def write_scores(out_dir: Path, stem: str, adapter_info: dict, cfg: Step2Config,
 
 
 class ScoreChoice(argparse.Action):
-    """``--score NAME``. Without a value, or with a name nobody registered: the registered scores, one line
-    each, and exit status 2."""
+    """``--score NAME [NAME ...]`` or ``--score all``. Without a value, or with a name nobody registered: the
+    registered scores, one line each, and exit status 2."""
 
-    def __call__(self, parser, namespace, value, option_string=None) -> None:
-        if value not in all_scores():
-            given = "" if value is None else f", not {value!r}"
-            parser.exit(2, f"error: --score takes a registered score{given}: NAME, file tag, modality, "
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        unknown = [value for value in values if value != ALL and value not in all_scores()]
+        if not values or unknown:
+            given = f", not {unknown[0]!r}" if unknown else ""
+            parser.exit(2, f"error: --score takes a registered score (or several, or {ALL}){given}: NAME, file tag, "
+                        "modality, "
                         f"definition:\n{listing()}\n")
-        setattr(namespace, self.dest, value)
+        setattr(namespace, self.dest, list(values))
 
 
 def build_parser(kind: str) -> argparse.ArgumentParser:
@@ -180,8 +206,13 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
         "it). Exit status 3: the run wrote what it scored but some samples failed (named on the last line), "
         "or no answer token was ever scored; 130: interrupted (rerun to resume).",
     )
-    parser.add_argument("--score", nargs="?", default=default.name, action=ScoreChoice, metavar="NAME",
-                        help=f"the head score (default {default.name}); --score alone lists the registered ones")
+    parser.add_argument("--score", nargs="*", default=[default.name], action=ScoreChoice, metavar="NAME",
+                        help=f"the head score (default {default.name}); several names, or {ALL} (every registered "
+                        f"{kind} score that implements --alignment), score them all in one pass: each sample is "
+                        "generated once and each score writes its own files, the same bytes a run of that score "
+                        "alone writes (a rerun with a different set resumes each score's own log: samples that "
+                        "some listed score still lacks are generated again, for those scores only); --score alone "
+                        "lists the registered ones")
     add_model_args(parser)
     default_data = [DEFAULT_OUT["passkey"], DEFAULT_OUT["niah"]]
     parser.add_argument("--data", nargs="+", type=Path, default=default_data, metavar="DIR",
@@ -275,20 +306,27 @@ def given_settings(args: argparse.Namespace) -> dict:
 def _main(kind: Modality, args: argparse.Namespace) -> int:
     cfg = Step2Config(kind, args.max_new_tokens, args.alignment, getattr(args, "overlap", None), args.score)
     check_score(cfg)
+    if ALL in args.score:
+        left_out = [score.name for score in of_modality(kind) if score.name not in cfg.score]
+        if left_out:
+            logger.info("--score %s: %s left out (not implementing --alignment %s)", ALL, ", ".join(left_out),
+                        cfg.alignment)
     shard = Shard.parse(args.shard)
     out_dir = ensure_writable_dir(args.out / kind)
     samples = load_sample_dirs(args.data, args.n)
     adapter = load_adapter(args.model_id, **adapter_kwargs(args, shard.device_map()))
     args.protocol = adapter.protocol  # the resolved one (given, declared or the default) keys the run
     name = f"{adapter.name}-{args.tag}" if args.tag else adapter.name
-    stem = score_stem(name, cfg.head_score)
-    # One writer per output stem: a second process on the same scores is refused (or waits), never interleaves.
-    # (Each shard of a sharded run has its own log, so its own lock: shards run side by side.)
-    lock_output(out_dir / shard.log_name(stem).replace(".samples.jsonl", ".lock"), args.wait)
+    stems = {score.name: score_stem(name, score) for score in cfg.head_scores}
     fingerprint = model_fingerprint(args.model_id)
-    claim(out_dir / f"{stem}.run.json", run_identity(kind, args, adapter.name, cfg, fingerprint), str(out_dir / stem),
-          "pass --tag NAME (scores NAME-TAG) or another --out to keep both",
-          recorded={"model_source": model_origin(args.model_id)})
+    for stem in stems.values():
+        # One writer per output stem: a second process on the same scores is refused (or waits), never interleaves.
+        # (Each shard of a sharded run has its own log, so its own lock: shards run side by side.)
+        lock_output(out_dir / shard.log_name(stem).replace(".samples.jsonl", ".lock"), args.wait)
+    for stem in stems.values():  # every score's output is checked before anything is scored
+        claim(out_dir / f"{stem}.run.json", run_identity(kind, args, adapter.name, cfg, fingerprint),
+              str(out_dir / stem), "pass --tag NAME (scores NAME-TAG) or another --out to keep both",
+              recorded={"model_source": model_origin(args.model_id)})
     info = {"model": adapter.name, "model_id": args.model_id, MODEL_KEY: fingerprint,
             "num_layers": adapter.shape.num_layers, "num_heads": adapter.shape.num_heads,
             "num_kv_heads": adapter.shape.num_kv_heads,
@@ -305,8 +343,8 @@ def _main(kind: Modality, args: argparse.Namespace) -> int:
         logger.warning("%s: %s", args.model_id, note)
     order = [s.id for s in samples]
     if not args.merge:
-        failed = _score(adapter, samples, shard, cfg, out_dir / shard.log_name(stem), args.verify_eager,
-                        args.batch_size)
+        logs = {score: out_dir / shard.log_name(stem) for score, stem in stems.items()}
+        failed = _score(adapter, samples, shard, cfg, logs, args.verify_eager, args.batch_size)
         if shard.launched:
             # accelerate/torchrun: every process scored its share; the main one merges once all are done.
             shard.wait_for_all()
@@ -315,24 +353,36 @@ def _main(kind: Modality, args: argparse.Namespace) -> int:
         elif shard.count > 1:
             logger.info("shard %d/%d done; merge with the same command plus --merge", shard.index, shard.count)
             return 1 if failed == len(shard.select(samples)) else 0
+    problems = [_write_score(out_dir, stem, info, cfg, args, order, adapter, get_score(score))
+                for score, stem in stems.items()]
+    first = next((problem for problem in problems if problem is not None), None)
+    if first is not None:  # every score's files are written before the run reports what went wrong
+        raise first
+    return 0
+
+
+def _write_score(out_dir: Path, stem: str, info: dict, cfg: Step2Config, args: argparse.Namespace,
+                 order: list[str], adapter: ModelAdapter, score: HeadScore) -> Exception | None:
+    """Write one score's files from its logs and say what is wrong with them: the error the run ends with (failed
+    samples, or no answer token ever scored), or None."""
     order = scored_order(args.data, order, shard_logs(out_dir, stem), args.restrict_to_n)
-    scored, failed, events = write_scores(out_dir, stem, info, cfg, args.data, order)
+    scored, failed, events = write_scores(out_dir, stem, info, cfg, args.data, order, score)
     logger.info("%d samples scored, %d failed, %d answer-token events -> %s", scored, failed, events,
                 out_dir / f"{stem}.json")
     if failed:
-        raise FailedSamplesError(failed_summary(out_dir, stem, order, scored))
+        return FailedSamplesError(failed_summary(out_dir, stem, order, scored))
     if events == 0:
         empty = (f"{out_dir / stem}.json holds no answer-token events: the model never wrote the answer in {scored} "
                  f"samples (see 'generated' in {stem}.samples.jsonl)")
         if getattr(adapter.model.config, "ocr_heads_random_weights", False):
             # A model built with random weights is not expected to answer: the run did what it could.
             logger.warning("%s, as expected of a model with random weights", empty)
-            return 0
-        raise EmptyRunError(f"{empty}. Likely causes: {likely_causes(kind, adapter, cfg.max_new_tokens)}")
+            return None
+        return EmptyRunError(f"{empty}. Likely causes: {likely_causes(cfg.kind, adapter, cfg.max_new_tokens)}")
     warning = silent_zero_warning(load_scores(out_dir / f"{stem}.json"))
     if warning:
-        logger.warning("%s. Likely causes: %s", warning, likely_causes(kind, adapter, cfg.max_new_tokens))
-    return 0
+        logger.warning("%s. Likely causes: %s", warning, likely_causes(cfg.kind, adapter, cfg.max_new_tokens))
+    return None
 
 
 def silent_zero_warning(scores: ScoreFile) -> str | None:
@@ -372,37 +422,55 @@ def failed_summary(out_dir: Path, stem: str, order: list[str], scored: int) -> s
 
 
 def check_score(cfg: Step2Config) -> None:
-    """The score must read what this script feeds (pages or text) and implement the alignment rule."""
-    score = cfg.head_score
-    if score.modality != cfg.kind:
-        script = "step2_ocr_retrieval_head.py" if score.modality == Modality.IMAGE else "step2_text_retrieval_head.py"
-        raise ValueError(f"score {score.name} reads the {score.modality} form of a sample: run it with {script}")
+    """The scores must read what this script feeds (pages or text) and implement the alignment rule."""
+    scores = cfg.head_scores
+    if not scores:
+        raise ValueError(f"--score {ALL}: no {cfg.kind} score implements --alignment {cfg.alignment}")
+    modalities = {score.modality for score in scores}
+    if len(modalities) > 1:
+        named = ", ".join(f"{score.name} ({score.modality})" for score in scores)
+        raise ValueError(f"scores {named} read different forms of a sample: one run scores one modality "
+                         "(image: step2_ocr_retrieval_head.py, text: step2_text_retrieval_head.py)")
+    for score in scores:
+        if score.modality != cfg.kind:
+            script = ("step2_ocr_retrieval_head.py" if score.modality == Modality.IMAGE
+                      else "step2_text_retrieval_head.py")
+            raise ValueError(f"score {score.name} reads the {score.modality} form of a sample: run it with {script}")
     from ocr_heads.pipeline.sample_scoring import check_settings
 
-    check_settings(score, cfg.settings)
+    for score in scores:
+        check_settings(score, cfg.settings)
 
 
-def _score(adapter: ModelAdapter, samples: list[Sample], shard: Shard, cfg: Step2Config, log: Path,
+def _score(adapter: ModelAdapter, samples: list[Sample], shard: Shard, cfg: Step2Config, logs: dict[str, Path],
            verify: bool, batch_size: int = 1) -> int:
+    """Score the shard's samples not yet in every score's log, each generated once for all the run's scores;
+    returns the samples that failed."""
     from ocr_heads.attention import capture, verify_against_eager
+    from ocr_heads.pipeline.sample_scoring import score_batch_scores
 
     verified = not verify
     with capture(adapter) as recorder:
         def process(batch: list[Sample]) -> list[dict | Exception]:
             nonlocal verified
-            outcomes = score_batch(adapter, recorder, batch, cfg)
+            outcomes = score_batch_scores(adapter, recorder, batch, cfg.head_scores, cfg.settings,
+                                          cfg.max_new_tokens)
             for sample, outcome in zip(batch, outcomes, strict=True):
-                if isinstance(outcome, Exception):
+                done = [] if isinstance(outcome, Exception) else [r for r in outcome.values()
+                                                                  if not isinstance(r, Exception)]
+                if verified or not done:
                     continue
-                if not verified:
-                    mismatches = verify_against_eager(adapter, outcome.inputs, outcome.generated, outcome.record)
-                    if mismatches:
-                        raise SystemExit(f"error: --verify-eager: {len(mismatches)} argmax differ from eager, first: "
-                                         f"{mismatches[0]}")
-                    logger.info("--verify-eager: sample %s matches eager attention on every head and step (%s, "
-                                "ties within its rounding tolerance allowed)", sample.id, adapter.model.dtype)
-                    verified = True
-            return [o if isinstance(o, Exception) else o.log_record() for o in outcomes]
+                mismatches = verify_against_eager(adapter, done[0].inputs, done[0].generated, done[0].record)
+                if mismatches:
+                    raise SystemExit(f"error: --verify-eager: {len(mismatches)} argmax differ from eager, first: "
+                                     f"{mismatches[0]}")
+                logger.info("--verify-eager: sample %s matches eager attention on every head and step (%s, "
+                            "ties within its rounding tolerance allowed)", sample.id, adapter.model.dtype)
+                verified = True
+            return [o if isinstance(o, Exception) else
+                    {name: r if isinstance(r, Exception) else r.log_record() for name, r in o.items()}
+                    for o in outcomes]
 
-        _, failed = run_batches(shard.select(samples), lambda s: s.id, process, log, f"step2 {cfg.kind}", batch_size)
+        _, failed = run_batches_to_logs(shard.select(samples), lambda s: s.id, process, logs, f"step2 {cfg.kind}",
+                                        batch_size)
     return failed

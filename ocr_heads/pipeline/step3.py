@@ -8,6 +8,11 @@ list of the heads whose mean score >= --min_score and whose activation frequency
 
 Output: {"heads": [{"head": "l26_h9", "score": 0.73, "frequency": 0.87}, ...], "rule": ..., "source": ...}.
 Rules: documented (default; non-zero fraction >= threshold), authors (their code; zero fraction > it).
+A head's score is the mean of its event values (default), or with --aggregate frequency the share of its
+events above --event_threshold; --min_score gates and the ranking sorts on that score:
+
+    python step3_extracted_heads.py --scores scores/image/M_ocrmass.json --aggregate frequency \
+        --event_threshold 0.1 --out heads.json
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from ocr_heads.core.provenance import note_of
 from ocr_heads.scores import all_scores
 from ocr_heads.scores.files import heads_file, load_scores, score_file
 from ocr_heads.scores.selection import (
+    AGGREGATES,
+    DEFAULT_EVENT_THRESHOLD,
     DEFAULT_MIN_FREQUENCY,
     DEFAULT_MIN_SCORE,
     RULES,
@@ -77,7 +84,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="documented: non-zero fraction >= min_frequency (the paper); "
         "authors: zero fraction > min_frequency (their released code)",
     )
-    parser.add_argument("--min_score", type=float, default=DEFAULT_MIN_SCORE, help="minimum mean score (0.1)")
+    parser.add_argument("--min_score", type=float, default=DEFAULT_MIN_SCORE,
+                        help="minimum score (0.1): the mean, or with --aggregate frequency the frequency")
+    parser.add_argument(
+        "--aggregate",
+        choices=AGGREGATES,
+        default=AGGREGATES[0],
+        help="what a head's score is, for any score file: mean (default, the paper's) = the mean of its event values; "
+        "frequency = the share of its events whose value exceeds --event_threshold. --min_score gates and the list "
+        "is ranked on it; the frequency gate (--min_frequency) is unchanged",
+    )
+    parser.add_argument(
+        "--event_threshold", type=float, default=DEFAULT_EVENT_THRESHOLD,
+        help=f"with --aggregate frequency: an event counts when its value exceeds this (default "
+        f"{DEFAULT_EVENT_THRESHOLD}: any non-zero value; the mass scores' events are rarely exactly 0, give them "
+        "e.g. 0.1)",
+    )
     parser.add_argument(
         "--min_frequency", type=float, default=DEFAULT_MIN_FREQUENCY, help="frequency threshold (0.1)"
     )
@@ -122,13 +144,17 @@ def _run(args: argparse.Namespace) -> int:
     ):
         if want is not None and want != have:
             raise UserError(f"{args.scores} has {have} {what} but the model has {want}: wrong file for this model?")
-    selected = select_heads(scores, args.rule, args.min_score, args.min_frequency)
-    record = selection_record(scores, selected, args.rule, args.min_score, args.min_frequency)
+    selected = select_heads(scores, args.rule, args.min_score, args.min_frequency, args.aggregate,
+                            args.event_threshold)
+    record = selection_record(scores, selected, args.rule, args.min_score, args.min_frequency, args.aggregate,
+                              args.event_threshold)
     note = note_of(scores.meta)
     if note:
         record["warning"] = note  # the head list travels without its score file: the caveat goes with it
     write_json_atomic(args.out, record)
-    print(f"{len(selected)} heads selected by the {args.rule} rule from {args.scores} -> {args.out}")
+    ranked_by = "" if args.aggregate == AGGREGATES[0] else (
+        f", ranked by the share of events above {args.event_threshold}")
+    print(f"{len(selected)} heads selected by the {args.rule} rule from {args.scores}{ranked_by} -> {args.out}")
     if note:
         print(f"  caveat: {note}")
     for entry in selected[:10]:

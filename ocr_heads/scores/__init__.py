@@ -1,9 +1,16 @@
 """The head-score registry: every module of :mod:`ocr_heads.scores.registered` that defines ``SCORE`` (a
 :class:`~ocr_heads.scores.base.HeadScore`) is a score, found by name.
 
-    ocr       (tag fg, image)  the paper's OCR score: decode-time argmax on the answer's tiles
-    retrieval (tag te, text)   Wu et al.'s retrieval score: decode-time copy from the needle
-    prefill   (tag prefill, image)  post-image prompt rows' attention mass on the answer's tiles
+    ocr               (tag fg, image)          the paper's OCR score: decode-time argmax on the answer's tiles
+    retrieval         (tag te, text)           Wu et al.'s retrieval score: decode-time copy from the needle
+    prefill           (tag prefill, image)     post-image prompt rows' attention mass on the answer's tiles
+    ocr_mass          (tag ocrmass, image)     decode-time attention mass on the answer's tiles
+    question_mass     (tag qmass, image)       the question's rows' attention mass on the answer's tiles at prefill
+    first_token_mass  (tag firstmass, image)   the first answer token's row: mass on all the answer's tiles
+    image_mass        (tag imagemass, image)   decode-time attention mass on the whole image
+
+Each declares its point in the head-score design space (:class:`~ocr_heads.scores.base.DesignPoint`; the table
+is in docs/protocol.md).
 
 Adding a score is one new module in ``registered/`` (plus its test); step2, step3, the score files and the
 report look it up by name or tag. See docs/extending.md.
@@ -12,10 +19,10 @@ report look it up by name or tag. See docs/extending.md.
 from __future__ import annotations
 
 from ocr_heads.core.registry import DuplicateName, Registry, declared
-from ocr_heads.scores.base import HeadScore, Observed, Recording, SampleValues, Settings
+from ocr_heads.scores.base import DesignPoint, HeadScore, Observed, Recording, SampleValues, Settings
 
-__all__ = ["HeadScore", "Observed", "Recording", "SampleValues", "Settings", "all_scores", "by_tag",
-           "default_score", "get_score", "listing"]
+__all__ = ["DesignPoint", "HeadScore", "Observed", "Recording", "SampleValues", "Settings", "all_scores", "by_tag",
+           "default_score", "get_score", "listing", "of_modality"]
 
 DEFAULT = {"image": "ocr", "text": "retrieval"}  # the score each step2 script runs without --score
 
@@ -35,7 +42,14 @@ def all_scores() -> dict[str, HeadScore]:
 
 def listing() -> str:
     """One line per registered score: name, tag, modality, summary."""
-    return "\n".join(f"{s.name:<10} tag {s.tag:<8} {s.modality:<6} {s.summary}" for s in all_scores().values())
+    scores = all_scores().values()
+    width = max(len(s.name) for s in scores)
+    return "\n".join(f"{s.name:<{width}} tag {s.tag:<9} {s.modality:<6} {s.summary}" for s in scores)
+
+
+def of_modality(modality: str) -> list[HeadScore]:
+    """The registered scores that read ``modality`` ("image" or "text"), by name (what ``--score all`` runs)."""
+    return [score for score in all_scores().values() if score.modality == modality]
 
 
 def get_score(name: str) -> HeadScore:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from ocr_heads.core.kinds import Alignment, Modality
+from ocr_heads.core.kinds import Alignment, KeyAggregation, Modality, QueryRows, Target
 
 if TYPE_CHECKING:  # the registry stays importable without torch (score files, reports)
     from ocr_heads.attention import Probe, StepRecord
@@ -81,6 +81,24 @@ class SampleValues:
 
 
 @dataclass(frozen=True)
+class DesignPoint:
+    """Where a score sits in the head-score design space (docs/protocol.md): which rows it reads, how a row's
+    attention becomes a number for the target, what the target is, and the paper whose definition it follows.
+    How event values become a head's score (mean or frequency) is chosen when heads are ranked, not here."""
+
+    rows: QueryRows
+    keys: KeyAggregation
+    target: Target
+    paper: str  # the work whose definition it follows, as docs/protocol.md cites it
+
+    def __post_init__(self) -> None:
+        # Given as plain strings too: a ValueError for any word outside the axes.
+        object.__setattr__(self, "rows", QueryRows(self.rows))
+        object.__setattr__(self, "keys", KeyAggregation(self.keys))
+        object.__setattr__(self, "target", Target(self.target))
+
+
+@dataclass(frozen=True)
 class HeadScore:
     """One registered head score (see :mod:`ocr_heads.scores`)."""
 
@@ -93,7 +111,10 @@ class HeadScore:
     alignments: tuple[Alignment, ...] = (Alignment.PRODUCE, Alignment.AUTHORS)  # the --alignment rules it implements
     other_tags: tuple[str, ...] = ()  # further tags its files carry in the authors' release (OCR: "cg")
     meta: dict = field(default_factory=dict)  # extra sidecar entries (its fixed parameters)
+    design: DesignPoint = field(kw_only=True)  # its point in the design space (required, by keyword)
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
             raise ValueError(f"score {self.name}: modality must be one of {MODALITIES}, got {self.modality!r}")
+        if not isinstance(self.design, DesignPoint):
+            raise ValueError(f"score {self.name}: design must be a DesignPoint, got {self.design!r}")

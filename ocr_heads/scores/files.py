@@ -88,6 +88,11 @@ def nonzero_fraction(values: list[float]) -> float:
     return sum(1 for value in values if value != 0) / len(values) if values else 0.0
 
 
+def share_above(values: list[float], threshold: float) -> float:
+    """The share of ``values`` above ``threshold`` (0 when there are none): a head's frequency score."""
+    return sum(1 for value in values if value > threshold) / len(values) if values else 0.0
+
+
 def to_matrix(values: dict[str, float], num_layers: int, num_heads: int) -> np.ndarray:
     grid = np.zeros((num_layers, num_heads), dtype=float)
     for name, value in values.items():

@@ -14,6 +14,12 @@ Two rules, both parameterised by ``min_score`` and ``min_frequency`` (0.1 each):
 Rankings are by mean score, highest first; ties keep layer-major order (what a stable sort of the authors'
 insertion-ordered dict gives).
 
+Sample aggregation (``aggregate``, step3 ``--aggregate``): what a head's *score* is, for any score file. ``mean``
+(default, the paper's): the mean of its event values. ``frequency``: the share of its events whose value exceeds
+``event_threshold`` (default 0, i.e. the activation frequency; a mass score's events are rarely exactly 0, so
+give it a threshold such as 0.1). The rules gate and rank on that score exactly as on the mean; the frequency
+gate (``min_frequency``) stays the non-zero (or, for ``authors``, zero) fraction.
+
 Head lists and head sets (exp_masking, exp_sink, the demo): :func:`load_head_ranking` reads any head or
 score file into names, best first; :func:`choose_heads` picks a head set (top-k, k random, k random
 outside the list) from it.
@@ -31,7 +37,8 @@ import numpy as np
 
 from ocr_heads.core.heads import all_heads, parse_head
 from ocr_heads.core.io import read_json
-from ocr_heads.scores.files import ScoreFile, mean_of, nonzero_fraction
+from ocr_heads.core.kinds import SampleAggregation
+from ocr_heads.scores.files import ScoreFile, mean_of, nonzero_fraction, share_above
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +47,18 @@ RULES = ("documented", "authors")
 SELECTIONS = ("none", "top", "random", "random_disjoint")
 DEFAULT_MIN_SCORE = 0.1
 DEFAULT_MIN_FREQUENCY = 0.1
+AGGREGATES = tuple(SampleAggregation)  # how event values become a head's score: mean, frequency
+DEFAULT_EVENT_THRESHOLD = 0.0  # frequency: the share of events whose value exceeds this
+
+
+def aggregate_events(values: list[float], aggregate: str = SampleAggregation.MEAN,
+                     event_threshold: float = DEFAULT_EVENT_THRESHOLD) -> float:
+    """A head's score from its event values: their mean, or the share of them above ``event_threshold``."""
+    if aggregate == SampleAggregation.MEAN:
+        return mean_of(values)
+    if aggregate == SampleAggregation.FREQUENCY:
+        return share_above(values, event_threshold)
+    raise ValueError(f"unknown aggregate {aggregate!r}; choose one of {', '.join(AGGREGATES)}")
 
 
 @dataclass(frozen=True)
@@ -60,15 +79,18 @@ def passes(
     rule: str = "documented",
     min_score: float = DEFAULT_MIN_SCORE,
     min_frequency: float = DEFAULT_MIN_FREQUENCY,
+    aggregate: str = SampleAggregation.MEAN,
+    event_threshold: float = DEFAULT_EVENT_THRESHOLD,
 ) -> bool:
-    """Whether one head's event list is selected under ``rule``."""
+    """Whether one head's event list is selected under ``rule`` (its score: see :func:`aggregate_events`)."""
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
     if not values:
         return False
+    score = aggregate_events(values, aggregate, event_threshold)
     if rule == "authors":
-        return _zero_count_as_authors(values) > min_frequency * len(values) and mean_of(values) >= min_score
-    return nonzero_fraction(values) >= min_frequency and mean_of(values) >= min_score
+        return _zero_count_as_authors(values) > min_frequency * len(values) and score >= min_score
+    return nonzero_fraction(values) >= min_frequency and score >= min_score
 
 
 def select_heads(
@@ -76,44 +98,62 @@ def select_heads(
     rule: str = "documented",
     min_score: float = DEFAULT_MIN_SCORE,
     min_frequency: float = DEFAULT_MIN_FREQUENCY,
+    aggregate: str = SampleAggregation.MEAN,
+    event_threshold: float = DEFAULT_EVENT_THRESHOLD,
 ) -> list[SelectedHead]:
-    """Selected heads ranked by mean score (highest first, ties in layer-major order)."""
+    """Selected heads ranked by score (the mean by default, see :func:`aggregate_events`; highest first, ties in
+    layer-major order)."""
+    def score_of(head: str, values: list[float]) -> float:
+        # The mean as the score file computed it (bit-identical to its _mean file).
+        return scores.means[head] if aggregate == SampleAggregation.MEAN else share_above(values, event_threshold)
+
     chosen = [
-        SelectedHead(head, scores.means[head], nonzero_fraction(values))
+        SelectedHead(head, score_of(head, values), nonzero_fraction(values))
         for head, values in scores.per_head.items()
-        if passes(values, rule, min_score, min_frequency)
+        if passes(values, rule, min_score, min_frequency, aggregate, event_threshold)
     ]
     return sorted(chosen, key=lambda selected: -selected.score)  # sorted() is stable: ties stay layer-major
 
 
 def gated_scores(
-    scores: ScoreFile, rule: str = "documented", min_frequency: float = DEFAULT_MIN_FREQUENCY
+    scores: ScoreFile, rule: str = "documented", min_frequency: float = DEFAULT_MIN_FREQUENCY,
+    aggregate: str = SampleAggregation.MEAN, event_threshold: float = DEFAULT_EVENT_THRESHOLD,
 ) -> dict[str, float]:
-    """Every head's mean, set to 0 where the frequency test of ``rule`` fails (no score threshold).
+    """Every head's score (the mean by default), set to 0 where the frequency test of ``rule`` fails (no score
+    threshold).
 
     This is the dict the authors rank for their top-k masking and sink heads.
     """
+    def score_of(head: str, values: list[float]) -> float:
+        return scores.means[head] if aggregate == SampleAggregation.MEAN else share_above(values, event_threshold)
+
     return {
-        head: scores.means[head] if passes(values, rule, -np.inf, min_frequency) else 0.0
+        head: score_of(head, values) if passes(values, rule, -np.inf, min_frequency, aggregate, event_threshold)
+        else 0.0
         for head, values in scores.per_head.items()
     }
 
 
 def top_k_heads(
-    scores: ScoreFile, k: int, rule: str = "documented", min_frequency: float = DEFAULT_MIN_FREQUENCY
+    scores: ScoreFile, k: int, rule: str = "documented", min_frequency: float = DEFAULT_MIN_FREQUENCY,
+    aggregate: str = SampleAggregation.MEAN, event_threshold: float = DEFAULT_EVENT_THRESHOLD,
 ) -> list[str]:
     """The k best heads by gated score, ties in layer-major order (as the authors' stable sort gives)."""
-    gated = gated_scores(scores, rule, min_frequency)
+    gated = gated_scores(scores, rule, min_frequency, aggregate, event_threshold)
     return [head for head, _ in sorted(gated.items(), key=lambda item: -item[1])[:k]]
 
 
 def selection_record(
-    scores: ScoreFile, selected: list[SelectedHead], rule: str, min_score: float, min_frequency: float
+    scores: ScoreFile, selected: list[SelectedHead], rule: str, min_score: float, min_frequency: float,
+    aggregate: str = SampleAggregation.MEAN, event_threshold: float = DEFAULT_EVENT_THRESHOLD,
 ) -> dict[str, Any]:
-    """The JSON written by step3: the ranked heads plus what produced them."""
+    """The JSON written by step3: the ranked heads plus what produced them (the aggregation only when it is not
+    the mean, so head lists ranked by the mean keep the layout they always had)."""
+    by_frequency = {"aggregate": str(aggregate), "event_threshold": event_threshold}
     return {
         "heads": [asdict(head) for head in selected],
         "rule": rule,
+        **(by_frequency if aggregate != SampleAggregation.MEAN else {}),
         "min_score": min_score,
         "min_frequency": min_frequency,
         "source": str(scores.path) if scores.path else None,

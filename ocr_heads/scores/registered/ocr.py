@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ocr_heads.core.kinds import Alignment, Modality
+from ocr_heads.core.kinds import Alignment, KeyAggregation, Modality, QueryRows, Target
 from ocr_heads.scores import rules
-from ocr_heads.scores.base import HeadScore, Observed, Recording, SampleValues, Settings
+from ocr_heads.scores.base import DesignPoint, HeadScore, Observed, Recording, SampleValues, Settings
 
 if TYPE_CHECKING:
     from ocr_heads.data.samples import Sample
@@ -57,4 +57,6 @@ SCORE = HeadScore(
     summary="the paper's OCR score: the producing decode row's argmax on the answer's tiles, x recall",
     recording=recording,
     values=values,
+    design=DesignPoint(QueryRows.PRODUCING, KeyAggregation.ARGMAX, Target.EVIDENCE,
+                       "Baek et al. 2025, OCR heads (arXiv 2505.15865)"),
 )

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ocr_heads.core.kinds import Alignment, Modality
+from ocr_heads.core.kinds import Alignment, KeyAggregation, Modality, QueryRows, Target
 from ocr_heads.scores import rules
-from ocr_heads.scores.base import HeadScore, Observed, Recording, SampleValues, Settings
+from ocr_heads.scores.base import DesignPoint, HeadScore, Observed, Recording, SampleValues, Settings
 from ocr_heads.scores.registered.ocr import answer_events, answer_targets
 
 if TYPE_CHECKING:
@@ -106,4 +106,7 @@ SCORE = HeadScore(
     alignments=(Alignment.PRODUCE,),
     meta={"mass_threshold": THRESHOLD, "rows": "post-image prompt rows (after the last image token, before the "
           "prompt's last row)"},
+    # Mass, thresholded: a head hits when some row's mass on the target reaches THRESHOLD.
+    design=DesignPoint(QueryRows.POST_IMAGE, KeyAggregation.MASS, Target.EVIDENCE,
+                       "this project (the toy model's prefill readers, docs/toy_model.md)"),
 )

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ocr_heads.core.kinds import Alignment, Modality
+from ocr_heads.core.kinds import Alignment, KeyAggregation, Modality, QueryRows, Target
 from ocr_heads.scores import rules
-from ocr_heads.scores.base import HeadScore, Observed, Recording, SampleValues, Settings
+from ocr_heads.scores.base import DesignPoint, HeadScore, Observed, Recording, SampleValues, Settings
 
 if TYPE_CHECKING:
     from ocr_heads.data.samples import Sample
@@ -55,4 +55,6 @@ SCORE = HeadScore(
     summary="Wu et al.'s retrieval score: the producing decode row copies the answer token from the needle",
     recording=recording,
     values=values,
+    design=DesignPoint(QueryRows.PRODUCING, KeyAggregation.ARGMAX, Target.NEEDLE,
+                       "Wu et al. 2024, Retrieval Head Mechanistically Explains Long-Context Factuality"),
 )
