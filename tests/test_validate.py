@@ -93,9 +93,10 @@ def test_bootstrap_minimum_and_k_choice() -> None:
 
 def test_similarity_by_hand() -> None:
     rankings = {"a": ["l0_h0", "l0_h1", "l1_h0", "l1_h1"], "b": ["l0_h1", "l1_h1", "l0_h0", "l1_h0"]}
-    values = {"a": {"l0_h0": 4, "l0_h1": 3, "l1_h0": 2, "l1_h1": 1}, "b": {"l0_h0": 2, "l0_h1": 4, "l1_h0": 1, "l1_h1": 3}}
-    rows = {(r["score_a"], r["score_b"], r["measure"], r["k"]): r["value"] for r in similarity_rows(rankings, values,
-                                                                                                      [1, 2, 3, 9])}
+    values = {"a": {"l0_h0": 4, "l0_h1": 3, "l1_h0": 2, "l1_h1": 1},
+              "b": {"l0_h0": 2, "l0_h1": 4, "l1_h0": 1, "l1_h1": 3}}
+    found = similarity_rows(rankings, values, [1, 2, 3, 9])
+    rows = {(r["score_a"], r["score_b"], r["measure"], r["k"]): r["value"] for r in found}
     assert rows[("a", "b", "jaccard", 1)] == 0.0  # {l0_h0} vs {l0_h1}
     assert rows[("a", "b", "jaccard", 2)] == pytest.approx(1 / 3)  # {00, 01} vs {01, 11}: 1 shared of 3
     assert rows[("a", "b", "jaccard", 3)] == pytest.approx(2 / 4)  # {00, 01, 10} vs {01, 11, 00}
@@ -194,7 +195,8 @@ def test_command_writes_every_output_and_resumes(tiny_model_dir: Path, score_fil
     # The summary equals the arithmetic redone here from the runs' own per-sample logs.
     def ems(score: str, stem: str) -> list[float]:
         folder = out / "runs" / score / "masking" / tiny_model_dir.name
-        return [json.loads(line)["scores"]["em"] for line in (folder / f"{stem}.samples.jsonl").read_text().splitlines()]
+        lines = (folder / f"{stem}.samples.jsonl").read_text().splitlines()
+        return [json.loads(line)["scores"]["em"] for line in lines]
 
     base = ems("common", "passkey")
     top_em = ems("ocr", "passkey_image_top_k2")
