@@ -103,6 +103,11 @@ class Sweep:
     data_seed: int = 0
     knobs: dict[str, object] = field(default_factory=dict)
     batch_size: int = 1
+    disjoint_seeds: list[int] | None = None  # seeds of the disjoint control (None: the same as ``seeds``)
+
+    @property
+    def disjoint(self) -> list[int]:
+        return self.seeds if self.disjoint_seeds is None else self.disjoint_seeds
 
     @property
     def experiment(self) -> str:
@@ -198,6 +203,9 @@ def measure(sweep: Sweep, split: Split, scored: Sequence[ScoredHeads], grids: di
             top = item.ranking[:k]
             tops[(item.score, k)] = _run(sweep, split, item.modality, "top", top, 0, out / item.score, item.score,
                                          item.path, metric)
+            if not sweep.disjoint:
+                disjoint[(item.score, k)] = []
+                continue
             if sweep.pool_size() - k < k:
                 logger.warning("%s k=%d: only %d heads lie outside the top %d; no disjoint random control",
                                item.score, k, sweep.pool_size() - k, k)
@@ -207,7 +215,7 @@ def measure(sweep: Sweep, split: Split, scored: Sequence[ScoredHeads], grids: di
                 _run(sweep, split, item.modality, "random_disjoint",
                      choose_heads("random_disjoint", k, top, shape.num_layers, shape.num_heads, seed, sweep.layers),
                      seed, out / item.score, item.score, item.path, metric)
-                for seed in sweep.seeds]
+                for seed in sweep.disjoint]
     return Measured(split, metric, baseline, randoms, tops, disjoint)
 
 

@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"the k grid (default {' '.join(map(str, DEFAULT_KS))}; capped by the head count)")
     parser.add_argument("--seeds", type=positive_int, default=DEFAULT_SEEDS, metavar="S",
                         help=f"how many random head sets per k: seeds 0..S-1 (default {DEFAULT_SEEDS})")
+    parser.add_argument("--disjoint_seeds", type=int, default=None, metavar="D",
+                        help="random head sets outside the top k per k: seeds 0..D-1 (default: --seeds; 0: none)")
     parser.add_argument("--edit", choices=sorted(EDITS), default="mask",
                         help="what is done to a head set: mask = its output zeroed (exp_masking; default)")
     parser.add_argument("--resamples", type=positive_int, default=DEFAULT_RESAMPLES,
@@ -169,47 +171,58 @@ def _run(args: argparse.Namespace) -> int:
           str(args.out), "pass another --out to keep both", recorded={"model_source": model_origin(args.model_id)})
     knobs = {name: getattr(args, name) for name in knob_names() if getattr(args, name, None) is not None}
     sweep = Sweep(adapter, args.model_id, fingerprint, args.edit, args.ks, list(range(args.seeds)),
-                  args.max_new_tokens, args.data_seed, knobs, args.batch_size)
+                  args.max_new_tokens, args.data_seed, knobs, args.batch_size,
+                  None if args.disjoint_seeds is None else list(range(max(args.disjoint_seeds, 0))))
+    validate(sweep, scored, splits, calibration, args.out, args.resamples, args.bootstrap_seed)
+    return 0
+
+
+def validate(sweep: Sweep, scored: list[ScoredHeads], splits: list[Split], calibration: Split | None, out: Path,
+             resamples: int = DEFAULT_RESAMPLES, bootstrap_seed: int = 0) -> dict[str, list[dict]]:
+    """Run the sweep (calibration first, when given) and write every output; returns, per evaluated dataset, the
+    rows of its ``validate_scores`` table (chosen k, top heads, gap with interval, verdict). The demo calls it with
+    the model it has loaded."""
+    import pandas as pd  # here: the parser stays light
+
     grids = {item.score: sweep.grid(item) for item in scored}
     rows: list[dict] = []
+    tables: dict[str, list[dict]] = {}
     chosen, chosen_on = {}, ""
     if calibration is not None:
-        measured = measure(sweep, calibration, scored, grids, args.out / "calibration")
-        gaps = [score_gaps(measured, item, grids[item.score], args.resamples, args.bootstrap_seed) for item in scored]
+        measured = measure(sweep, calibration, scored, grids, out / "calibration")
+        gaps = [score_gaps(measured, item, grids[item.score], resamples, bootstrap_seed) for item in scored]
         chosen, chosen_on = chosen_ks(gaps), f"calibration ({calibration.dataset}, n={measured.baseline.summary['n']})"
         rows += run_rows(measured, scored, sweep)
         logger.info("k chosen on the calibration split: %s", ", ".join(f"{s} {k}" for s, k in chosen.items()))
     several = len(splits) > 1
     for split in splits:
-        measured = measure(sweep, split, scored, grids, args.out / "runs")
-        gaps = [score_gaps(measured, item, grids[item.score], args.resamples, args.bootstrap_seed) for item in scored]
+        measured = measure(sweep, split, scored, grids, out / "runs")
+        gaps = [score_gaps(measured, item, grids[item.score], resamples, bootstrap_seed) for item in scored]
         here = chosen or chosen_ks(gaps)
         on = chosen_on or f"{split.dataset} itself (no --calibration: the same samples, not held out)"
         suffix = split.dataset if several else None
-        summary = write_csv(args.out / output_name("summary", suffix, ".csv"), SUMMARY_COLUMNS, summary_rows(gaps))
-        table = score_rows(split.dataset, gaps, here, on, scored)
-        write_csv(args.out / output_name("scores", suffix, ".csv"), SCORE_COLUMNS, table)
+        summary = write_csv(out / output_name("summary", suffix, ".csv"), SUMMARY_COLUMNS, summary_rows(gaps))
+        table = tables[split.dataset] = score_rows(split.dataset, gaps, here, on, scored)
+        write_csv(out / output_name("scores", suffix, ".csv"), SCORE_COLUMNS, table)
         split_rows = run_rows(measured, scored, sweep)
         rows += split_rows
-        import pandas as pd  # here: the parser stays light
-
         note = measured.baseline.summary.get("warning", "")
-        figure = drop_figure(pd.DataFrame(split_rows), here, args.out / output_name("drop", suffix, ".png"),
+        figure = drop_figure(pd.DataFrame(split_rows), here, out / output_name("drop", suffix, ".png"),
                              f"{measured.baseline.summary['model']} on {split.dataset} (n={table[0]['n']}), "
-                             f"{args.edit}; k chosen on {on}" + (f"\n[{note}]" if note else ""))
+                             f"{sweep.edit}; k chosen on {on}" + (f"\n[{note}]" if note else ""))
         print(f"\n{split.dataset}: causal gap at each score's chosen k (chosen on {on}); {measured.metric} drops in "
               f"points; baseline {measured.metric} {100 * _mean(measured.baseline.values.values()):.1f}")
         print(verdict_table(table))
         logger.info("wrote %s, %s", summary, figure)
-    write_csv(args.out / output_name("", None, ".csv"), RUN_COLUMNS, rows)
+    write_csv(out / output_name("", None, ".csv"), RUN_COLUMNS, rows)
     ks = sorted({k for grid in grids.values() for k in grid})
     similarity = similarity_rows({item.score: item.ranking for item in scored},
                                  {item.score: item.values for item in scored}, ks)
-    write_csv(args.out / output_name("similarity", None, ".csv"), SIMILARITY_COLUMNS, similarity)
-    similarity_figure(similarity, args.out / output_name("similarity", None, ".png"),
-                      f"{adapter.name}: how alike the scores' heads are")
-    _report(args.out, scored)
-    return 0
+    write_csv(out / output_name("similarity", None, ".csv"), SIMILARITY_COLUMNS, similarity)
+    similarity_figure(similarity, out / output_name("similarity", None, ".png"),
+                      f"{sweep.adapter.name}: how alike the scores' heads are")
+    _report(out, scored)
+    return tables
 
 
 def _mean(values) -> float:
