@@ -36,13 +36,6 @@ from ocr_heads.experiments.validate import (
 from ocr_heads.models import load_adapter
 from ocr_heads.models.options import adapter_kwargs, add_model_args, knob_names
 from ocr_heads.pipeline.experiment import DEFAULT_MODEL
-from ocr_heads.report.sections.validation import (
-    SIMILARITY_COLUMNS,
-    drop_figure,
-    output_name,
-    similarity_figure,
-    similarity_rows,
-)
 from ocr_heads.scores.files import load_scores
 from ocr_heads.tasks import DEFAULT_N, all_tasks
 
@@ -182,7 +175,15 @@ def validate(sweep: Sweep, scored: list[ScoredHeads], splits: list[Split], calib
     """Run the sweep (calibration first, when given) and write every output; returns, per evaluated dataset, the
     rows of its ``validate_scores`` table (chosen k, top heads, gap with interval, verdict). The demo calls it with
     the model it has loaded."""
-    import pandas as pd  # here: the parser stays light
+    import pandas as pd  # here, with the figures' matplotlib: building the parser stays light
+
+    from ocr_heads.report.sections.validation import (
+        SIMILARITY_COLUMNS,
+        drop_figure,
+        output_name,
+        similarity_figure,
+        similarity_rows,
+    )
 
     grids = {item.score: sweep.grid(item) for item in scored}
     rows: list[dict] = []
