@@ -155,6 +155,9 @@ def _run(args: argparse.Namespace) -> int:
     scored = [load_scored_heads(path) for path in args.scores]
     check_together(scored)
     splits = [Split("heldout", name, sources[name], args.n) for name in args.datasets]
+    if calibration is not None and any((s.dataset, s.source) == (calibration.dataset, calibration.source)
+                                       for s in splits):
+        logger.warning("--calibration is the very data evaluated: the gap at the chosen k is not held out")
     for split in ([calibration] if calibration else []) + splits:
         check_sample_count(split)  # before the model loads
     adapter = load_adapter(args.model_id, **adapter_kwargs(args))
