@@ -293,8 +293,8 @@ def error_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("error:")]
 
 
-@pytest.mark.parametrize("case", ["models", "protocols", "data", "kind", "plain", "lacks", "too_few", "short_data",
-                                  "twice"])
+@pytest.mark.parametrize("case", ["models", "protocols", "data", "kind", "plain", "lacks", "list_lacks", "too_few",
+                                  "short_data", "twice"])
 def test_bad_input(case: str, tiny_model_dir: Path, score_files: dict, passkey10: Path, passkey_dir: Path,
                    tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     good = score_files["ocr"]
@@ -302,6 +302,7 @@ def test_bad_input(case: str, tiny_model_dir: Path, score_files: dict, passkey10
     files, data, extra = [good], passkey10, []
     expected = {"models": "different models", "protocols": "different protocols", "data": "different data",
                 "kind": "kind must be one of", "plain": "plain list", "lacks": "does not exist in a model",
+                "list_lacks": "head l3_h1 does not exist in a model with 3 layers",
                 "too_few": "bootstrap needs at least", "short_data": "6 usable samples", "twice": "more than once"}
     if case == "models":
         files.append(write_score_file(tmp_path, tiny_model_dir, "prefill", "prefill", means, model_fingerprint="x"))
@@ -319,6 +320,10 @@ def test_bad_input(case: str, tiny_model_dir: Path, score_files: dict, passkey10
         files[0].write_text('["l0_h0", "l1_h1"]')
     elif case == "lacks":  # a 4-layer score file for the 3-layer tiny model
         files = [write_score_file(tmp_path, tiny_model_dir, "ocr", "fg", list(range(16)), layers=4)]
+    elif case == "list_lacks":  # a step3 head list naming a layer the model does not have
+        files = [tmp_path / "ocr_heads.json"]
+        files[0].write_text(json.dumps({"heads": [{"head": "l0_h1", "score": 0.5}, {"head": "l3_h1", "score": 0.4}],
+                                        "kind": "ocr", "model": "tiny", "num_layers": 4, "num_heads": 4}))
     elif case == "too_few":
         extra = ["--n", "5"]
     elif case == "short_data":
