@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ocr_heads.core.errors import UserError
-from ocr_heads.core.heads import parse_head
 from ocr_heads.core.kinds import Modality
 from ocr_heads.experiments.base import NONE
 from ocr_heads.experiments.causal_gap import (
@@ -321,12 +320,3 @@ def run_rows(measured: Measured, scored: Sequence[ScoredHeads], sweep: Sweep) ->
 def _mean(values) -> float:
     values = list(values)
     return sum(values) / len(values) if values else float("nan")
-
-
-def layer_counts(heads: Sequence[str]) -> dict[int, int]:
-    """How many of ``heads`` sit in each layer (the toy verdict: which layer a score's top heads land in)."""
-    counts: dict[int, int] = {}
-    for name in heads:
-        layer = parse_head(name)[0]
-        counts[layer] = counts.get(layer, 0) + 1
-    return dict(sorted(counts.items()))
