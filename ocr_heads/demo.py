@@ -17,9 +17,12 @@ retrieval heads are real. The demo runs the commands a user runs (printed as the
 5. sink redistribution on the top-2 OCR heads (held-out split); the top prefill heads masked at the OCR k
    and at their own k (chosen on the calibration split the same way), and the union of the top OCR and
    prefill heads, each against as many random heads (5 seeds; held-out split; :func:`prefill_masking`);
-6. the case study from step2's own events, grouped by the digit each event reads (``exp_case.py
+6. which score's heads matter (``exp_validate.py``'s sweep): every image score's top-k heads masked against
+   k random heads (5 seeds), k in 1, 2, 3, 5 chosen per score on the calibration split, the causal gap with
+   its 95% interval reported on the held-out split (:func:`validation_rows`);
+7. the case study from step2's own events, grouped by the digit each event reads (``exp_case.py
    --from_step2``): real per-digit head maps of the toy model;
-7. the report (figures, tables) and ``OUT/headline.json`` with the table printed at the end.
+8. the report (figures, tables) and ``OUT/headline.json`` with the table printed at the end.
 
 Masking and sink runs go through the library that ``exp_masking.py`` / ``exp_sink.py`` call, in one
 process (the equivalent command of each run is logged), so the model loads once.
@@ -44,7 +47,11 @@ from ocr_heads.core.paths import SAMPLE_LOG, SIDECAR, case_file, model_name
 from ocr_heads.core.provenance import model_fingerprint
 from ocr_heads.experiments.registry import get_experiment
 from ocr_heads.experiments.run import RunConfig, run_one
+from ocr_heads.experiments.scored_heads import load_scored_heads
+from ocr_heads.experiments.validate import Split, Sweep
 from ocr_heads.models import ModelAdapter, load_adapter
+from ocr_heads.pipeline.validate import validate, verdict_table
+from ocr_heads.scores import all_scores
 from ocr_heads.scores.files import named_heads_file, score_file
 from ocr_heads.scores.selection import choose_heads, load_head_ranking
 from ocr_heads.toy.data import TOY_PROTOCOL
@@ -60,6 +67,7 @@ SPLITS = {"scoring": (1000, "heldout"), "calibration": (3000, "calibration"), "h
 DROP_TARGET = 0.40  # top-k OCR masking must cut image EM by this much
 RANDOM_LIMIT = 0.10  # ... while k random heads (mean over seeds) cut it by at most this
 MAX_K = 10
+VALIDATE_KS = (1, 2, 3, 5)  # the sweep's k grid (exp_validate's default grid up to the toy's useful range)
 
 
 def run(*args: str) -> None:
@@ -69,7 +77,7 @@ def run(*args: str) -> None:
 
 PHASES = ("toy data", "step2 scores", "step3 head lists", "masking: choose k on the calibration split",
           "masking table on the held-out split", "sink redistribution", "prefill heads: choose k",
-          "prefill heads: masking", "case study", "where the model looks", "report")
+          "prefill heads: masking", "which score's heads matter", "case study", "where the model looks", "report")
 
 
 class Progress:
@@ -239,6 +247,24 @@ def sink_rows(m: Masking, ocr_path: Path, k: int = 2, beta: float = BETA_DEFAULT
     return {"heads": heads, "beta": beta, "baseline_image_em": base, "image_em": edited}
 
 
+def image_scores() -> list[str]:
+    """Every registered image score: step2 scores them on the heads split, the sweep validates them."""
+    return [name for name, score in all_scores().items() if score.modality == "image"]
+
+
+def validation_rows(adapter: ModelAdapter, model: str, fingerprint: str, score_paths: list[Path], calib_data: Path,
+                    n_calib: int, eval_data: Path, n_eval: int, out: Path) -> list[dict]:
+    """exp_validate's sweep on the loaded toy: each score's k chosen on the calibration split, its causal gap
+    (top-k drop minus the mean drop of k random heads, 5 seeds) with a 95% interval on the held-out split. The
+    disjoint-random control is left to ``exp_validate.py`` (it would double the demo's runs)."""
+    sweep = Sweep(adapter, model, fingerprint, "mask", list(VALIDATE_KS), list(RANDOM_SEEDS), MAX_NEW_TOKENS,
+                  batch_size=8, disjoint_seeds=[])
+    scored = [load_scored_heads(path) for path in score_paths]
+    tables = validate(sweep, scored, [Split("heldout", "passkey", str(eval_data), n_eval)],
+                      Split("calibration", "passkey", str(calib_data), n_calib), out)
+    return tables["passkey"]
+
+
 def _top(path: Path, n: int = 6) -> list[dict]:
     return [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in h.items()}
             for h in read_json(path)["heads"][:n]]
@@ -277,6 +303,10 @@ def headline_text(h: dict) -> str:
         lines.append(f"sink redistribution on {', '.join(s['heads'])} (beta {s['beta']}): image EM "
                      f"{s['baseline_image_em']:.3f} -> {s['image_em']:.3f}")
     lines += ["", f"held-out (n={t['n']}), prefill-read heads", *prefill_lines(h["prefill_masking"])]
+    if h.get("validation"):
+        lines += ["", f"which score's heads matter (held-out, n={t['n']}; k in {', '.join(map(str, VALIDATE_KS))} "
+                  "chosen per score on the calibration split; gap = top-k drop minus the mean drop of k random heads, "
+                  "5 seeds; 95% bootstrap interval)", verdict_table(h["validation"])]
     lines += ["", "targets: " + ", ".join(f"{name} {'met' if ok else 'NOT met'}" for name, ok in h["targets"].items())]
     return "\n".join(lines)
 
@@ -324,7 +354,8 @@ def main(argv: list[str] | None = None) -> None:
     progress.start("step2 scores", 3)
     run("step2_ocr_retrieval_head.py", *common, "--verify-eager")
     run("step2_text_retrieval_head.py", *common, "--verify-eager")
-    run("step2_ocr_retrieval_head.py", *common, "--score", "prefill")
+    # The other image scores (prefill-read, the design-space variants) in one pass over the samples.
+    run("step2_ocr_retrieval_head.py", *common, "--score", *(score for score in image_scores() if score != "ocr"))
     name = model_name(model)
     score_files = {score: score_file(scores, name, score) for score in ("ocr", "retrieval", "prefill")}
     head_lists = {score: named_heads_file(out, score) for score in score_files}
@@ -356,6 +387,10 @@ def main(argv: list[str] | None = None) -> None:
                                 for part in ("prefill", "union")), ocr_path, prefill_path, table["k"],
                               prefill_calibration["k"], table["baseline"]["image_em"],
                               table["random_k"]["image_em"] if table["random_k"] else None, RANDOM_SEEDS)
+    progress.start("which score's heads matter")
+    validation = validation_rows(adapter, model, masking.fingerprint,
+                                 [score_file(scores, name, score) for score in image_scores()], calib_data,
+                                 args.n_calib, eval_data, args.n_eval, out / "validate")
     # Case study from step2's events: the toy model reads 5-digit keys in its own page layout, not the
     # single-character step1 pages, so its per-digit maps come from the run that found its heads.
     progress.start("case study", 1)
@@ -368,7 +403,8 @@ def main(argv: list[str] | None = None) -> None:
         "--sample", first, "--heads", ",".join(ocr[: table["k"]]), "--out", str(out / "look"))
     progress.start("report", 1)
     run("-m", "ocr_heads.report", "--scores", str(score_files["ocr"]), str(score_files["retrieval"]), "--results",
-        str(results), "--case", str(case_file(results, name)), "--look", str(out / "look"), "--out",
+        str(results), "--case", str(case_file(results, name)), "--look", str(out / "look"),
+        "--validate", str(out / "validate"), "--out",
         str(out / "report"))
     headline = {
         "model": name,
@@ -386,6 +422,7 @@ def main(argv: list[str] | None = None) -> None:
         "calibration": calibration,
         "masking": table,
         "sink": sink,
+        "validation": validation,
     }
     headline["targets"] = targets(headline)
     headline["elapsed_s"] = round(time.perf_counter() - start, 1)

@@ -20,6 +20,7 @@ PARSERS = {
     "masking": "from ocr_heads.pipeline import experiment; parser = experiment.build_parser('masking')",
     "sink": "from ocr_heads.pipeline import experiment; parser = experiment.build_parser('sink')",
     "case": "from ocr_heads.pipeline import case_study; parser = case_study.build_parser()",
+    "validate": "from ocr_heads.pipeline import validate; parser = validate.build_parser()",
     "inspect": "from ocr_heads import inspect; parser = inspect.build_parser()",
     "doctor": "from ocr_heads import doctor; parser = doctor.build_parser()",
 }

@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         "--look", type=Path, help="a folder written by python -m ocr_heads.look: linked (viewer) and shown (overlays)"
     )
     parser.add_argument(
+        "--validate", type=Path, help="a folder written by exp_validate.py: its causal-gap tables and figures"
+    )
+    parser.add_argument(
         "--kind", help="override kind (ocr|retrieval) for all files, or a comma list, one per file"
     )
     parser.add_argument(
@@ -53,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min_score", type=float, default=DEFAULT_MIN_SCORE)
     parser.add_argument("--min_frequency", type=float, default=DEFAULT_MIN_FREQUENCY)
     args = parser.parse_args(argv)
-    if not args.scores and args.case is None and args.look is None:
-        parser.error("give --scores FILE [FILE ...], --case FILE and/or --look DIR")
+    if not args.scores and args.case is None and args.look is None and args.validate is None:
+        parser.error("give --scores FILE [FILE ...], --case FILE, --look DIR and/or --validate DIR")
     setup_logging()
     return run_cli(_run, args)
 
@@ -80,6 +83,7 @@ def _run(args) -> int:
         min_frequency=args.min_frequency,
         look_dir=args.look,
         base_llm=args.base_llm,
+        validate_dir=args.validate,
     )
     print(result.summary)
     return 0

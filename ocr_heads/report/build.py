@@ -20,6 +20,7 @@ from ocr_heads.report.sections import (
     look,
     score_maps,
     sparsity,
+    validation,
 )
 from ocr_heads.report.sections.case_study import load_case
 from ocr_heads.report.sections.common import Report, Section, shown
@@ -100,6 +101,7 @@ def build_report(
     min_frequency: float = DEFAULT_MIN_FREQUENCY,
     look_dir: str | Path | None = None,
     base_llm: Sequence[tuple[str | Path, str | Path]] | None = None,
+    validate_dir: str | Path | None = None,
 ) -> ReportResult:
     """Write ``out_dir/index.html`` and one PNG per figure; return the paths, a text summary, the numbers.
 
@@ -108,8 +110,9 @@ def build_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = _load_all(scores, kinds, models)
-    if not files and case is None and look_dir is None:
-        raise ValueError("nothing to report: give score files, a case-study file and/or a look folder")
+    if not files and case is None and look_dir is None and validate_dir is None:
+        raise ValueError("nothing to report: give score files, a case-study file, a look folder and/or an "
+                         "exp_validate folder")
     report = Report(out)
     thresholds = f"mean >= {min_score}, frequency threshold {min_frequency}"
     summaries = [summarise(f, slug, report, min_score, min_frequency) for f, slug in zip(files, _slugs(files),
@@ -127,6 +130,8 @@ def build_report(
         sections.append(case_study.section(Path(case), report))
     if look_dir is not None:
         sections.append(look.section(Path(look_dir), report))
+    if validate_dir is not None:
+        sections.append(validation.section(Path(validate_dir), report))
 
     index = out / "index.html"
     index.write_text(_html([s for s in sections if s is not None], files, thresholds, report.caveats, out))

@@ -6,4 +6,5 @@
     distinctness.py  overlap and rank correlation of file pairs activation.py    frequency vs mean score
     experiments.py   one result table per registered experiment case_study.py    per-character head maps
     layers.py        selected heads per layer (the architectural distribution)
+    validation.py    exp_validate: causal gap per score and k, drop figure, score similarity
 """
