@@ -56,6 +56,7 @@ class RunConfig:
     protocol: str = ""  # the image protocol, when the command line has one
     knobs: dict[str, object] = field(default_factory=dict)  # the family knobs given (--min_pixels ...), if any
     model_fingerprint: str | None = None  # the loaded files' fingerprint (core.provenance): what the model is
+    choices: dict[str, str] = field(default_factory=dict)  # the experiment's named choices, e.g. {"mask_mode": ...}
 
     def __post_init__(self) -> None:
         self.task = Modality(self.task)  # given as the command line's plain string: any other word is a ValueError
@@ -69,7 +70,13 @@ class RunConfig:
             name += f"_seed{self.seed}"  # a random draw: its seed tells it apart
         for option, value in self.options.items():
             name += f"_{option}{value:g}"
-        return name
+        return name + "".join(f"_{value}" for value in self.changed_choices().values())
+
+    def changed_choices(self) -> dict[str, str]:
+        """The choices set to something other than their default: they name the run apart (stem, identity), so
+        that runs with the defaults keep the names and settings files they had before the choice existed."""
+        declared = {choice.name: choice.default for choice in get_experiment(self.experiment).choices}
+        return {name: value for name, value in self.choices.items() if declared.get(name) != value}
 
     def record(self) -> dict:
         """The settings as result files carry them (``config``): ``options`` spread into one key per option any
@@ -78,6 +85,8 @@ class RunConfig:
         for key, value in asdict(self).items():
             if key == "options":
                 record.update({option.name: value.get(option.name) for option in all_options()})
+            elif key == "choices":
+                record.update(value)
             elif key != "knobs" or value:  # knobs only when given: files without them keep their layout
                 record[key] = value
         return record
@@ -91,6 +100,7 @@ class RunConfig:
         identity = {key: record[key] for key in keys}
         if self.knobs:  # other page settings, other image tokens: not the same run
             identity["knobs"] = self.knobs
+        identity.update(self.changed_choices())
         return {**identity, "data_fingerprint": data_fingerprint(self.source)}
 
     def model_label(self, name: str) -> str:
@@ -99,9 +109,10 @@ class RunConfig:
 
 
 def intervention(adapter: ModelAdapter, cfg: RunConfig) -> AbstractContextManager:
-    """The context the run's samples generate in: its head set's edit (as its experiment declares it)."""
+    """The context the run's samples generate in: its head set's edit (as its experiment declares it), given the
+    edit's options and the experiment's choices."""
     edit = get_experiment(cfg.experiment).edit(cfg.head_set)
-    return nullcontext() if edit is None else edit.context(adapter, cfg.heads, cfg.options)
+    return nullcontext() if edit is None else edit.context(adapter, cfg.heads, {**cfg.options, **cfg.choices})
 
 
 def _check_resume(path: Path, cfg: RunConfig) -> None:
@@ -133,6 +144,8 @@ def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | Non
     # One writer per run stem (per shard log): a second process is refused, or waits with --wait.
     lock_output(log.with_name(log.name.replace(".samples.jsonl", ".lock")), wait)
 
+    prepare = None  # set inside the intervention when its edit needs each batch's samples
+
     def process(batch: list[tuple[int, str]]) -> list[dict | Exception]:
         # Examples are built one by one (a bad row fails alone), then generated together.
         outcomes: list[dict | Exception] = []
@@ -144,6 +157,8 @@ def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | Non
                 outcomes.append({})
             except SAMPLE_ERRORS as err:
                 outcomes.append(err)
+        if prepare is not None and ready:
+            prepare([example for _, example, _ in ready], [inputs for _, _, inputs in ready])
         generated = adapter.generate_batch([inputs for _, _, inputs in ready], cfg.max_new_tokens)
         for (slot, example, _), tokens in zip(ready, generated, strict=True):
             prediction = adapter.decode(tokens).strip()
@@ -155,7 +170,9 @@ def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | Non
         return outcomes
 
     if not merge_only:
-        with intervention(adapter, cfg):
+        with intervention(adapter, cfg) as active:
+            # An edit whose key sets depend on each sample (BatchKeys) gets every batch before it generates.
+            prepare = getattr(active, "prepare_batch", None)
             run_batches(shard.select(refs), lambda ref: ref[1], process, log, f"{cfg.experiment} {cfg.stem}",
                         batch_size)
         if shard.launched:
@@ -191,9 +208,11 @@ def csv_rows(cfg: RunConfig, metrics: dict[str, float], n: int, model: str, note
     """One row per metric, in the experiment's columns; an option's column is empty where the run takes none."""
     base = {"model": model, "protocol": cfg.protocol, "dataset": cfg.dataset, "task": cfg.task,
             "head_set": cfg.head_set, "k": cfg.k, "seed": cfg.seed}
+    experiment = get_experiment(cfg.experiment)
     options = {option.name: f"{cfg.options[option.name]:g}" if option.name in cfg.options else ""
-               for option in get_experiment(cfg.experiment).options}
-    return [{**base, "metric": metric, "value": f"{value:.6f}", "n": n, "note": note, **options}
+               for option in experiment.options}
+    choices = {choice.name: cfg.choices.get(choice.name, choice.default) for choice in experiment.choices}
+    return [{**base, "metric": metric, "value": f"{value:.6f}", "n": n, "note": note, **options, **choices}
             for metric, value in metrics.items()]
 
 
@@ -216,6 +235,22 @@ def row_key(row: dict, experiment: str) -> tuple[str, ...]:
     return tuple(sorted(key.items()))
 
 
+def upgraded_rows(path: Path, found: list[str], columns: list[str], rows: list[dict], experiment: str) -> list[dict]:
+    """``rows`` of a CSV with columns ``found`` in the layout ``columns``. A CSV written before the experiment had a
+    choice column (masking.csv before ``mask_mode``) gets the choice's default, which is what its rows ran with;
+    any other difference is refused (nothing is written)."""
+    if found == columns:
+        return rows
+    defaults = {choice.name: choice.default for choice in get_experiment(experiment).choices}
+    missing = [column for column in columns if column not in found]
+    if [column for column in columns if column in found] == found and all(column in defaults for column in missing):
+        logger.info("%s: older layout without %s; its rows ran with %s", path, ", ".join(missing),
+                    ", ".join(f"{column}={defaults[column]}" for column in missing))
+        return [{column: row.get(column, defaults.get(column)) for column in columns} for row in rows]
+    raise UserError(f"{path} has columns {found}, not {columns} (an older layout?); nothing was added to it: "
+                    "use another --out")
+
+
 def replace_csv_rows(path: Path, rows: list[dict], experiment: str) -> None:
     """Write ``rows`` into the result CSV, replacing the rows of the same run and metric (a rerun, or the same
     run extended with a larger --n, has one row per metric: its latest). The file is rewritten atomically."""
@@ -224,10 +259,8 @@ def replace_csv_rows(path: Path, rows: list[dict], experiment: str) -> None:
     if path.exists():
         with path.open(newline="") as handle:
             reader = csv.DictReader(handle)
-            if reader.fieldnames != columns:
-                raise UserError(f"{path} has columns {reader.fieldnames}, not {columns} (an older layout?); "
-                                "nothing was added to it: use another --out")
             kept = list(reader)
+            kept = upgraded_rows(path, reader.fieldnames or [], columns, kept, experiment)
     # An earlier row of the same run and metric gives its place to the new one (the file keeps its order).
     new = {row_key(row, experiment): row for row in rows}
     merged: list[dict] = []

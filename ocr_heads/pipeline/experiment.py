@@ -56,6 +56,7 @@ def build_parser(experiment: Experiment | str) -> argparse.ArgumentParser:
     experiment = get_experiment(experiment) if isinstance(experiment, str) else experiment
     datasets, k = list(experiment.default_datasets), experiment.default_k
     extra = "".join(f"_{option.name}{option.symbol}" for option in experiment.options)
+    extra += "".join(f"[_{choice.name.upper()}]" for choice in experiment.choices)
     epilog = OUTPUTS.format(exp=experiment.name, extra=extra, columns=", ".join(experiment.csv_columns))
     parser = Parser(description=textwrap.fill(experiment.description, 100), epilog=epilog + experiment.epilog,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -95,6 +96,8 @@ def build_parser(experiment: Experiment | str) -> argparse.ArgumentParser:
     experiment.add_flags(parser)
     for option in experiment.options:
         option.add_flag(parser)
+    for choice in experiment.choices:
+        choice.add_flag(parser)
     return parser
 
 
@@ -115,11 +118,24 @@ def _configs(args: argparse.Namespace, experiment: Experiment, head_set: str, ad
     logger.info("head set %s (k=%d): %s", head_set, k, ", ".join(heads) or "none")
     options = {} if edit is None else {option.name: getattr(args, option.name) for option in edit.options}
     knobs = {name: getattr(args, name) for name in knob_names() if getattr(args, name, None) is not None}
+    choices = given_choices(args, experiment, edit is None)
     fingerprint = model_fingerprint(args.model_id)  # once: every dataset's run pins the same model
     for dataset in args.datasets:
         yield RunConfig(experiment.name, args.model_id, dataset, Modality(args.task), head_set, k, args.seed, heads,
                         str(heads_path) if heads_path else None, options, sources[dataset], args.n, args.data_seed,
-                        args.max_new_tokens, args.tag, adapter.protocol, knobs, fingerprint)
+                        args.max_new_tokens, args.tag, adapter.protocol, knobs, fingerprint, choices)
+
+
+def given_choices(args: argparse.Namespace, experiment: Experiment, unmodified: bool) -> dict[str, str]:
+    """The experiment's choices as given; the unmodified model runs with their defaults (one baseline for all)."""
+    choices = {choice.name: getattr(args, choice.name) for choice in experiment.choices}
+    if unmodified:
+        ignored = [f"--{choice.name} {choices[choice.name]}" for choice in experiment.choices
+                   if choices[choice.name] != choice.default]
+        if ignored:
+            logger.warning("%s has no effect on the unmodified model (no edit): evaluating it", ", ".join(ignored))
+        choices = {choice.name: choice.default for choice in experiment.choices}
+    return choices
 
 
 def run_main(experiment: str, argv: list[str] | None = None) -> int:
