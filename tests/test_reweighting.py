@@ -224,7 +224,8 @@ def test_every_mode_equals_the_eager_reference(family, family_adapter, passkey_d
     assert adapter.model.config.get_text_config()._attn_implementation == "sdpa"
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "internvl"])  # two families generate_batch collates; tiny inputs keep it cheap
+# Two families that generate_batch collates (Gemma 3's token_type_ids are not batched); tiny inputs keep it cheap.
+@pytest.mark.parametrize("family", ["qwen2_vl", "internvl"])
 def test_a_left_padded_batch_equals_each_sample_alone(family, family_adapter, passkey_dir):
     """Per-sample key sets of prompts of different lengths: batched prefill and decode logits == each alone."""
     adapter = family_adapter(family)

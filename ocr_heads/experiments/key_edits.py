@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from ocr_heads.attention.reweighting import AttentionReweighting, KeySet, Reweight, Rows, reweighted_heads
 from ocr_heads.experiments.regions import SINK, evidence_positions, image_positions
-from ocr_heads.models.base import ModelAdapter, ModelInputs
-from ocr_heads.tasks import Example
+
+if TYPE_CHECKING:
+    from ocr_heads.attention.reweighting import AttentionReweighting
+    from ocr_heads.models.base import ModelAdapter, ModelInputs
+    from ocr_heads.tasks import Example
+
 
 # --mask_mode -> (the reweighting, the key group it acts on). text_keys blocks every non-image key (the question,
 # the template's special tokens, vision markers, the tokens generated so far) except the sink: keeping only the
@@ -42,6 +46,9 @@ class RegionKeys:
         return evidence_positions(inputs, example.meta.get("evidence"), f"example {example.id}")
 
     def prepare_batch(self, examples: Sequence[Example], inputs: Sequence[ModelInputs]) -> None:
+        # Imported here, as below: the experiment registry imports every module of this package without torch.
+        from ocr_heads.attention.reweighting import KeySet
+
         self.reweighting.set_keys(KeySet.of_samples([self.positions(example, given)
                                                      for example, given in zip(examples, inputs, strict=True)]))
 
@@ -52,6 +59,8 @@ def blocked_from(adapter: ModelAdapter, heads: list[str], mode: str) -> Iterator
     prefill and decode; the rest of each row renormalised."""
     if mode not in KEY_MODES:
         raise ValueError(f"unknown key mode {mode!r} (known: {', '.join(KEY_MODES)})")
+    from ocr_heads.attention.reweighting import Reweight, reweighted_heads
+
     rule, group = KEY_MODES[mode]
-    with reweighted_heads(adapter, heads, Reweight(rule), rows=Rows.ALL) as reweighting:
+    with reweighted_heads(adapter, heads, Reweight(rule), rows="all") as reweighting:
         yield RegionKeys(reweighting, group)

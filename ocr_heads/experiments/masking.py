@@ -79,5 +79,7 @@ EXPERIMENT = Experiment(
     default_k=10,
     title="Masking",
     choices=(MASK_MODE,),
-    epilog="head_set: none | top | random (--is_all_random) | random_disjoint (--is_all_random --no_intersection)",
+    epilog="head_set: none | top | random (--is_all_random) | random_disjoint (--is_all_random --no_intersection)\n"
+    "--mask_mode M other than output appends _M to the stem (e.g. passkey_image_top_k10_image_keys); the CSV's "
+    "mask_mode column is output for plain masking and for the unmodified model",
 )

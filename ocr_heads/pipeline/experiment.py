@@ -56,7 +56,6 @@ def build_parser(experiment: Experiment | str) -> argparse.ArgumentParser:
     experiment = get_experiment(experiment) if isinstance(experiment, str) else experiment
     datasets, k = list(experiment.default_datasets), experiment.default_k
     extra = "".join(f"_{option.name}{option.symbol}" for option in experiment.options)
-    extra += "".join(f"[_{choice.name.upper()}]" for choice in experiment.choices)
     epilog = OUTPUTS.format(exp=experiment.name, extra=extra, columns=", ".join(experiment.csv_columns))
     parser = Parser(description=textwrap.fill(experiment.description, 100), epilog=epilog + experiment.epilog,
                     formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -4,11 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from ocr_heads.experiments.registry import all_experiments
 from ocr_heads.report import tables
 from ocr_heads.report.sections.common import Report, Section, shown
 
 HEAD_SOURCE = {"image": "OCR heads (image)", "text": "retrieval heads (text)"}
+
+
+def with_choices_in_head_set(frame: pd.DataFrame, choices) -> pd.DataFrame:
+    """A choice other than its default (masking's mask_mode image_keys) joins the head set's name, ``top
+    [image_keys]``, so that each mode gets its own column beside the same head set's plain masking."""
+    for choice in choices:
+        if choice.name not in frame:
+            continue
+        value = frame[choice.name].fillna(choice.default).astype(str)
+        changed = value != choice.default
+        frame.loc[changed, "head_set"] = frame.loc[changed, "head_set"] + " [" + value[changed] + "]"
+        frame = frame.drop(columns=choice.name)
+    return frame
 
 
 def sections(results: Path, report: Report) -> list[Section]:
@@ -22,6 +37,7 @@ def sections(results: Path, report: Report) -> list[Section]:
         # Name whose heads a row masks: --task image masks the OCR heads, --task text the retrieval heads;
         # the baseline and the random controls of that run sit in the same row.
         frame["task"] = frame["task"].map(lambda task: HEAD_SOURCE.get(task, task))
+        frame = with_choices_in_head_set(frame, experiment.choices)
         table = tables.pivot(frame)
         path = report.out / f"{name}_table.csv"
         tables.flat(table).to_csv(path, index=False)
@@ -33,7 +49,8 @@ def sections(results: Path, report: Report) -> list[Section]:
                   "n or options: such rows are shown apart, labelled by what differs); rows: model, protocol, "
                   "dataset, task (the head source: OCR heads from the image score, retrieval heads from the text "
                   "score; its row holds the unmodified baseline, the top-k heads and the random controls), "
-                  "metric; columns: head set, k."
+                  "metric; columns: head set (with a mask mode other than output in brackets: the heads cut off "
+                  "that key group instead of zeroed), k."
                   + "".join(f" {model}: {note}." for model, note in model_notes.items()))
         part.raw(table.to_html(na_rep=""))
         part.raw(tables.seeds_and_samples(frame).to_html())
