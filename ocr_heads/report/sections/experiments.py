@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -56,4 +57,33 @@ def sections(results: Path, report: Report) -> list[Section]:
         part.raw(tables.seeds_and_samples(frame).to_html())
         found.append(part)
         report.lines.append(f"{title} table ({len(frame)} rows):\n{table.to_string()}")
-    return found
+    redirect = redirect_section(results, report)
+    return found + ([redirect] if redirect else [])
+
+
+def redirect_section(results: Path, report: Report) -> Section | None:
+    """exp_redirect's rates (``results/redirect.csv``): per head set, k and alpha, the mean over seeds and, for the
+    random heads, the spread over seeds; its figure when present."""
+    path = results / "redirect.csv"
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path, dtype={"note": str}).fillna({"note": "", "seed": -1})
+    table = (frame.groupby(["model", "head_set", "k", "alpha"])
+             .agg(seeds=("seed", "size"), n=("n", "sum"), steered=("steered", "mean"),
+                  steered_min=("steered", "min"), steered_max=("steered", "max"), kept=("kept", "mean"),
+                  other=("other", "mean")).round(3))
+    part = Section(f"Redirect ({shown(path, report.out)})")
+    part.text("While the model writes passkey character i (teacher-forced), the heads' row producing it moves a "
+              "share alpha of its attention on character i's tiles onto another character j's tiles: steered = "
+              "the output became j, kept = stayed i, other = anything else; only characters the unedited model "
+              "writes right count (n: events summed over seeds). Controls: k random heads (mean, min and max "
+              "over seeds) and the top heads redirected to a blank region (as many ink-free tiles near j)."
+              + "".join(f" {model}: {note}." for model, note in tables.notes(frame).items()))
+    part.raw(table.to_html())
+    figure = results / "redirect.png"
+    if figure.is_file():
+        copied = report.add(Path(shutil.copy(figure, report.out / figure.name)))
+        part.figure(copied, "steered rate against alpha: top heads, random heads (band: min-max over "
+                    "seeds), blank region")
+    report.lines.append(f"Redirect table ({len(frame)} rows):\n{table.to_string()}")
+    return part
