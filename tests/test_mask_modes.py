@@ -124,3 +124,10 @@ def test_report_gives_each_mask_mode_its_own_head_set_column():
     shown = with_choices_in_head_set(frame, EXPERIMENT.choices)
     assert shown["head_set"].tolist() == ["none", "top", "top [image_keys]", "random"]
     assert "mask_mode" not in shown
+
+
+def test_demo_digit_rates_by_hand():
+    from ocr_heads.demo import digit_rates
+
+    summary = {"predictions": [{"prediction": "12345", "golds": ["12345"]}, {"prediction": "1299", "golds": ["12345"]}]}
+    assert digit_rates(summary) == [1.0, 1.0, 0.5, 0.5, 0.5]  # "1299": 3rd and 4th wrong, 5th missing
