@@ -64,3 +64,31 @@ def test_exp_redirect_end_to_end(tiny_model_dir, passkey_dir, heads_file, tmp_pa
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: ")
     assert main([*argv[:-2], "--out", str(tmp_path / "x"), "--alpha", "1.5"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: --alpha")
+
+
+def test_a_binding_sliding_window_is_one_error_line(tiny_model_dir, passkey_dir, heads_file, tmp_path, capsys):
+    from test_attention_limits import _sliding_copy
+
+    _sliding_copy(tiny_model_dir, tmp_path / "sliding8", window=8)
+    argv = ["--model_id", str(tmp_path / "sliding8"), "--heads", str(heads_file), "--data", str(passkey_dir), "--k",
+            "2", "--alpha", "1", "--seeds", "0", "--n", "1", "--out", str(tmp_path / "r")]
+    heads_file.write_text(json.dumps(["l1_h0", "l2_h1"]))  # heads in the sliding layers
+    capsys.readouterr()
+    assert main(argv) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert "sliding-window attention (window 8)" in line
+
+
+def test_report_shows_the_redirect_rates(tmp_path):
+    from ocr_heads.report.sections.common import Report
+    from ocr_heads.report.sections.experiments import redirect_section
+
+    (tmp_path / "redirect.csv").write_text(
+        "model,head_set,k,alpha,seed,n,steered,kept,other,note\n"
+        "toy,top,3,1,,10,0.6,0.3,0.1,\ntoy,random,3,1,0,10,0.0,1.0,0.0,\ntoy,random,3,1,1,10,0.2,0.8,0.0,\n")
+    out = tmp_path / "report"
+    out.mkdir()
+    section = redirect_section(tmp_path, Report(out))
+    markup = "".join(section.parts)
+    assert "0.6" in markup and "0.1" in markup  # top's steered; random's mean over its two seeds
+    assert redirect_section(out, Report(out)) is None

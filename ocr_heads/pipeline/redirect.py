@@ -182,6 +182,17 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
+def check_edit_supported(adapter: ModelAdapter, sample: Sample, heads: list[str]) -> None:
+    """One edited forward before the run: a model the edit cannot reproduce exactly (a binding sliding window,
+    logit soft-capping) is refused with one error line, instead of every event failing on its own."""
+    inputs = adapter.image_inputs(sample.load_pages(), sample.question)
+    try:
+        with reweighted_heads(adapter, heads, Reweight("redirect"), KeySet.shared([]), None, Rows.PRODUCING):
+            next_text(adapter, inputs.tensors)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
@@ -207,11 +218,13 @@ def run(args: argparse.Namespace) -> int:
                 "data_fingerprint": data_fingerprint(str(args.data))}
     claim(args.out / "redirect.config.json", identity, str(args.out / "redirect"), "use another --out",
           recorded={"model_id": args.model_id, "data": str(args.data)})
+    check_edit_supported(adapter, samples[0], next(iter(grid.values())))
     log = args.out / LOG_NAME
     run_samples(samples, lambda sample: sample.id, lambda sample: sample_events(adapter, sample, grid), log, "redirect")
     records, failed = collect([log], [sample.id for sample in samples])
-    if not records:
-        raise UserError(f"every sample failed (see {log})")
+    if not records:  # e.g. a binding sliding window or soft-capping, refused by the edit: say why, in one line
+        first = failed[0]["error"] if failed else "no sample ran"
+        raise UserError(f"every sample failed (first: {first}; see {log})")
     rows = result_rows(records, grid, adapter.name, model_note(adapter.model.config, args.model_id))
     write_csv(args.out / CSV_NAME, rows)
     plot(rows, args.out / "redirect.png")
