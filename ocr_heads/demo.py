@@ -293,12 +293,12 @@ def path_lines(name: str, row: dict | None) -> list[str]:
         return " ".join(f"{v:.2f}" for v in values)
 
     lines = [f"{name} ({', '.join(row['heads'])}): image EM, then exact rate of digits 1-5",
-             f"  {'none':<26}{row['baseline']['image_em']:>6.2f}   {digits(row['baseline']['digits'])}"]
+             f"  {'none':<34}{row['baseline']['image_em']:>6.2f}   {digits(row['baseline']['digits'])}"]
     for mode, label in (("output", "zeroed"), ("image_keys", "cut off the image")):
         top = row[f"top_{mode}"]
-        lines.append(f"  {'top, ' + label:<26}{top['image_em']:>6.2f}   {digits(top['digits'])}")
+        lines.append(f"  {'top, ' + label:<34}{top['image_em']:>6.2f}   {digits(top['digits'])}")
         for seed, rand in row[f"random_{mode}"].items():
-            lines.append(f"  {f'random seed {seed}, ' + label:<26}{rand['image_em']:>6.2f}   {digits(rand['digits'])}")
+            lines.append(f"  {f'random seed {seed}, ' + label:<34}{rand['image_em']:>6.2f}   {digits(rand['digits'])}")
     return lines
 
 
