@@ -45,6 +45,8 @@ COMMANDS: dict[str, Command] = {
                        "exp_masking.py"),
     "sink": Command("ocr_heads.pipeline.experiment", "sink_main", "answer quality with sink attention moved",
                     "exp_sink.py"),
+    "redirect": Command("ocr_heads.pipeline.redirect", "main", "point the OCR heads at another character",
+                        "exp_redirect.py"),
     "validate": Command("ocr_heads.pipeline.validate", "main", "which score's top heads matter: causal gap vs random",
                         "exp_validate.py"),
     "case": Command("ocr_heads.pipeline.case_study", "main", "per-character OCR head scores (0-9a-z passkeys)",

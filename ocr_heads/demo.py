@@ -30,6 +30,7 @@ process (the equivalent command of each run is logged), so the model loads once.
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import resource
@@ -110,18 +111,28 @@ class Masking:
     def em(self, dataset: str, task: str, head_set: str, heads: list[str], seed: int = 0,
            heads_path: Path | None = None, experiment: str = "masking", options: dict[str, float] | None = None
            ) -> float:
+        return float(self.summary(dataset, task, head_set, heads, seed, heads_path, experiment, options)
+                     ["metrics"]["em"])
+
+    def summary(self, dataset: str, task: str, head_set: str, heads: list[str], seed: int = 0,
+                heads_path: Path | None = None, experiment: str = "masking", options: dict[str, float] | None = None,
+                mask_mode: str = "output") -> dict:
+        """One run's summary (metrics, per-sample predictions); ``mask_mode``: masking's --mask_mode."""
         options = options or {}
+        choices = {"mask_mode": mask_mode} if experiment == "masking" else {}
         cfg = RunConfig(experiment, self.model_id, dataset, task, head_set, len(heads), seed, heads,
                         str(heads_path) if heads_path else None, options, str(self.data), self.n, 0, MAX_NEW_TOKENS,
-                        protocol=self.adapter.protocol, model_fingerprint=self.fingerprint)
+                        protocol=self.adapter.protocol, model_fingerprint=self.fingerprint, choices=choices)
         declared = get_experiment(experiment)
         argv = ["--datasets", dataset, "--task", task]
         if heads:
             argv += ["--num_of_masking_head", str(len(heads)), "--seed", str(seed)]
         argv += [*declared.flags(head_set).split(), *(f"--{name}={value:g}" for name, value in options.items())]
+        if mask_mode != "output":
+            argv += ["--mask_mode", mask_mode]
         self.progress.step()
         logger.info("= %s %s  [heads: %s]", declared.script, shlex.join(argv), ", ".join(heads) or "none")
-        return float(run_one(self.adapter, cfg, self.out)["metrics"]["em"])
+        return run_one(self.adapter, cfg, self.out)
 
     def both(self, task: str, head_set: str, heads: list[str], seed: int = 0, heads_path: Path | None = None
              ) -> dict[str, float]:
@@ -265,6 +276,69 @@ def validation_rows(adapter: ModelAdapter, model: str, fingerprint: str, score_p
     return tables["passkey"]
 
 
+# Path-specific edits (issue 24): the same head sets cut off the image only (their attention to image tokens
+# blocked, the rest renormalised) instead of zeroed, with per-digit exact rates, and the layer-1 OCR heads
+# redirected from one digit's tiles to another's (exp_redirect.py). Few seeds and samples: the demo runs in CI.
+PATH_SEEDS = (0, 1, 2)
+REDIRECT_N = 5
+
+
+def digit_rates(summary: dict) -> list[float]:
+    """Per answer position, the fraction of samples whose prediction has the gold digit there."""
+    rows = summary["predictions"]
+    width = max((len(row["golds"][0]) for row in rows), default=0)
+    return [statistics.mean(len(row["prediction"]) > i and row["prediction"][i] == row["golds"][0][i]
+                            for row in rows) if rows else 0.0 for i in range(width)]
+
+
+def image_keys_rows(m: Masking, ranking_path: Path, k: int, base: dict) -> dict | None:
+    """Top-k heads of a list and k random heads (PATH_SEEDS), zeroed and cut off the image: image EM and
+    per-digit rates on the held-out split."""
+    heads = load_head_ranking(ranking_path)[:k]
+    if not heads:
+        return None
+
+    def row(head_set: str, chosen: list[str], seed: int, mode: str) -> dict:
+        summary = m.summary("passkey", "image", head_set, chosen, seed, ranking_path if head_set == "top" else None,
+                            mask_mode=mode)
+        return {"image_em": summary["metrics"]["em"], "digits": digit_rates(summary)}
+
+    out = {"heads": heads, "baseline": {"image_em": base["metrics"]["em"], "digits": digit_rates(base)}}
+    for mode in ("output", "image_keys"):
+        out[f"top_{mode}"] = row("top", heads, 0, mode)
+        out[f"random_{mode}"] = {seed: row("random", choose_heads("random", k, [], m.layers, m.heads, seed), seed,
+                                           mode) for seed in PATH_SEEDS}
+    return out
+
+
+def path_lines(name: str, row: dict | None) -> list[str]:
+    if not row:
+        return []
+
+    def digits(values: list[float]) -> str:
+        return " ".join(f"{v:.2f}" for v in values)
+
+    lines = [f"{name} ({', '.join(row['heads'])}): image EM, then exact rate of digits 1-5",
+             f"  {'none':<34}{row['baseline']['image_em']:>6.2f}   {digits(row['baseline']['digits'])}"]
+    for mode, label in (("output", "zeroed"), ("image_keys", "cut off the image")):
+        top = row[f"top_{mode}"]
+        lines.append(f"  {'top, ' + label:<34}{top['image_em']:>6.2f}   {digits(top['digits'])}")
+        for seed, rand in row[f"random_{mode}"].items():
+            lines.append(f"  {f'random seed {seed}, ' + label:<34}{rand['image_em']:>6.2f}   {digits(rand['digits'])}")
+    return lines
+
+
+def redirect_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    lines = ["redirect (exp_redirect.py, steered / kept / other, n = character events):"]
+    lines += [f"  {r['head_set']:<7} k={r['k']} alpha={r['alpha']} seed={r['seed'] or '-':<2} n={r['n']:<4}"
+              f"{float(r['steered']):.2f} / {float(r['kept']):.2f} / {float(r['other']):.2f}" for r in rows]
+    return lines
+
+
 def _top(path: Path, n: int = 6) -> list[dict]:
     return [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in h.items()}
             for h in read_json(path)["heads"][:n]]
@@ -307,6 +381,10 @@ def headline_text(h: dict) -> str:
         lines += ["", f"which score's heads matter (held-out, n={t['n']}; k in {', '.join(map(str, VALIDATE_KS))} "
                   "chosen per score on the calibration split; gap = top-k drop minus the mean drop of k random heads, "
                   "5 seeds; 95% bootstrap interval)", verdict_table(h["validation"])]
+    if (p := h.get("path_specific")) is not None:
+        lines += ["", f"held-out (n={t['n']}), path-specific edits (mean and per seed)",
+                  *path_lines("OCR heads", p["ocr"]), *path_lines("prefill heads", p["prefill"]),
+                  *redirect_lines(Path(p["redirect_csv"]))]
     lines += ["", "targets: " + ", ".join(f"{name} {'met' if ok else 'NOT met'}" for name, ok in h["targets"].items())]
     return "\n".join(lines)
 
@@ -391,6 +469,18 @@ def main(argv: list[str] | None = None) -> None:
     validation = validation_rows(adapter, model, masking.fingerprint,
                                  [score_file(scores, name, score) for score in image_scores()], calib_data,
                                  args.n_calib, eval_data, args.n_eval, out / "validate")
+    progress.start("path-specific edits", 2 * 2 * (1 + len(PATH_SEEDS)) + 1)
+    base = masking.summary("passkey", "image", "none", [])
+    redirect_out = results  # the report reads results/redirect.csv
+    path_specific = {"ocr": image_keys_rows(masking, ocr_path, table["k"], base),
+                     "prefill": image_keys_rows(Masking(adapter, model, eval_data, args.n_eval,
+                                                        out / "results_prefill" / "image_keys", progress),
+                                                prefill_path, prefill_calibration["k"], base),
+                     "redirect_csv": str(redirect_out / "redirect.csv")}
+    if table["k"]:
+        run("exp_redirect.py", "--model_id", model, "--protocol", TOY_PROTOCOL, "--heads", str(ocr_path), "--data",
+            str(eval_data), "--k", str(table["k"]), "--alpha", "1.0", "--seeds", *map(str, PATH_SEEDS), "--n",
+            str(min(REDIRECT_N, args.n_eval)), "--out", str(redirect_out))
     # Case study from step2's events: the toy model reads 5-digit keys in its own page layout, not the
     # single-character step1 pages, so its per-digit maps come from the run that found its heads.
     progress.start("case study", 1)
@@ -423,6 +513,7 @@ def main(argv: list[str] | None = None) -> None:
         "masking": table,
         "sink": sink,
         "validation": validation,
+        "path_specific": path_specific,
     }
     headline["targets"] = targets(headline)
     headline["elapsed_s"] = round(time.perf_counter() - start, 1)

@@ -98,7 +98,7 @@ def test_config_and_identity_keys_are_the_result_files_keys():
 def test_csv_columns():
     metrics = {"em": 0.5}
     masking = RunConfig("masking", "m", "doc", "image", "top", 2, 1)
-    assert list(csv_rows(masking, metrics, 4, "M")[0]) == CSV == get_experiment("masking").csv_columns
+    assert list(csv_rows(masking, metrics, 4, "M")[0]) == [*CSV, "mask_mode"] == get_experiment("masking").csv_columns
     sink = RunConfig("sink", "m", "doc", "image", "sink_top", 2, 1, options={"beta": 0.3})
     (row,) = csv_rows(sink, metrics, 4, "M")
     assert list(row) == [*CSV, "beta"] == get_experiment("sink").csv_columns

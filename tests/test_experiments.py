@@ -117,7 +117,7 @@ def test_masking_runs_all_head_sets_and_resumes(tiny_adapter, tiny_model_dir, pa
     assert masking_main([*common, "--do_masking", "--is_all_random", "--no_intersection", "--seed", "7"]) == 0
 
     rows = read_csv(out / "masking.csv")
-    assert list(rows[0]) == [*CSV_COLUMNS, *ADDED_COLUMNS]
+    assert list(rows[0]) == [*CSV_COLUMNS, *ADDED_COLUMNS, "mask_mode"] and {r["mask_mode"] for r in rows} == {"output"}
     assert [r["head_set"] for r in rows] == ["none"] * 2 + ["top"] * 2 + ["random"] * 2 + ["random_disjoint"] * 2
     assert {r["metric"] for r in rows} == {"accuracy", "em"} and {r["n"] for r in rows} == {"2"}
     assert [r["k"] for r in rows[::2]] == ["0", "2", "2", "2"]

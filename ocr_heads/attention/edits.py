@@ -1,4 +1,5 @@
-"""Causal interventions on decoder heads: masking and attention-sink redistribution.
+"""Causal interventions on decoder heads: masking and attention-sink redistribution (a use of the general
+attention reweighting, :mod:`ocr_heads.attention.reweighting`).
 
 Both are *edits* plugged into the project's one attention implementation (see
 :mod:`ocr_heads.attention`), scoped by context managers that restore the model on exit, even when
@@ -23,9 +24,8 @@ from contextlib import contextmanager
 
 import torch
 
-from ocr_heads.attention.forward import check_supported, edited
-from ocr_heads.attention.probabilities import allowed_keys, attention_probabilities
-from ocr_heads.core.heads import check_heads_exist, heads_by_layer, parse_head
+from ocr_heads.attention.forward import edited, heads_of_model
+from ocr_heads.attention.reweighting import AttentionReweighting, KeySet, Reweight, reweight_probabilities
 from ocr_heads.models.base import ModelAdapter
 
 __all__ = [
@@ -39,26 +39,10 @@ __all__ = [
     "sink_probabilities",
 ]
 
-# Query rows recomputed at once by the sink edit: bounds memory at (heads x rows x keys).
-QUERY_CHUNK = 1024
 # The fraction of the sink probability the sink keeps: the paper's default, and the values that make sense
 # (1 is the identity, 0 empties the sink). exp_sink's --beta declares itself from these.
 BETA_DEFAULT = 0.4
 BETA_RANGE = (0.0, 1.0)
-
-
-def _heads_of_model(adapter: ModelAdapter, heads: Iterable[str]) -> dict[int, list[int]]:
-    heads = list(heads)
-    shape = adapter.shape
-    check_heads_exist(heads, shape.num_layers, shape.num_heads)
-    by_layer = heads_by_layer(heads)
-    scoreable = adapter.scoreable_layers
-    without = sorted(layer for layer in by_layer if layer not in scoreable)
-    if without:
-        named = [h for h in heads if parse_head(h)[0] in without]
-        raise ValueError(f"{', '.join(named)}: layer(s) {without} have no attention heads (linear attention); "
-                         f"only heads in layers {scoreable} can be masked or edited")
-    return {layer: sorted(set(hs)) for layer, hs in by_layer.items()}
 
 
 # ---------------------------------------------------------------- masking
@@ -91,7 +75,7 @@ def mask_heads(adapter: ModelAdapter, heads: Iterable[str]) -> Iterator[None]:
     to 0 at all positions, prefill and decode. An empty list changes nothing (logits bit-identical
     to plain sdpa). Unknown heads raise ValueError before the model is touched.
     """
-    with edited(adapter, HeadMask(_heads_of_model(adapter, heads))):
+    with edited(adapter, HeadMask(heads_of_model(adapter, heads))):
         yield
 
 
@@ -121,7 +105,8 @@ def redistribute_sink(probs: torch.Tensor, beta: float, allowed: torch.Tensor | 
     such key (e.g. the first query of a causal prefill, which sees only the sink) is returned unchanged.
 
     ``beta`` must lie in [0, 1]: 1 is the identity, 0 empties the sink. Pure: ``probs`` is not
-    modified; the result has the dtype of ``probs``.
+    modified; the result has the dtype of ``probs``. It is :func:`~ocr_heads.attention.reweighting.
+    reweight_probabilities`' redirect with the sink as source, the keys after it as target, alpha = 1 - beta.
     """
     _check_beta(beta)
     if probs.shape[-1] < 2:
@@ -129,20 +114,13 @@ def redistribute_sink(probs: torch.Tensor, beta: float, allowed: torch.Tensor | 
     keys = torch.arange(probs.shape[-1], device=probs.device)
     if sink is None:
         sink = torch.zeros((1,) * probs.dim(), dtype=torch.long, device=probs.device)
-    index = sink.expand(*probs.shape[:-1], 1)
-    after = keys > sink  # the keys that receive the mass
-    p0 = probs.gather(-1, index)
-    rest = probs * after
-    moved = (1.0 - beta) * p0
-    total = rest.sum(dim=-1, keepdim=True)
-    proportional = rest + moved * rest / total.clamp_min(torch.finfo(probs.dtype).tiny)
-    targets = after.expand(probs.shape) if allowed is None else after & allowed.expand(probs.shape)
-    targets = targets.to(probs.dtype)
-    count = targets.sum(dim=-1, keepdim=True)
-    uniform = rest + moved * targets / count.clamp_min(1.0)
-    new = torch.where(total > 0, proportional, uniform).scatter(-1, index, p0 - moved)
-    # Rows with nowhere to put the mass keep it on the sink.
-    return torch.where((total <= 0) & (count <= 0), probs, new)
+    return reweight_probabilities(probs, keys == sink, sink_edit(beta), keys > sink, allowed)
+
+
+def sink_edit(beta: float) -> Reweight:
+    """The sink redistribution as a reweighting: ``1 - beta`` of the sink's mass redirected in proportion."""
+    _check_beta(beta)
+    return Reweight("redirect", alpha=1.0 - beta, spread="proportional")
 
 
 def sink_probabilities(
@@ -159,56 +137,24 @@ def sink_probabilities(
     """Redistributed attention probabilities of ``heads``: (batch, len(heads), rows, keys), float32.
 
     Recomputed by :func:`ocr_heads.attention.probabilities.attention_probabilities` (eager's GQA convention and the
-    keys sdpa lets each row see), then edited by :func:`redistribute_sink`.
+    keys sdpa lets each row see), then edited as :func:`redistribute_sink` says, the sink being each sample's
+    first visible key (its first real token under left padding).
     """
-    q_len, k_len = query.shape[2], key.shape[2]
-    rows = rows or slice(0, q_len)
-    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    probs = attention_probabilities(query, key, attention_mask, rows, heads, scaling, causal)
-    allowed = allowed_keys(attention_mask, torch.arange(q_len, device=query.device)[rows], q_len, k_len, causal)
-    sink = None
-    if attention_mask is not None:  # left padding: the sink is each sample's first visible key
-        last = allowed_keys(attention_mask, torch.tensor([q_len - 1], device=query.device), q_len, k_len, causal)
-        sink = first_visible_key(last[:, :, 0])[:, None, None, None]
-    return redistribute_sink(probs, beta, allowed, sink)
+    rows = rows or slice(0, query.shape[2])
+    return SinkRedistribution({}, beta).probabilities(module, query, key, attention_mask, heads, rows, scaling,
+                                                      is_causal)
 
 
-def first_visible_key(row: torch.Tensor) -> torch.Tensor:
-    """(batch,) first key the last query row may see, from its (batch, 1, keys) boolean mask: the sink,
-    i.e. the first real token of a left-padded sample (the last row of a prompt is never padding)."""
-    return row[:, 0].to(torch.int8).argmax(dim=-1)
-
-
-class SinkRedistribution:
-    """Edit that recomputes the selected heads' attention with the sink mass redistributed.
+class SinkRedistribution(AttentionReweighting):
+    """Edit that recomputes the selected heads' attention with the sink mass redistributed: the reweighting that
+    redirects ``1 - beta`` of each sample's own position 0 onto every other key, in proportion.
 
     Only those heads' slices of the output are replaced; every other head keeps sdpa's output.
     """
 
     def __init__(self, by_layer: dict[int, list[int]], beta: float) -> None:
-        _check_beta(beta)
-        self.by_layer = by_layer
+        super().__init__(by_layer, sink_edit(beta), KeySet.shared([0]))
         self.beta = beta
-
-    def __call__(self, module, query, key, value, attention_mask, output, **kwargs) -> torch.Tensor:
-        heads = self.by_layer.get(module.layer_idx)
-        if not heads:
-            return output
-        # Key 0 is the sink only while the cache keeps it: refuse a binding sliding window.
-        check_supported(module, key, recomputes_rows=True, **kwargs)
-        groups = query.shape[1] // key.shape[1]
-        index = torch.tensor(heads, device=query.device)
-        v = value[:, index // groups].float()  # (b, h_sel, keys, d)
-        contexts = []
-        for start in range(0, query.shape[2], QUERY_CHUNK):
-            probs = sink_probabilities(module, query, key, attention_mask, heads, self.beta,
-                                       kwargs.get("scaling"), kwargs.get("is_causal"),
-                                       slice(start, start + QUERY_CHUNK))
-            contexts.append(torch.matmul(probs, v))
-        context = torch.cat(contexts, dim=2).transpose(1, 2).to(output.dtype)  # (b, q, h_sel, d)
-        output = output.clone()
-        output[:, :, index] = context
-        return output
 
 
 @contextmanager
@@ -217,5 +163,5 @@ def redistribute_sink_heads(adapter: ModelAdapter, heads: Iterable[str], beta: f
     and the rest on the other keys in proportion (see :func:`redistribute_sink`), at every query
     of prefill and decode, causally. Unknown heads raise ValueError before the model is touched.
     """
-    with edited(adapter, SinkRedistribution(_heads_of_model(adapter, heads), beta)):
+    with edited(adapter, SinkRedistribution(heads_of_model(adapter, heads), beta)):
         yield

@@ -19,7 +19,7 @@ edits combine freely; both are scoped by context managers that restore the model
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -30,6 +30,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from ocr_heads.attention.probabilities import attention_logits
 from ocr_heads.attention.recorder import AttentionRecorder
+from ocr_heads.core.heads import check_heads_exist, heads_by_layer, parse_head
 from ocr_heads.models.base import ModelAdapter
 
 IMPLEMENTATION = "ocr_heads"
@@ -192,6 +193,22 @@ def capture(adapter: ModelAdapter) -> Iterator[AttentionRecorder]:
             yield recorder
         finally:
             recorders.remove(recorder)
+
+
+def heads_of_model(adapter: ModelAdapter, heads: Iterable[str]) -> dict[int, list[int]]:
+    """``l{L}_h{H}`` names grouped by layer (sorted head indices), checked against the model: unknown heads, or
+    heads in layers without attention rows (linear attention), raise ValueError before anything is edited."""
+    heads = list(heads)
+    shape = adapter.shape
+    check_heads_exist(heads, shape.num_layers, shape.num_heads)
+    by_layer = heads_by_layer(heads)
+    scoreable = adapter.scoreable_layers
+    without = sorted(layer for layer in by_layer if layer not in scoreable)
+    if without:
+        named = [h for h in heads if parse_head(h)[0] in without]
+        raise ValueError(f"{', '.join(named)}: layer(s) {without} have no attention heads (linear attention); "
+                         f"only heads in layers {scoreable} can be masked or edited")
+    return {layer: sorted(set(hs)) for layer, hs in by_layer.items()}
 
 
 @contextmanager

@@ -11,15 +11,16 @@ runner derives everything else from the declaration: the parser, the file stem s
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ocr_heads.scores.selection import SELECTIONS
 
 if TYPE_CHECKING:
-    from ocr_heads.models.base import ModelAdapter
+    from ocr_heads.models.base import ModelAdapter, ModelInputs
+    from ocr_heads.tasks import Example
 
 # model first: a results CSV may hold several models' rows, which must never be averaged together.
 CSV_COLUMNS = ["model", "protocol", "dataset", "task", "head_set", "k", "seed", "metric", "value", "n", "note"]
@@ -31,8 +32,9 @@ DOCUMENTED = "documented"  # the default --selection: the step3 head list (see o
 ADDED_COLUMNS = ("prompt", "selection")
 
 
-# (adapter, heads, options) -> a context manager inside which the model is edited
-ContextFactory = Callable[["ModelAdapter", list[str], Mapping[str, float]], AbstractContextManager]
+# (adapter, heads, options) -> a context manager inside which the model is edited; options hold the edit's numeric
+# options and the experiment's choices (masking: {"mask_mode": "image_keys"}). The context may yield BatchKeys.
+ContextFactory = Callable[["ModelAdapter", list[str], Mapping[str, float | str]], AbstractContextManager]
 
 
 # The authors' scripts take --fine_grained; ours accept it (OCR head lists are always the fine-grained ones).
@@ -73,6 +75,30 @@ class Option:
 
 
 @dataclass(frozen=True)
+class Choice:
+    """A named choice of an experiment (``--NAME`` among ``choices``; masking: ``--mask_mode``), written to the
+    CSV column NAME and the run's config. The default value keeps today's file names; any other value is
+    appended to the file stem (``_image_keys``). The unmodified model always runs with the default."""
+
+    name: str
+    default: str
+    choices: tuple[str, ...]
+    help: str
+
+    def add_flag(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(f"--{self.name}", choices=self.choices, default=self.default,
+                            help=f"{self.help} (default {self.default})")
+
+
+class BatchKeys(Protocol):
+    """What an edit's context may yield when its key sets depend on each sample (the image tokens, the answer's
+    evidence tiles): the runner calls ``prepare_batch`` with the batch's examples and model inputs, in batch
+    order, before generating it."""
+
+    def prepare_batch(self, examples: Sequence[Example], inputs: Sequence[ModelInputs]) -> None: ...
+
+
+@dataclass(frozen=True)
 class Edit:
     """What one head set does: which heads it takes and how it changes them."""
 
@@ -101,6 +127,7 @@ class Experiment:
     title: str = ""  # the report's section title (default: the name)
     # --grid: the (head set, task) pairs of the crossed grid (task None: --task's); empty: no --grid flag
     grid: tuple[tuple[str, str | None], ...] = ()
+    choices: tuple[Choice, ...] = ()  # named choices beside the edits (masking: --mask_mode)
 
     def __post_init__(self) -> None:
         if NONE in self.edits:
@@ -121,7 +148,8 @@ class Experiment:
 
     @property
     def csv_columns(self) -> list[str]:
-        return [*CSV_COLUMNS, *ADDED_COLUMNS, *(option.name for option in self.options)]
+        return [*CSV_COLUMNS, *ADDED_COLUMNS, *(option.name for option in self.options),
+                *(choice.name for choice in self.choices)]
 
     def edit(self, head_set: str) -> Edit | None:
         """The edit of ``head_set``; None for the unmodified model."""

@@ -72,6 +72,7 @@ class RunConfig:
     selection: str = DOCUMENTED  # which head list a ranked head set reads: "documented" (step3) or "authors"
     record_reading: bool = False  # record, per generated step, where the reading heads look (STEM.reading.csv)
     reading_heads: list[str] = field(default_factory=list)  # the heads whose reading is recorded
+    choices: dict[str, str] = field(default_factory=dict)  # the experiment's named choices, e.g. {"mask_mode": ...}
 
     def __post_init__(self) -> None:
         self.task = Modality(self.task)  # given as the command line's plain string: any other word is a ValueError
@@ -85,9 +86,13 @@ class RunConfig:
             name += f"_seed{self.seed}"  # a random draw: its seed tells it apart
         for option, value in self.options.items():
             name += f"_{option}{value:g}"
-        if self.selection != DOCUMENTED and self.reads_ranking:
-            name += f"_{self.selection}"  # another head choice: another run
-        return name
+        return name + "".join(f"_{value}" for value in self.changed_choices().values())
+
+    def changed_choices(self) -> dict[str, str]:
+        """The choices set to something other than their default: they name the run apart (stem, identity), so
+        that runs with the defaults keep the names and settings files they had before the choice existed."""
+        declared = {choice.name: choice.default for choice in get_experiment(self.experiment).choices}
+        return {name: value for name, value in self.choices.items() if declared.get(name) != value}
 
     @property
     def stem(self) -> str:
@@ -111,6 +116,8 @@ class RunConfig:
             elif key in ADDED_KEYS:  # settings added later: only when not the default, so older files keep theirs
                 if value != ADDED_KEYS[key]:
                     record[key] = value
+            elif key == "choices":
+                record.update(value)
             elif key != "knobs" or value:  # knobs only when given: files without them keep their layout
                 record[key] = value
         return record
@@ -127,6 +134,7 @@ class RunConfig:
         for key in ("prompt", "selection"):  # as record(): absent at the default, so older runs still resume
             if key in record:
                 identity[key] = record[key]
+        identity.update(self.changed_choices())
         return {**identity, "data_fingerprint": data_fingerprint(self.source)}
 
     def model_label(self, name: str) -> str:
@@ -135,9 +143,10 @@ class RunConfig:
 
 
 def intervention(adapter: ModelAdapter, cfg: RunConfig) -> AbstractContextManager:
-    """The context the run's samples generate in: its head set's edit (as its experiment declares it)."""
+    """The context the run's samples generate in: its head set's edit (as its experiment declares it), given the
+    edit's options and the experiment's choices."""
     edit = get_experiment(cfg.experiment).edit(cfg.head_set)
-    return nullcontext() if edit is None else edit.context(adapter, cfg.heads, cfg.options)
+    return nullcontext() if edit is None else edit.context(adapter, cfg.heads, {**cfg.options, **cfg.choices})
 
 
 def _check_resume(path: Path, cfg: RunConfig) -> None:
@@ -169,6 +178,8 @@ def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | Non
     # One writer per run stem (per shard log): a second process is refused, or waits with --wait.
     lock_output(log.with_name(log.name.replace(".samples.jsonl", ".lock")), wait)
 
+    prepare = None  # set inside the intervention when its edit needs each batch's samples
+
     def process(batch: list[tuple[int, str]]) -> list[dict | Exception]:
         # Examples are built one by one (a bad row fails alone), then generated together.
         outcomes: list[dict | Exception] = []
@@ -184,6 +195,8 @@ def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | Non
         if not ready:
             return outcomes
         batch_inputs = [inputs for _, _, inputs in ready]
+        if prepare is not None:  # an edit whose key sets depend on each sample (e.g. --mask_mode evidence_keys)
+            prepare([example for _, example, _ in ready], batch_inputs)
         readings: list[dict | None] = [None] * len(ready)
         if cfg.record_reading:
             generated, readings = generate_reading(adapter, batch_inputs, [example for _, example, _ in ready],
@@ -200,7 +213,9 @@ def run_one(adapter: ModelAdapter, cfg: RunConfig, out: Path, shard: Shard | Non
         return outcomes
 
     if not merge_only:
-        with intervention(adapter, cfg):
+        with intervention(adapter, cfg) as active:
+            # An edit whose key sets depend on each sample (BatchKeys) gets every batch before it generates.
+            prepare = getattr(active, "prepare_batch", None)
             run_batches(shard.select(refs), lambda ref: ref[1], process, log, f"{cfg.experiment} {cfg.stem}",
                         batch_size)
         if shard.launched:
@@ -283,16 +298,18 @@ def csv_rows(cfg: RunConfig, metrics: dict[str, float], n: int, model: str, note
     """One row per metric, in the experiment's columns; an option's column is empty where the run takes none."""
     base = {"model": model, "protocol": cfg.protocol, "dataset": cfg.dataset, "task": cfg.task,
             "head_set": cfg.head_set, "k": cfg.k, "seed": cfg.seed}
+    experiment = get_experiment(cfg.experiment)
     options = {option.name: f"{cfg.options[option.name]:g}" if option.name in cfg.options else ""
-               for option in get_experiment(cfg.experiment).options}
+               for option in experiment.options}
     added = {"prompt": cfg.prompt, "selection": cfg.selection if cfg.reads_ranking else ""}
+    choices = {choice.name: cfg.choices.get(choice.name, choice.default) for choice in experiment.choices}
     return [{**base, "metric": metric, "value": f"{value:.6f}", "n": n, "note": run_note(note, cfg), **added,
-             **options} for metric, value in metrics.items()]
+             **options, **choices} for metric, value in metrics.items()]
 
 
 def added_column_value(column: str, row: Mapping[str, str], experiment: str) -> str:
-    """The value of an added column for a row written before the column existed: direct prompts, and the
-    documented head list where the row's head set read one."""
+    """The value of a column added since a row was written, as the row ran: direct prompts, the documented head
+    list where the row's head set read one, and an experiment choice's default (mask_mode: output)."""
     if column == "prompt":
         return "direct"
     if column == "selection":
@@ -301,6 +318,9 @@ def added_column_value(column: str, row: Mapping[str, str], experiment: str) -> 
         except ValueError:
             return ""
         return DOCUMENTED if edit is not None and needs_ranking(edit.selection) else ""
+    defaults = {choice.name: choice.default for choice in get_experiment(experiment).choices}
+    if column in defaults:
+        return defaults[column]
     raise ValueError(f"no value for added column {column!r}")
 
 
@@ -323,6 +343,23 @@ def row_key(row: dict, experiment: str) -> tuple[str, ...]:
     return tuple(sorted(key.items()))
 
 
+def upgraded_rows(path: Path, found: list[str], columns: list[str], rows: list[dict], experiment: str) -> list[dict]:
+    """``rows`` of a CSV with columns ``found`` in the layout ``columns``. A CSV written before a column was added
+    (``prompt``/``selection``, or an experiment choice such as masking's ``mask_mode``) gets, in each row, the value
+    that row ran with (:func:`added_column_value`); any other difference is refused (nothing is written)."""
+    if found == columns:
+        return rows
+    choices = {choice.name for choice in get_experiment(experiment).choices}
+    missing = [column for column in columns if column not in found]
+    in_order = [column for column in columns if column in found] == found
+    if not in_order or not set(missing) <= {*ADDED_COLUMNS, *choices}:
+        raise UserError(f"{path} has columns {found}, not {columns} (an older layout?); nothing was added to it: "
+                        "use another --out")
+    logger.info("%s: adding column(s) %s to its %d earlier row(s)", path, ", ".join(missing), len(rows))
+    return [{column: row[column] if column in found else added_column_value(column, row, experiment)
+             for column in columns} for row in rows]
+
+
 def replace_csv_rows(path: Path, rows: list[dict], experiment: str) -> None:
     """Write ``rows`` into the result CSV, replacing the rows of the same run and metric (a rerun, or the same
     run extended with a larger --n, has one row per metric: its latest). The file is rewritten atomically."""
@@ -332,16 +369,7 @@ def replace_csv_rows(path: Path, rows: list[dict], experiment: str) -> None:
         with path.open(newline="") as handle:
             reader = csv.DictReader(handle)
             kept = list(reader)
-        old = list(reader.fieldnames or [])
-        if old != columns:
-            missing = [column for column in columns if column not in old]
-            if set(old) - set(columns) or set(missing) - set(ADDED_COLUMNS):
-                raise UserError(f"{path} has columns {old}, not {columns} (an older layout?); "
-                                "nothing was added to it: use another --out")
-            # An older layout lacking only columns added since: its rows get their values from before the column.
-            logger.info("%s: adding column(s) %s to its %d earlier row(s)", path, ", ".join(missing), len(kept))
-            kept = [{**row, **{column: added_column_value(column, row, experiment) for column in missing}}
-                    for row in kept]
+            kept = upgraded_rows(path, reader.fieldnames or [], columns, kept, experiment)
     # An earlier row of the same run and metric gives its place to the new one (the file keeps its order).
     new = {row_key(row, experiment): row for row in rows}
     merged: list[dict] = []

@@ -150,6 +150,8 @@ def build_parser(experiment: Experiment | str) -> argparse.ArgumentParser:
     experiment.add_flags(parser)
     for option in experiment.options:
         option.add_flag(parser)
+    for choice in experiment.choices:
+        choice.add_flag(parser)
     return parser
 
 
@@ -218,14 +220,27 @@ def _configs(args: argparse.Namespace, experiment: Experiment, head_set: str, ta
         heads_path = None  # the baseline masks nothing: the list only names its reading heads
     options = {} if edit is None else {option.name: getattr(args, option.name) for option in edit.options}
     knobs = {name: getattr(args, name) for name in knob_names() if getattr(args, name, None) is not None}
+    choices = given_choices(args, experiment, edit is None)
     for prompt in args.prompt:
         max_new_tokens = args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[prompt]
         for dataset in args.datasets:
             yield RunConfig(experiment.name, args.model_id, dataset, task, head_set, k, args.seed, heads,
                             str(heads_path) if heads_path else None, options, sources[dataset], args.n,
                             args.data_seed, max_new_tokens, args.tag, adapter.protocol, knobs, fingerprint,
-                            prompt=prompt, selection=args.selection, record_reading=args.record_reading,
-                            reading_heads=list(reading_heads))
+                            choices=choices, prompt=prompt, selection=args.selection,
+                            record_reading=args.record_reading, reading_heads=list(reading_heads))
+
+
+def given_choices(args: argparse.Namespace, experiment: Experiment, unmodified: bool) -> dict[str, str]:
+    """The experiment's choices as given; the unmodified model runs with their defaults (one baseline for all)."""
+    choices = {choice.name: getattr(args, choice.name) for choice in experiment.choices}
+    if unmodified:
+        ignored = [f"--{choice.name} {choices[choice.name]}" for choice in experiment.choices
+                   if choices[choice.name] != choice.default]
+        if ignored:
+            logger.warning("%s has no effect on the unmodified model (no edit): evaluating it", ", ".join(ignored))
+        choices = {choice.name: choice.default for choice in experiment.choices}
+    return choices
 
 
 def run_main(experiment: str, argv: list[str] | None = None) -> int:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import html
+import shutil
 from pathlib import Path
+
+import pandas as pd
 
 from ocr_heads.experiments.registry import all_experiments
 from ocr_heads.report import tables
@@ -11,6 +14,19 @@ from ocr_heads.report.sections.common import Report, Section, shown
 from ocr_heads.tasks.prompting import COT, RECONSTRUCTED
 
 HEAD_SOURCE = {"image": "OCR heads (image)", "text": "retrieval heads (text)"}
+
+
+def with_choices_in_head_set(frame: pd.DataFrame, choices) -> pd.DataFrame:
+    """A choice other than its default (masking's mask_mode image_keys) joins the head set's name, ``top
+    [image_keys]``, so that each mode gets its own column beside the same head set's plain masking."""
+    for choice in choices:
+        if choice.name not in frame:
+            continue
+        value = frame[choice.name].fillna(choice.default).astype(str)
+        changed = value != choice.default
+        frame.loc[changed, "head_set"] = frame.loc[changed, "head_set"] + " [" + value[changed] + "]"
+        frame = frame.drop(columns=choice.name)
+    return frame
 
 
 def sections(results: Path, report: Report) -> list[Section]:
@@ -24,6 +40,7 @@ def sections(results: Path, report: Report) -> list[Section]:
         # Name whose heads a row masks: --task image masks the OCR heads, --task text the retrieval heads;
         # the baseline and the random controls of that run sit in the same row.
         frame["task"] = frame["task"].map(lambda task: HEAD_SOURCE.get(task, task))
+        frame = with_choices_in_head_set(frame, experiment.choices)
         table = tables.pivot(frame)
         path = report.out / f"{name}_table.csv"
         tables.flat(table).to_csv(path, index=False)
@@ -35,7 +52,8 @@ def sections(results: Path, report: Report) -> list[Section]:
                   "n or options: such rows are shown apart, labelled by what differs); rows: model, protocol, "
                   "dataset, task (the head source: OCR heads from the image score, retrieval heads from the text "
                   "score; its row holds the unmodified baseline, the top-k heads and the random controls), "
-                  "metric; columns: head set, k."
+                  "metric; columns: head set (with a mask mode other than output in brackets: the heads cut off "
+                  "that key group instead of zeroed), k."
                   + "".join(f" {model}: {note}." for model, note in model_notes.items()))
         if "prompt" in frame.columns and (frame["prompt"] == COT).any():
             part.text(f"Rows with prompt cot (chain of thought): {RECONSTRUCTED}.")
@@ -44,7 +62,8 @@ def sections(results: Path, report: Report) -> list[Section]:
         _reading_figures(results / name, part, report)
         found.append(part)
         report.lines.append(f"{title} table ({len(frame)} rows):\n{table.to_string()}")
-    return found
+    redirect = redirect_section(results, report)
+    return found + ([redirect] if redirect else [])
 
 
 def _reading_figures(folder: Path, part: Section, report: Report) -> None:
@@ -55,3 +74,31 @@ def _reading_figures(folder: Path, part: Section, report: Report) -> None:
                    f"and cot side by side; CoT: {RECONSTRUCTED})")
         part.raw(f"<figure><img src='{html.escape(shown(path, report.out))}' alt='{html.escape(caption)}'>"
                  f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def redirect_section(results: Path, report: Report) -> Section | None:
+    """exp_redirect's rates (``results/redirect.csv``): per head set, k and alpha, the mean over seeds and, for the
+    random heads, the spread over seeds; its figure when present."""
+    path = results / "redirect.csv"
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path, dtype={"note": str}).fillna({"note": "", "seed": -1})
+    table = (frame.groupby(["model", "head_set", "k", "alpha"])
+             .agg(seeds=("seed", "size"), n=("n", "sum"), steered=("steered", "mean"),
+                  steered_min=("steered", "min"), steered_max=("steered", "max"), kept=("kept", "mean"),
+                  other=("other", "mean")).round(3))
+    part = Section(f"Redirect ({shown(path, report.out)})")
+    part.text("While the model writes passkey character i (teacher-forced), the heads' row producing it moves a "
+              "share alpha of its attention on character i's tiles onto another character j's tiles: steered = "
+              "the output became j, kept = stayed i, other = anything else; only characters the unedited model "
+              "writes right count (n: events summed over seeds). Controls: k random heads (mean, min and max "
+              "over seeds) and the top heads redirected to a blank region (as many ink-free tiles near j)."
+              + "".join(f" {model}: {note}." for model, note in tables.notes(frame).items()))
+    part.raw(table.to_html())
+    figure = results / "redirect.png"
+    if figure.is_file():
+        copied = report.add(Path(shutil.copy(figure, report.out / figure.name)))
+        part.figure(copied, "steered rate against alpha: top heads, random heads (band: min-max over "
+                    "seeds), blank region")
+    report.lines.append(f"Redirect table ({len(frame)} rows):\n{table.to_string()}")
+    return part
