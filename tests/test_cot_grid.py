@@ -92,7 +92,7 @@ def test_added_columns_extend_an_older_csv(tmp_path):
     cot = RunConfig("masking", "m", "doc", "image", "top", 2, 1, protocol="paper", prompt="cot")
     replace_csv_rows(path, csv_rows(cot, {"anls": 0.75}, 8, "M"), "masking")
     rows = read_csv(path)
-    assert list(rows[0]) == [*CSV_COLUMNS, *ADDED_COLUMNS]
+    assert list(rows[0]) == [*CSV_COLUMNS, *ADDED_COLUMNS, "mask_mode"]
     got = [(r["head_set"], r["prompt"], r["selection"], r["value"]) for r in rows]
     # the direct rerun of the old top run replaced it in place; the cot run is a row of its own
     assert got == [("none", "direct", "", "0.5"), ("top", "direct", "documented", "0.250000"),

@@ -8,7 +8,7 @@ import pytest
 from test_experiments import STEP3
 
 from ocr_heads.attention.reweighting import KeySet, Reweight, reweighted_heads
-from ocr_heads.experiments.base import CSV_COLUMNS
+from ocr_heads.experiments.base import ADDED_COLUMNS, CSV_COLUMNS
 from ocr_heads.experiments.data import example_inputs
 from ocr_heads.pipeline.experiment import masking_main
 from ocr_heads.scores.geometry import covering_tiles
@@ -59,7 +59,7 @@ def test_mask_mode_predictions_equal_the_hand_built_edit(mode, tiny_adapter, tin
     summary = json.loads((run_dir / f"passkey_image_top_k2_{mode}.json").read_text())
     assert summary["config"]["mask_mode"] == mode and summary["config"]["heads"] == HEADS
     rows = read_csv(out / "masking.csv")
-    assert list(rows[0]) == [*CSV_COLUMNS, "mask_mode"] and {r["mask_mode"] for r in rows} == {mode}
+    assert list(rows[0]) == [*CSV_COLUMNS, *ADDED_COLUMNS, "mask_mode"] and {r["mask_mode"] for r in rows} == {mode}
     for example, recorded in zip(get_task("passkey").examples(passkey_dir, n=2), summary["predictions"], strict=True):
         inputs = example_inputs(tiny_adapter, example)
         rule, keys = hand_keys(mode, example, inputs)
@@ -100,7 +100,7 @@ def test_baseline_is_output_and_old_csv_layout_is_upgraded(tiny_model_dir, passk
     # --mask_mode without --do_masking: the unmodified model, filed as output under today's stem.
     assert masking_main(common(tiny_model_dir, passkey_dir, out, heads_file, "--mask_mode", "image_keys")) == 0
     rows = read_csv(out / "masking.csv")
-    assert rows[0] == {**old, "mask_mode": "output"}
+    assert rows[0] == {**old, "prompt": "direct", "selection": "documented", "mask_mode": "output"}
     assert [(r["head_set"], r["mask_mode"]) for r in rows[1:]] == [("none", "output")] * 2
     assert (out / "masking" / tiny_model_dir.name / "passkey.json").is_file()
 

@@ -87,13 +87,16 @@ def append_jsonl(path: str | Path, record: dict) -> None:
 
 
 def _drop_torn_tail(path: Path) -> None:
+    # Only the last byte is read on the common path: a log is appended to once per sample, and reading it whole
+    # every time made a long run's appends quadratic.
     if not path.exists() or path.stat().st_size == 0:
         return
-    data = path.read_bytes()
-    if data.endswith(b"\n"):
-        return
-    keep = data.rfind(b"\n") + 1
     with path.open("r+b") as handle:
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) == b"\n":
+            return
+        handle.seek(0)
+        keep = handle.read().rfind(b"\n") + 1
         handle.truncate(keep)
 
 

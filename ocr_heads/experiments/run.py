@@ -86,6 +86,8 @@ class RunConfig:
             name += f"_seed{self.seed}"  # a random draw: its seed tells it apart
         for option, value in self.options.items():
             name += f"_{option}{value:g}"
+        if self.selection != DOCUMENTED and self.reads_ranking:
+            name += f"_{self.selection}"  # another head choice: another run
         return name + "".join(f"_{value}" for value in self.changed_choices().values())
 
     def changed_choices(self) -> dict[str, str]:
@@ -96,7 +98,7 @@ class RunConfig:
 
     @property
     def stem(self) -> str:
-        """The run's file stem: dataset[_task_headset_kK[_seedS]{options}[_authors]][_cot]."""
+        """The run's file stem: dataset[_task_headset_kK[_seedS]{options}[_authors][_MASKMODE]][_cot]."""
         return self._stem if self.prompt == DIRECT else f"{self._stem}_{self.prompt}"
 
     @property
