@@ -78,7 +78,8 @@ def run(*args: str) -> None:
 
 PHASES = ("toy data", "step2 scores", "step3 head lists", "masking: choose k on the calibration split",
           "masking table on the held-out split", "sink redistribution", "prefill heads: choose k",
-          "prefill heads: masking", "which score's heads matter", "case study", "where the model looks", "report")
+          "prefill heads: masking", "which score's heads matter", "path-specific edits", "case study",
+          "where the model looks", "report")
 
 
 class Progress:

@@ -160,3 +160,17 @@ def test_ocr_heads_matter_causally(toy_adapter):
                 for seed in RANDOM_SEEDS]
     assert all(len(c) == 3 and not set(c) & set(TOY_OCR_HEADS) for c in controls)
     assert len({tuple(c) for c in controls}) == len(RANDOM_SEEDS)
+
+
+def test_every_demo_phase_it_starts_is_declared():
+    """The demo names its phases as it starts them (``progress.start(NAME)``); a name missing from PHASES stops the
+    demo with a ValueError after minutes of work, so every literal name must be declared, in the order run."""
+    import re
+
+    from ocr_heads import demo
+
+    source = Path(demo.__file__).read_text()
+    started = re.findall(r'progress\.start\("([^"]+)"', source)
+    assert started and set(started) <= set(demo.PHASES)
+    order = [demo.PHASES.index(name) for name in started]
+    assert order == sorted(order)
