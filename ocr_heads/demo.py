@@ -336,7 +336,8 @@ def redirect_lines(path: Path) -> list[str]:
         rows = list(csv.DictReader(handle))
     lines = ["redirect (exp_redirect.py, steered / kept / other, n = character events):"]
     lines += [f"  {r['head_set']:<7} k={r['k']} alpha={r['alpha']} seed={r['seed'] or '-':<2} n={r['n']:<4}"
-              f"{float(r['steered']):.2f} / {float(r['kept']):.2f} / {float(r['other']):.2f}" for r in rows]
+              + (" / ".join(f"{float(r[name]):.2f}" for name in ("steered", "kept", "other")) if r["steered"]
+                 else "no event") for r in rows]
     return lines
 
 

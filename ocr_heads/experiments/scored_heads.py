@@ -4,6 +4,7 @@ tested on. Torch-free: everything here reads JSON."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from ocr_heads.scores import all_scores, get_score
 from ocr_heads.scores.files import companion_paths, load_scores
 from ocr_heads.scores.selection import load_head_ranking
 
+logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ScoredHeads:
@@ -77,6 +79,10 @@ def load_scored_heads(path: str | Path) -> ScoredHeads:
     ranking = load_head_ranking(path)
     for name in ranking:
         parse_head(name)
+    if values and not any(values.values()):
+        # No silent zeros: a file with no answer-token events (a random model) still ranks its heads, by name.
+        logger.warning("%s: every head scores 0 (no answer-token events?): its top-k heads are arbitrary, "
+                       "not found by the score", path)
     return ScoredHeads(path, kind, Modality(get_score(kind).modality), ranking, values, meta)
 
 

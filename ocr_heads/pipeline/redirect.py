@@ -138,15 +138,23 @@ def sample_events(adapter: ModelAdapter, sample: Sample, grid: dict[str, list[st
     return {"events": events}
 
 
+NO_EVENTS = "no event: the unedited model wrote none of these characters right, so the rates are undefined"
+
+
 def result_rows(records: list[dict], grid: dict[str, list[str]], model: str, note: str) -> list[dict]:
     rows = []
     for key in grid:
         head_set, k, alpha, seed = key.split("|")
         found = [event["outcomes"][key] for record in records for event in record["events"]
                  if key in event["outcomes"]]
-        shares = rates(found)
+        shares = {name: f"{value:.6f}" for name, value in rates(found).items()}
+        row_note = note
+        if not found:  # no rate without events: empty cells, not zeros that read as a result
+            shares = dict.fromkeys(OUTCOMES, "")
+            row_note = "; ".join(filter(None, [NO_EVENTS, note]))
+            logger.warning("redirect %s k=%s alpha=%s seed=%s: %s", head_set, k, alpha, seed or "-", NO_EVENTS)
         rows.append({"model": model, "head_set": head_set, "k": k, "alpha": alpha, "seed": seed, "n": len(found),
-                     **{name: f"{shares[name]:.6f}" for name in OUTCOMES}, "note": note})
+                     **shares, "note": row_note})
     return rows
 
 
@@ -169,7 +177,7 @@ def plot(rows: list[dict], path: Path) -> None:
     figure, axes = plt.subplots(1, len(ks), figsize=(4 * len(ks), 3.2), squeeze=False)
     for axis, k in zip(axes[0], ks, strict=True):
         for head_set, colour in (("top", "tab:red"), ("random", "tab:grey"), ("blank", "tab:blue")):
-            chosen = [row for row in rows if int(row["k"]) == k and row["head_set"] == head_set]
+            chosen = [row for row in rows if int(row["k"]) == k and row["head_set"] == head_set and row["steered"]]
             alphas = sorted({float(row["alpha"]) for row in chosen})
             values = [[float(row["steered"]) for row in chosen if float(row["alpha"]) == a] for a in alphas]
             axis.plot(alphas, [np.mean(v) for v in values], marker="o", color=colour, label=head_set)
