@@ -137,6 +137,11 @@ def event_rows(answer_tokens: list[AnswerToken], num_steps: int, alignment: Alig
     return [(tok, tok.index + offset) for tok in answer_tokens if tok.index + offset < num_steps]
 
 
+def event_chars(answer: str, answer_tokens: list[AnswerToken], num_steps: int, alignment: Alignment) -> list[str]:
+    """Per event row (as :func:`event_rows` pairs them), the answer characters its token spells."""
+    return [answer[slice(*token.chars)] for token, _ in event_rows(answer_tokens, num_steps, alignment)]
+
+
 def scored_occurrences(occurrences: list[dict[int, list[list[float]]]], alignment: Alignment) -> list[dict]:
     """The answer occurrences whose tiles are targets. ``produce``: every answer slot of the needle
     (a passkey needle states the key twice and either copy may be read). ``authors``: the first only,

@@ -52,8 +52,7 @@ def values(observed: Observed, settings: Settings) -> SampleValues:
     mass = observed.probe(ImageAttention).group_mass[IMAGE_GROUP].numpy()
     events = answer_events(observed, settings.alignment)
     result = image_mass_values(mass, events, observed.recall)
-    chars = [observed.sample.answer[slice(*token.chars)]
-             for token, _ in rules.event_rows(events, mass.shape[0], Alignment.PRODUCE)]
+    chars = rules.event_chars(observed.sample.answer, events, mass.shape[0], Alignment.PRODUCE)
     return SampleValues(result, len(result), chars)
 
 

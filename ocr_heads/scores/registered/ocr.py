@@ -44,8 +44,7 @@ def values(observed: Observed, settings: Settings) -> SampleValues:
     argmax = observed.record.argmax
     targets = answer_targets(observed.sample, observed.inputs, settings)
     result = rules.ocr_values(argmax, tokens, targets, observed.recall, settings.alignment)
-    chars = [observed.sample.answer[slice(*token.chars)]
-             for token, _ in rules.event_rows(tokens, argmax.shape[0], settings.alignment)]
+    chars = rules.event_chars(observed.sample.answer, tokens, argmax.shape[0], settings.alignment)
     return SampleValues(result, len(result), chars)
 
 

@@ -64,8 +64,7 @@ def values(observed: Observed, settings: Settings) -> SampleValues:
     events = answer_events(observed, settings.alignment)
     targets = answer_targets(observed.sample, observed.inputs, settings)
     result = ocr_mass_values(attention, answer_keys(targets), events, targets, observed.recall)
-    chars = [observed.sample.answer[slice(*token.chars)]
-             for token, _ in rules.event_rows(events, attention.shape[0], Alignment.PRODUCE)]
+    chars = rules.event_chars(observed.sample.answer, events, attention.shape[0], Alignment.PRODUCE)
     return SampleValues(result, len(result), chars)
 
 
